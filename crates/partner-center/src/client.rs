@@ -1,0 +1,966 @@
+//! The HTTP client: one method per Partner Center call (E1-E20).
+//!
+//! Each method sends `MS-CorrelationId` (the caller's, one per purchase) and `MS-RequestId`.
+//! Side-effecting methods take the `MS-RequestId` from the caller, who persists it before the
+//! call and passes the same one again when retrying after a timeout (spec 9.2); read-only
+//! methods make a fresh one per call. A 401 drops the cached token, fetches a new one and
+//! repeats the call once with the *same* `MS-RequestId`: a 401 means the request was refused
+//! before processing, and reusing the id keeps the caller's persisted intent accurate.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use reqwest::{header, Method, StatusCode};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::auth::{Clock, Credentials, GrantKind, Secret, SystemClock, TokenSource};
+use crate::config::ClientConfig;
+use crate::error::{classify_lost_reply, classify_status, CallContext, Effect, Error};
+use crate::ids::{CorrelationId, RequestId};
+use crate::models::{
+    ApiFault, Availability, Cart, CartCheckoutResult, Collection, Entitlement, EntitlementType,
+    InventoryCheckRequest, InventoryItem, Link, Order, OrderCancellation,
+    OrderLineItemProvisioningStatus, Product, ReservedInstanceArtifactDetails, Sku,
+    SubscriptionRegistrationStatus, ThrottleFault,
+};
+
+/// A successful reply and what the call looked like on the wire.
+#[derive(Debug, Clone)]
+pub struct Reply<T> {
+    pub value: T,
+    pub meta: CallMeta,
+}
+
+/// Facts about one call, for the saga's attempt history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallMeta {
+    /// The HTTP status of the (last) response.
+    pub status: u16,
+    /// Wall time of the whole call, including a token refresh and pages.
+    pub latency: Duration,
+    pub request_id: RequestId,
+    pub correlation_id: CorrelationId,
+    /// `Location` of a 202 (registration).
+    pub location: Option<String>,
+    /// How many HTTP requests the call took (pages, the retry after a 401).
+    pub http_requests: u32,
+}
+
+/// Longest `Retry-After` honoured as given; longer (absurd) values are capped to this so one
+/// bad header cannot park a purchase for years. The saga's own deadlines still apply.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+
+/// The Partner Center REST client. Cheap to clone; share one per process.
+#[derive(Debug, Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    http: reqwest::Client,
+    config: ClientConfig,
+    app_only: TokenSource,
+    app_user: Option<TokenSource>,
+    clock: Arc<dyn Clock>,
+}
+
+struct Call {
+    method: Method,
+    /// Path and query under `{base}/v1`, starting with `/`; or an absolute same-origin URL.
+    target: String,
+    body: Option<Vec<u8>>,
+    effect: Effect,
+    grant: GrantKind,
+    correlation_id: CorrelationId,
+    request_id: RequestId,
+}
+
+struct RawReply {
+    status: u16,
+    body: Bytes,
+    location: Option<String>,
+    context: CallContext,
+    http_requests: u32,
+}
+
+impl Client {
+    /// A client for `config.base_url`, authenticating with `credentials`, on the wall clock.
+    pub fn new(config: ClientConfig, credentials: Credentials) -> Result<Self, Error> {
+        Self::with_clock(config, credentials, Arc::new(SystemClock))
+    }
+
+    /// As [`Client::new`], with an injected clock for token expiry.
+    pub fn with_clock(
+        config: ClientConfig,
+        credentials: Credentials,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, Error> {
+        if !(config.base_url.starts_with("https://") || config.base_url.starts_with("http://")) {
+            return Err(Error::Config(format!(
+                "base URL {:?} must start with https:// (or http:// for a local simulator)",
+                config.base_url
+            )));
+        }
+        let http = reqwest::Client::builder()
+            .timeout(config.timeout)
+            .connect_timeout(config.connect_timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| Error::Config(format!("cannot build the HTTP client: {e}")))?;
+        let app_user = credentials.refresh_token.is_some().then(|| {
+            TokenSource::new(
+                GrantKind::AppUser,
+                http.clone(),
+                credentials.clone(),
+                clock.clone(),
+            )
+        });
+        let app_only =
+            TokenSource::new(GrantKind::AppOnly, http.clone(), credentials, clock.clone());
+        Ok(Self {
+            inner: Arc::new(Inner {
+                http,
+                config,
+                app_only,
+                app_user,
+                clock,
+            }),
+        })
+    }
+
+    /// The configuration this client was built with.
+    pub fn config(&self) -> &ClientConfig {
+        &self.inner.config
+    }
+
+    /// Whether app+user credentials (a refresh token) are configured.
+    pub fn has_app_user(&self) -> bool {
+        self.inner.app_user.is_some()
+    }
+
+    // ---- E1-E2: registration ---------------------------------------------------------------
+
+    /// E1: registers an Azure subscription for reservation purchases. Returns the `Location`.
+    pub async fn register_subscription(
+        &self,
+        correlation_id: CorrelationId,
+        request_id: RequestId,
+        customer_id: &str,
+        subscription_id: &str,
+    ) -> Result<Reply<Option<String>>, Error> {
+        let call = Call::side_effect(
+            Method::POST,
+            format!(
+                "/customers/{}/subscriptions/{}/registrations",
+                seg(customer_id),
+                seg(subscription_id)
+            ),
+            Some(Vec::new()),
+            correlation_id,
+            request_id,
+        );
+        let started = Instant::now();
+        let raw = self.execute(call).await?;
+        let location = raw.location.clone();
+        Ok(Reply {
+            value: location,
+            meta: meta(&raw, started),
+        })
+    }
+
+    /// E2: the registration status of an Azure subscription.
+    pub async fn registration_status(
+        &self,
+        correlation_id: CorrelationId,
+        customer_id: &str,
+        subscription_id: &str,
+    ) -> Result<Reply<SubscriptionRegistrationStatus>, Error> {
+        self.get(
+            correlation_id,
+            format!(
+                "/customers/{}/subscriptions/{}/registrationstatus",
+                seg(customer_id),
+                seg(subscription_id)
+            ),
+        )
+        .await
+    }
+
+    // ---- E3-E8: catalog --------------------------------------------------------------------
+
+    /// E3: products of a catalog view in a country, following every page.
+    pub async fn list_products(
+        &self,
+        correlation_id: CorrelationId,
+        country: &str,
+        target_view: &str,
+        target_segment: Option<&str>,
+    ) -> Result<Reply<Vec<Product>>, Error> {
+        let mut query = vec![("country", country), ("targetView", target_view)];
+        if let Some(segment) = target_segment {
+            query.push(("targetSegment", segment));
+        }
+        self.list(
+            correlation_id,
+            format!("/products?{}", encode_query(&query)),
+        )
+        .await
+    }
+
+    /// E4: one product.
+    pub async fn get_product(
+        &self,
+        correlation_id: CorrelationId,
+        product_id: &str,
+        country: &str,
+    ) -> Result<Reply<Product>, Error> {
+        self.get(
+            correlation_id,
+            format!(
+                "/products/{}?{}",
+                seg(product_id),
+                encode_query(&[("country", country)])
+            ),
+        )
+        .await
+    }
+
+    /// E5: the SKUs of a product.
+    pub async fn list_skus(
+        &self,
+        correlation_id: CorrelationId,
+        product_id: &str,
+        country: &str,
+        target_segment: Option<&str>,
+    ) -> Result<Reply<Vec<Sku>>, Error> {
+        let mut query = vec![("country", country)];
+        if let Some(segment) = target_segment {
+            query.push(("targetSegment", segment));
+        }
+        self.list(
+            correlation_id,
+            format!(
+                "/products/{}/skus?{}",
+                seg(product_id),
+                encode_query(&query)
+            ),
+        )
+        .await
+    }
+
+    /// E6: one SKU.
+    pub async fn get_sku(
+        &self,
+        correlation_id: CorrelationId,
+        product_id: &str,
+        sku_id: &str,
+        country: &str,
+    ) -> Result<Reply<Sku>, Error> {
+        self.get(
+            correlation_id,
+            format!(
+                "/products/{}/skus/{}?{}",
+                seg(product_id),
+                seg(sku_id),
+                encode_query(&[("country", country)])
+            ),
+        )
+        .await
+    }
+
+    /// E7: the availabilities of a SKU.
+    pub async fn list_availabilities(
+        &self,
+        correlation_id: CorrelationId,
+        product_id: &str,
+        sku_id: &str,
+        country: &str,
+        target_segment: Option<&str>,
+    ) -> Result<Reply<Vec<Availability>>, Error> {
+        let mut query = vec![("country", country)];
+        if let Some(segment) = target_segment {
+            query.push(("targetSegment", segment));
+        }
+        self.list(
+            correlation_id,
+            format!(
+                "/products/{}/skus/{}/availabilities?{}",
+                seg(product_id),
+                seg(sku_id),
+                encode_query(&query)
+            ),
+        )
+        .await
+    }
+
+    /// E8: one availability.
+    pub async fn get_availability(
+        &self,
+        correlation_id: CorrelationId,
+        product_id: &str,
+        sku_id: &str,
+        availability_id: &str,
+        country: &str,
+    ) -> Result<Reply<Availability>, Error> {
+        self.get(
+            correlation_id,
+            format!(
+                "/products/{}/skus/{}/availabilities/{}?{}",
+                seg(product_id),
+                seg(sku_id),
+                seg(availability_id),
+                encode_query(&[("country", country)])
+            ),
+        )
+        .await
+    }
+
+    // ---- E9: inventory ---------------------------------------------------------------------
+
+    /// E9: checks inventory. A POST, but it only computes, so it is read-only for retries.
+    pub async fn check_inventory(
+        &self,
+        correlation_id: CorrelationId,
+        country: &str,
+        request: &InventoryCheckRequest,
+    ) -> Result<Reply<Vec<InventoryItem>>, Error> {
+        let call = Call {
+            method: Method::POST,
+            target: format!(
+                "/extensions/product/checkinventory?{}",
+                encode_query(&[("country", country)])
+            ),
+            body: Some(to_body(request)?),
+            effect: Effect::ReadOnly,
+            grant: GrantKind::AppOnly,
+            correlation_id,
+            request_id: RequestId::new(),
+        };
+        self.json(call).await
+    }
+
+    // ---- E10-E13: carts and checkout -------------------------------------------------------
+
+    /// E10: creates a cart. The cart may come back with per-line `error`s; inspect them.
+    pub async fn create_cart(
+        &self,
+        correlation_id: CorrelationId,
+        request_id: RequestId,
+        customer_id: &str,
+        cart: &Cart,
+    ) -> Result<Reply<Cart>, Error> {
+        let call = Call::side_effect(
+            Method::POST,
+            format!("/customers/{}/carts", seg(customer_id)),
+            Some(to_body(cart)?),
+            correlation_id,
+            request_id,
+        );
+        self.json(call).await
+    }
+
+    /// E11: reads a cart (its `status` tells whether it was submitted).
+    pub async fn get_cart(
+        &self,
+        correlation_id: CorrelationId,
+        customer_id: &str,
+        cart_id: &str,
+    ) -> Result<Reply<Cart>, Error> {
+        self.get(
+            correlation_id,
+            format!("/customers/{}/carts/{}", seg(customer_id), seg(cart_id)),
+        )
+        .await
+    }
+
+    /// E12: replaces a cart's content (only while `Active`).
+    pub async fn update_cart(
+        &self,
+        correlation_id: CorrelationId,
+        request_id: RequestId,
+        customer_id: &str,
+        cart_id: &str,
+        cart: &Cart,
+    ) -> Result<Reply<Cart>, Error> {
+        let call = Call::side_effect(
+            Method::PUT,
+            format!("/customers/{}/carts/{}", seg(customer_id), seg(cart_id)),
+            Some(to_body(cart)?),
+            correlation_id,
+            request_id,
+        );
+        self.json(call).await
+    }
+
+    /// E13: checks out a cart: the only call that spends money.
+    ///
+    /// Sent with an empty body and `Content-Length: 0` (spec ambiguity 16: the docs send no
+    /// body; the SDK sends `"success"`).
+    pub async fn checkout(
+        &self,
+        correlation_id: CorrelationId,
+        request_id: RequestId,
+        customer_id: &str,
+        cart_id: &str,
+    ) -> Result<Reply<CartCheckoutResult>, Error> {
+        let call = Call::side_effect(
+            Method::POST,
+            format!(
+                "/customers/{}/carts/{}/checkout",
+                seg(customer_id),
+                seg(cart_id)
+            ),
+            Some(Vec::new()),
+            correlation_id,
+            request_id,
+        );
+        self.json(call).await
+    }
+
+    // ---- E14-E17, E20: orders --------------------------------------------------------------
+
+    /// E14: one order by id (no documented visibility lag).
+    pub async fn get_order(
+        &self,
+        correlation_id: CorrelationId,
+        customer_id: &str,
+        order_id: &str,
+    ) -> Result<Reply<Order>, Error> {
+        self.get(
+            correlation_id,
+            format!("/customers/{}/orders/{}", seg(customer_id), seg(order_id)),
+        )
+        .await
+    }
+
+    /// E15/E16: the customer's orders, optionally by billing type (`OneTime`, as the SDK sends).
+    /// New orders can take up to 15 minutes to appear here.
+    pub async fn list_orders(
+        &self,
+        correlation_id: CorrelationId,
+        customer_id: &str,
+        billing_type: Option<&str>,
+    ) -> Result<Reply<Vec<Order>>, Error> {
+        let mut target = format!("/customers/{}/orders", seg(customer_id));
+        if let Some(billing_type) = billing_type {
+            target.push('?');
+            target.push_str(&encode_query(&[("billingType", billing_type)]));
+        }
+        self.list(correlation_id, target).await
+    }
+
+    /// E17: provisioning status of an order's lines (app+user only).
+    pub async fn order_provisioning_status(
+        &self,
+        correlation_id: CorrelationId,
+        customer_id: &str,
+        order_id: &str,
+    ) -> Result<Reply<Vec<OrderLineItemProvisioningStatus>>, Error> {
+        let target = format!(
+            "/customers/{}/orders/{}/provisioningstatus",
+            seg(customer_id),
+            seg(order_id)
+        );
+        self.list_as(correlation_id, target, GrantKind::AppUser)
+            .await
+    }
+
+    /// E20: cancels an order or some of its lines (software only in production).
+    pub async fn cancel_order(
+        &self,
+        correlation_id: CorrelationId,
+        request_id: RequestId,
+        customer_id: &str,
+        cancellation: &OrderCancellation,
+    ) -> Result<Reply<Order>, Error> {
+        let call = Call::side_effect(
+            Method::PATCH,
+            format!(
+                "/customers/{}/orders/{}",
+                seg(customer_id),
+                seg(&cancellation.id)
+            ),
+            Some(to_body(cancellation)?),
+            correlation_id,
+            request_id,
+        );
+        self.json(call).await
+    }
+
+    // ---- E18-E19: entitlements -------------------------------------------------------------
+
+    /// E18: the customer's entitlements (app+user only).
+    pub async fn list_entitlements(
+        &self,
+        correlation_id: CorrelationId,
+        customer_id: &str,
+        entitlement_type: Option<&EntitlementType>,
+        show_expiry: bool,
+    ) -> Result<Reply<Vec<Entitlement>>, Error> {
+        let mut query: Vec<(&str, &str)> = Vec::new();
+        if let Some(kind) = entitlement_type {
+            query.push(("entitlementType", kind.as_str()));
+        }
+        if show_expiry {
+            query.push(("showExpiry", "true"));
+        }
+        let mut target = format!("/customers/{}/entitlements", seg(customer_id));
+        if !query.is_empty() {
+            target.push('?');
+            target.push_str(&encode_query(&query));
+        }
+        self.list_as(correlation_id, target, GrantKind::AppUser)
+            .await
+    }
+
+    /// E19: the reservation details behind a reserved-instance artifact's link (app+user only).
+    pub async fn get_artifact_details(
+        &self,
+        correlation_id: CorrelationId,
+        link: &Link,
+    ) -> Result<Reply<ReservedInstanceArtifactDetails>, Error> {
+        let call = Call::read(link.uri.clone(), correlation_id, GrantKind::AppUser);
+        self.json(call).await
+    }
+
+    // ---- plumbing --------------------------------------------------------------------------
+
+    async fn get<T: DeserializeOwned>(
+        &self,
+        correlation_id: CorrelationId,
+        target: String,
+    ) -> Result<Reply<T>, Error> {
+        self.json(Call::read(target, correlation_id, GrantKind::AppOnly))
+            .await
+    }
+
+    async fn list<T: DeserializeOwned>(
+        &self,
+        correlation_id: CorrelationId,
+        target: String,
+    ) -> Result<Reply<Vec<T>>, Error> {
+        self.list_as(correlation_id, target, GrantKind::AppOnly)
+            .await
+    }
+
+    /// Reads a collection and follows `links.next` up to `max_pages` pages (spec ambiguity 12).
+    async fn list_as<T: DeserializeOwned>(
+        &self,
+        correlation_id: CorrelationId,
+        first: String,
+        grant: GrantKind,
+    ) -> Result<Reply<Vec<T>>, Error> {
+        let started = Instant::now();
+        let mut items = Vec::new();
+        let mut target = first;
+        let mut http_requests = 0;
+        for _ in 0..self.inner.config.max_pages {
+            let call = Call::read(target, correlation_id, grant);
+            let page: Reply<Collection<T>> = self.json(call).await?;
+            http_requests += page.meta.http_requests;
+            let next = page.value.next_link().map(|link| link.uri.clone());
+            items.extend(page.value.items);
+            let Some(next) = next else {
+                return Ok(Reply {
+                    value: items,
+                    meta: CallMeta {
+                        latency: started.elapsed(),
+                        http_requests,
+                        ..page.meta
+                    },
+                });
+            };
+            target = next;
+        }
+        Err(Error::Config(format!(
+            "a collection had more than {} pages; raise max_pages if that is expected",
+            self.inner.config.max_pages
+        )))
+    }
+
+    async fn json<T: DeserializeOwned>(&self, call: Call) -> Result<Reply<T>, Error> {
+        let started = Instant::now();
+        let effect = call.effect;
+        let raw = self.execute(call).await?;
+        // A 2xx carrying a Partner Center error body (the documented HTTP 200 with code 400072)
+        // is a business answer. No resource of this API has top-level `code` and
+        // `description`, so their presence identifies an error body.
+        if let Ok(fault) = serde_json::from_slice::<ApiFault>(&raw.body) {
+            if fault.code.is_some() && fault.description.is_some() {
+                let mut context = raw.context;
+                context.code = fault.code;
+                context.description = fault.description;
+                return Err(Error::Business {
+                    context: Box::new(context),
+                });
+            }
+        }
+        match serde_json::from_slice::<T>(&raw.body) {
+            Ok(value) => Ok(Reply {
+                value,
+                meta: meta(&raw, started),
+            }),
+            Err(decode_error) => Err(classify_lost_reply(
+                effect,
+                format!(
+                    "HTTP {} with a body that is not the expected JSON: {decode_error}",
+                    raw.status
+                ),
+                raw.context,
+            )),
+        }
+    }
+
+    /// Sends a call with a token, refreshing once on 401, and reads the body within limits.
+    async fn execute(&self, call: Call) -> Result<RawReply, Error> {
+        let source = match call.grant {
+            GrantKind::AppOnly => &self.inner.app_only,
+            GrantKind::AppUser => self.inner.app_user.as_ref().ok_or_else(|| {
+                Error::Config(format!(
+                    "{} {} needs app+user credentials: configure a refresh token (PCSAGA_REFRESH_TOKEN or refresh_token_file)",
+                    call.method,
+                    path_only(&call.target)
+                ))
+            })?,
+        };
+        let url = self.url(&call.target)?;
+        let mut context = CallContext {
+            method: call.method.to_string(),
+            path: path_only(&call.target),
+            request_id: Some(call.request_id),
+            correlation_id: Some(call.correlation_id),
+            ..CallContext::default()
+        };
+        let mut rejected: Option<Secret> = None;
+        let mut http_requests = 0;
+        loop {
+            let token = source.token(rejected.as_ref()).await?;
+            http_requests += 1;
+            let mut request = self
+                .inner
+                .http
+                .request(call.method.clone(), &url)
+                .bearer_auth(token.expose())
+                .header(header::ACCEPT, "application/json")
+                .header("MS-RequestId", call.request_id.to_string())
+                .header("MS-CorrelationId", call.correlation_id.to_string())
+                .header(
+                    "MS-PartnerCenter-Application",
+                    &self.inner.config.application_name,
+                );
+            if let Some(body) = &call.body {
+                if !body.is_empty() {
+                    request = request.header(header::CONTENT_TYPE, "application/json");
+                }
+                request = request.body(body.clone());
+            }
+            let response = match request.send().await {
+                Ok(response) => response,
+                Err(e) if e.is_connect() => {
+                    return Err(Error::Transient {
+                        detail: format!("could not connect: {}", describe_reqwest(&e)),
+                        context: Box::new(context),
+                    })
+                }
+                Err(e) => {
+                    return Err(classify_lost_reply(
+                        call.effect,
+                        format!("no reply: {}", describe_reqwest(&e)),
+                        context,
+                    ))
+                }
+            };
+            let status = response.status();
+            context.status = Some(status.as_u16());
+            context.correlation_vector = header_text(&response, "MS-CV");
+            if status == StatusCode::UNAUTHORIZED && rejected.is_none() {
+                // One refresh, one retry (spec 2.3). Drain nothing: the body of a 401 is small
+                // and dropping the response closes or recycles the connection.
+                rejected = Some(token);
+                continue;
+            }
+            let location = header_text(&response, "Location");
+            let retry_after_header = header_text(&response, "Retry-After");
+            let body = match read_limited(response, self.inner.config.max_response_bytes).await {
+                Ok(body) => body,
+                Err(detail) => {
+                    return Err(if status.is_success() {
+                        classify_lost_reply(
+                            call.effect,
+                            format!("reply body lost: {detail}"),
+                            context,
+                        )
+                    } else {
+                        classify_status(status.as_u16(), None, context)
+                    })
+                }
+            };
+            if status.is_success() {
+                return Ok(RawReply {
+                    status: status.as_u16(),
+                    body,
+                    location,
+                    context,
+                    http_requests,
+                });
+            }
+            let retry_after = if status == StatusCode::TOO_MANY_REQUESTS {
+                let message = serde_json::from_slice::<ThrottleFault>(&body)
+                    .ok()
+                    .and_then(|t| t.message);
+                context.description = message.clone();
+                parse_retry_after(
+                    retry_after_header.as_deref(),
+                    message.as_deref(),
+                    self.inner.clock.now(),
+                )
+            } else {
+                if let Ok(fault) = serde_json::from_slice::<ApiFault>(&body) {
+                    context.code = fault.code;
+                    context.description = fault.description;
+                }
+                None
+            };
+            return Err(classify_status(status.as_u16(), retry_after, context));
+        }
+    }
+
+    /// Resolves a call target: a path under `/v1`, a link that already carries `/v1`, or an
+    /// absolute URL on the same origin. Links to other hosts are refused: our token must never
+    /// be sent anywhere but Partner Center.
+    fn url(&self, target: &str) -> Result<String, Error> {
+        let base = &self.inner.config.base_url;
+        if target.starts_with("http://") || target.starts_with("https://") {
+            if target.starts_with(&format!("{base}/")) {
+                return Ok(target.to_owned());
+            }
+            return Err(Error::Config(format!(
+                "refusing to follow a link to another host: {target:?} is not under {base:?}"
+            )));
+        }
+        let path = if target.starts_with('/') {
+            target.to_owned()
+        } else {
+            format!("/{target}")
+        };
+        let lower = path.to_ascii_lowercase();
+        if lower.starts_with("/v1/") || lower == "/v1" {
+            Ok(format!("{base}{path}"))
+        } else {
+            Ok(format!("{base}/v1{path}"))
+        }
+    }
+}
+
+impl Call {
+    fn read(target: String, correlation_id: CorrelationId, grant: GrantKind) -> Self {
+        Self {
+            method: Method::GET,
+            target,
+            body: None,
+            effect: Effect::ReadOnly,
+            grant,
+            correlation_id,
+            request_id: RequestId::new(),
+        }
+    }
+
+    fn side_effect(
+        method: Method,
+        target: String,
+        body: Option<Vec<u8>>,
+        correlation_id: CorrelationId,
+        request_id: RequestId,
+    ) -> Self {
+        Self {
+            method,
+            target,
+            body,
+            effect: Effect::SideEffecting,
+            grant: GrantKind::AppOnly,
+            correlation_id,
+            request_id,
+        }
+    }
+}
+
+fn meta(raw: &RawReply, started: Instant) -> CallMeta {
+    CallMeta {
+        status: raw.status,
+        latency: started.elapsed(),
+        request_id: raw.context.request_id.unwrap_or_default(),
+        correlation_id: raw.context.correlation_id.unwrap_or_default(),
+        location: raw.location.clone(),
+        http_requests: raw.http_requests,
+    }
+}
+
+fn to_body<T: Serialize>(value: &T) -> Result<Vec<u8>, Error> {
+    serde_json::to_vec(value)
+        .map_err(|e| Error::Config(format!("cannot encode the request body: {e}")))
+}
+
+fn header_text(response: &reqwest::Response, name: &str) -> Option<String> {
+    response
+        .headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
+fn path_only(target: &str) -> String {
+    target.split('?').next().unwrap_or(target).to_owned()
+}
+
+/// Reads a body, refusing more than `limit` bytes. The error text says what went wrong.
+pub(crate) async fn read_limited(
+    mut response: reqwest::Response,
+    limit: usize,
+) -> Result<Bytes, String> {
+    if response.content_length().is_some_and(|n| n > limit as u64) {
+        return Err(format!(
+            "body of {} bytes is over the {limit}-byte limit",
+            response.content_length().unwrap_or(0)
+        ));
+    }
+    let mut body = Vec::new();
+    loop {
+        match response.chunk().await {
+            Ok(Some(chunk)) => {
+                if body.len() + chunk.len() > limit {
+                    return Err(format!("body is over the {limit}-byte limit"));
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(None) => return Ok(Bytes::from(body)),
+            Err(e) => {
+                return Err(format!(
+                    "connection lost while reading the body: {}",
+                    describe_reqwest(&e)
+                ))
+            }
+        }
+    }
+}
+
+/// A reqwest error with its causes, which is where the useful part usually is.
+pub(crate) fn describe_reqwest(error: &reqwest::Error) -> String {
+    let mut text = if error.is_timeout() {
+        "timed out".to_owned()
+    } else {
+        error.to_string()
+    };
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+/// Parses `Retry-After` as seconds or an HTTP date (spec ambiguity 14), falling back to the
+/// seconds in a 429 body's message ("Try again in 57 seconds."). Negative or unparsable values
+/// are ignored; values above [`MAX_RETRY_AFTER`] are capped to it.
+pub fn parse_retry_after(
+    header: Option<&str>,
+    message: Option<&str>,
+    now: DateTime<Utc>,
+) -> Option<Duration> {
+    let from_header = header.map(str::trim).and_then(|raw| {
+        if let Ok(seconds) = raw.parse::<f64>() {
+            return (seconds.is_finite() && seconds >= 0.0).then(|| {
+                Duration::from_secs_f64(seconds.min(MAX_RETRY_AFTER.as_secs_f64()).ceil())
+            });
+        }
+        let at: DateTime<Utc> = httpdate::parse_http_date(raw).ok()?.into();
+        Some((at - now).to_std().unwrap_or(Duration::ZERO))
+    });
+    let from_message = || {
+        let message = message?;
+        let after = message
+            .to_ascii_lowercase()
+            .find("try again in ")
+            .map(|i| i + "try again in ".len())?;
+        let digits: String = message[after..]
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
+        digits.parse::<u64>().ok().map(Duration::from_secs)
+    };
+    from_header
+        .or_else(from_message)
+        .map(|d| d.min(MAX_RETRY_AFTER))
+}
+
+/// Percent-encodes one path segment.
+fn seg(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for byte in value.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b'~') {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+fn encode_query(pairs: &[(&str, &str)]) -> String {
+    serde_urlencoded::to_string(pairs).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[track_caller]
+    fn check(header: Option<&str>, message: Option<&str>, expected: Option<u64>) {
+        let now = Utc
+            .with_ymd_and_hms(2026, 11, 22, 12, 0, 0)
+            .single()
+            .unwrap_or_default();
+        assert_eq!(
+            parse_retry_after(header, message, now).map(|d| d.as_secs()),
+            expected,
+            "{header:?} / {message:?}"
+        );
+    }
+
+    #[test]
+    fn retry_after_forms() {
+        check(Some("57"), None, Some(57));
+        check(Some(" 3 "), None, Some(3));
+        check(Some("1.2"), None, Some(2));
+        check(Some("0"), None, Some(0));
+        check(Some("Sun, 22 Nov 2026 12:00:30 GMT"), None, Some(30));
+        check(Some("Sun, 22 Nov 2026 11:00:00 GMT"), None, Some(0));
+        check(Some("-5"), None, None);
+        check(Some("99999999999"), None, Some(3600));
+        check(Some("soon"), None, None);
+        check(
+            None,
+            Some("Rate limit is exceeded. Try again in 57 seconds."),
+            Some(57),
+        );
+        check(Some("garbage"), Some("Try again in 9 seconds."), Some(9));
+        check(None, None, None);
+    }
+
+    #[test]
+    fn path_segments_are_encoded() {
+        assert_eq!(
+            seg("311qiN8iFwkv-XARWMvXRYAwYKMACVqv1"),
+            "311qiN8iFwkv-XARWMvXRYAwYKMACVqv1"
+        );
+        assert_eq!(seg("a/b c"), "a%2Fb%20c");
+    }
+}

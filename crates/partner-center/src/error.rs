@@ -1,0 +1,256 @@
+//! Errors, classified for the engine.
+//!
+//! The saga's next move depends on *what kind* of failure happened, not on its text, so every
+//! failure is sorted into one [`ErrorClass`] (spec 5 and 9.10):
+//!
+//! | what came back | class |
+//! |---|---|
+//! | connection refused / DNS / TLS before the request left | `Transient` |
+//! | timeout or connection lost after a side-effecting request was sent | `OutcomeUnknown` |
+//! | the same on a read-only call (nothing to be unknown about) | `Transient` |
+//! | 408, 5xx | `Transient` |
+//! | 429 (any body) | `Throttled`, with `Retry-After` |
+//! | 401 after one token refresh and one retry; token endpoint refusing our credentials | `AuthExpired` |
+//! | 409 with code 800064 (cart being processed) or 800060 (order in progress) | `InFlight` |
+//! | 400 with code 800065 (cart already submitted) | `AlreadySubmitted` |
+//! | 404 | `NotFound` |
+//! | other 4xx (400, 403, 409, 412, 417, ...) and 2xx carrying an error code | `Business` |
+//! | a 2xx whose body cannot be read (malformed, truncated, too large) | `OutcomeUnknown` if side-effecting, else `Transient` |
+//! | bad configuration on our side | `Config` |
+//!
+//! Every error keeps what support would ask for: method, path, HTTP status, Partner Center
+//! error code and description, and the `MS-RequestId`/`MS-CorrelationId` of the call.
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::ids::{CorrelationId, RequestId};
+
+/// What the engine should do about a failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ErrorClass {
+    /// Not processed, or safe to repeat: retry with backoff and the same `MS-RequestId`.
+    Transient,
+    /// 429: wait at least `Retry-After`, then retry with less concurrency.
+    Throttled,
+    /// Credentials are refused even after a refresh: an operator must fix configuration.
+    AuthExpired,
+    /// 409/800064 or 409/800060: committed or in flight; reconcile, never build a new cart.
+    InFlight,
+    /// 400/800065: the cart was already submitted; reconcile through the orders.
+    AlreadySubmitted,
+    /// 404: the resource does not exist (or no longer does: an expired cart is 404/800008).
+    NotFound,
+    /// A permanent business error with a code and description; retrying will not help.
+    Business,
+    /// A side-effecting request may or may not have been processed.
+    OutcomeUnknown,
+    /// Our configuration is wrong (bad URL, missing credentials for an App+User call).
+    Config,
+}
+
+impl ErrorClass {
+    /// A short stable name, used in history rows and snapshots.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Transient => "transient",
+            Self::Throttled => "throttled",
+            Self::AuthExpired => "auth_expired",
+            Self::InFlight => "in_flight",
+            Self::AlreadySubmitted => "already_submitted",
+            Self::NotFound => "not_found",
+            Self::Business => "business",
+            Self::OutcomeUnknown => "outcome_unknown",
+            Self::Config => "config",
+        }
+    }
+}
+
+impl fmt::Display for ErrorClass {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What support needs to find a call: where it went, what came back, and its ids.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CallContext {
+    pub method: String,
+    /// The path under the base URL, without the query string.
+    pub path: String,
+    pub status: Option<u16>,
+    /// Partner Center's error `code` (text; it is numeric in practice).
+    pub code: Option<String>,
+    pub description: Option<String>,
+    pub request_id: Option<RequestId>,
+    pub correlation_id: Option<CorrelationId>,
+    /// `MS-CV` as echoed by the server, if any.
+    pub correlation_vector: Option<String>,
+}
+
+impl fmt::Display for CallContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.method, self.path)?;
+        if let Some(status) = self.status {
+            write!(f, " -> HTTP {status}")?;
+        }
+        if let Some(code) = &self.code {
+            write!(f, " code {code}")?;
+        }
+        if let Some(description) = &self.description {
+            write!(f, " ({description})")?;
+        }
+        if let Some(id) = &self.request_id {
+            write!(f, " MS-RequestId={id}")?;
+        }
+        if let Some(id) = &self.correlation_id {
+            write!(f, " MS-CorrelationId={id}")?;
+        }
+        if let Some(cv) = &self.correlation_vector {
+            write!(f, " MS-CV={cv}")?;
+        }
+        Ok(())
+    }
+}
+
+/// A failed Partner Center call. See the module docs for the classification.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    #[error("Partner Center call failed transiently: {detail} [{context}]; it is safe to retry with the same MS-RequestId")]
+    Transient {
+        detail: String,
+        context: Box<CallContext>,
+    },
+
+    #[error("Partner Center throttled the call (429{}) [{context}]; wait, then retry with fewer calls in flight", retry_after.map(|d| format!(", Retry-After {}s", d.as_secs())).unwrap_or_default())]
+    Throttled {
+        retry_after: Option<Duration>,
+        context: Box<CallContext>,
+    },
+
+    #[error("Partner Center refused our credentials: {detail} [{context}]; check the tenant, client id, client secret and refresh token")]
+    AuthExpired {
+        detail: String,
+        context: Box<CallContext>,
+    },
+
+    #[error("Partner Center says the cart or order is already being processed [{context}]; reconcile through the orders, do not build a new cart")]
+    InFlight { context: Box<CallContext> },
+
+    #[error("Partner Center says the cart was already submitted [{context}]; reconcile through the orders, do not build a new cart")]
+    AlreadySubmitted { context: Box<CallContext> },
+
+    #[error("Partner Center found no such resource [{context}]")]
+    NotFound { context: Box<CallContext> },
+
+    #[error("Partner Center refused the request [{context}]; fix the cause the code and description name, then resume")]
+    Business { context: Box<CallContext> },
+
+    #[error("the outcome of a side-effecting Partner Center call is unknown: {detail} [{context}]; repeat the same call with the same MS-RequestId, or reconcile")]
+    OutcomeUnknown {
+        detail: String,
+        context: Box<CallContext>,
+    },
+
+    #[error("Partner Center client configuration error: {0}")]
+    Config(String),
+}
+
+impl Error {
+    /// The class the engine acts on.
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            Self::Transient { .. } => ErrorClass::Transient,
+            Self::Throttled { .. } => ErrorClass::Throttled,
+            Self::AuthExpired { .. } => ErrorClass::AuthExpired,
+            Self::InFlight { .. } => ErrorClass::InFlight,
+            Self::AlreadySubmitted { .. } => ErrorClass::AlreadySubmitted,
+            Self::NotFound { .. } => ErrorClass::NotFound,
+            Self::Business { .. } => ErrorClass::Business,
+            Self::OutcomeUnknown { .. } => ErrorClass::OutcomeUnknown,
+            Self::Config(_) => ErrorClass::Config,
+        }
+    }
+
+    /// How long the server asked us to wait, for throttled calls.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::Throttled { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
+    /// The call's context, when the error came from a call.
+    pub fn context(&self) -> Option<&CallContext> {
+        match self {
+            Self::Transient { context, .. }
+            | Self::Throttled { context, .. }
+            | Self::AuthExpired { context, .. }
+            | Self::InFlight { context }
+            | Self::AlreadySubmitted { context }
+            | Self::NotFound { context }
+            | Self::Business { context }
+            | Self::OutcomeUnknown { context, .. } => Some(context),
+            Self::Config(_) => None,
+        }
+    }
+
+    /// The HTTP status, if a response arrived.
+    pub fn status(&self) -> Option<u16> {
+        self.context().and_then(|c| c.status)
+    }
+
+    /// Partner Center's error code, if the body carried one.
+    pub fn code(&self) -> Option<&str> {
+        self.context().and_then(|c| c.code.as_deref())
+    }
+}
+
+/// Whether a call changes state at Partner Center. It decides how a lost reply is classified.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Effect {
+    /// Reads, and POSTs that only compute (check-inventory).
+    ReadOnly,
+    /// Registration, cart create/update, checkout, cancel.
+    SideEffecting,
+}
+
+/// Classifies a response that arrived with a non-success status.
+///
+/// This is the single table the integration tests pin; keep the module docs in step.
+pub(crate) fn classify_status(
+    status: u16,
+    retry_after: Option<Duration>,
+    context: CallContext,
+) -> Error {
+    let context = Box::new(context);
+    let code = context.code.as_deref().unwrap_or("");
+    match (status, code) {
+        (429, _) => Error::Throttled {
+            retry_after,
+            context,
+        },
+        (409, "800064" | "800060") => Error::InFlight { context },
+        (400, "800065") => Error::AlreadySubmitted { context },
+        (401, _) => Error::AuthExpired {
+            detail: "HTTP 401 after one token refresh and one retry".to_owned(),
+            context,
+        },
+        (404, _) => Error::NotFound { context },
+        (408, _) | (500..=599, _) => Error::Transient {
+            detail: format!("HTTP {status}"),
+            context,
+        },
+        _ => Error::Business { context },
+    }
+}
+
+/// Classifies a reply that could not be read (transport failure after sending, bad body).
+pub(crate) fn classify_lost_reply(effect: Effect, detail: String, context: CallContext) -> Error {
+    let context = Box::new(context);
+    match effect {
+        Effect::SideEffecting => Error::OutcomeUnknown { detail, context },
+        Effect::ReadOnly => Error::Transient { detail, context },
+    }
+}

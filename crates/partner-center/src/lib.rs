@@ -1,0 +1,33 @@
+//! A typed client for the Microsoft Partner Center REST API, limited to what one-time
+//! purchases need: subscription registration, catalog discovery, inventory, carts, checkout,
+//! orders, entitlements and cancellation (calls E1-E20 of `shared/partner-center-api.md`).
+//!
+//! It knows nothing of sagas. What it gives the engine:
+//! - [`models`]: lenient, typed resources;
+//! - [`Client`]: one method per call, with `MS-RequestId`/`MS-CorrelationId`, token caching and
+//!   refresh, a timeout and a size limit on every call;
+//! - [`Error`] with [`ErrorClass`]: failures sorted by what the caller should do next.
+//!
+//! Decisions on the spec's ambiguities made here (see the spec's section 11):
+//! - 1/3: replayed checkouts (2xx), 800065 and 800064/800060 are separate error classes; the
+//!   saga decides what to do with each.
+//! - 10: `billingType` is sent as the SDK sends it (`OneTime`); enums decode in any casing.
+//! - 12: collections follow `links.next` when present, up to a page limit.
+//! - 14: `Retry-After` is read as seconds or an HTTP date, with the 429 body as fallback.
+//! - 15: `MS-Contract-Version` is not sent (the SDK and PowerShell never send it).
+//! - 16: checkout is sent with an empty body.
+//! - 17: reservation details accept `reservations` and `virtualMachineReservations`.
+//! - 18: entitlements and provisioning status use the app+user token; others use app-only.
+
+pub mod auth;
+pub mod client;
+pub mod config;
+pub mod error;
+pub mod ids;
+pub mod models;
+
+pub use auth::{Clock, Credentials, GrantKind, Secret, SystemClock};
+pub use client::{parse_retry_after, CallMeta, Client, Reply, MAX_RETRY_AFTER};
+pub use config::{ClientConfig, Cloud};
+pub use error::{CallContext, Effect, Error, ErrorClass};
+pub use ids::{CorrelationId, RequestId};

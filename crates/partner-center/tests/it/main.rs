@@ -1,0 +1,9 @@
+//! Integration tests of the Partner Center client: the spec's examples, and the client
+//! against the simulator on loopback.
+
+mod auth;
+mod classification;
+mod faults;
+mod flow;
+mod spec_examples;
+mod support;

@@ -1,0 +1,195 @@
+//! Every JSON example of the spec decodes into the client's models.
+//!
+//! Method: each fixture under `spec/examples/` is decoded into its model and the result is
+//! snapshotted, so a change in what the client reads out of the spec's own examples shows up
+//! as a snapshot diff. Decoding must succeed: a failure here means the client would reject a
+//! documented response.
+
+use pcsaga_partner_center::models::{
+    ApiFault, Availability, Cart, CartCheckoutResult, Collection, Entitlement,
+    InventoryCheckRequest, InventoryItem, Order, OrderCancellation,
+    OrderLineItemProvisioningStatus, Product, ReservedInstanceArtifactDetails, Sku,
+    SubscriptionRegistrationStatus, ThrottleFault,
+};
+use serde::de::DeserializeOwned;
+
+fn fixture(name: &str) -> String {
+    let path = format!(
+        "{}/../../spec/examples/{name}.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {path}: {e}"))
+}
+
+/// Decodes fixture `name` as `T`, or fails naming the fixture and the serde error.
+#[track_caller]
+fn check<T: DeserializeOwned>(name: &str) -> T {
+    serde_json::from_str(&fixture(name)).unwrap_or_else(|e| panic!("{name} does not decode: {e}"))
+}
+
+#[test]
+fn error_bodies() {
+    let fault: ApiFault = check("error-body");
+    assert_eq!(fault.code.as_deref(), Some("800065"));
+    let throttle: ThrottleFault = check("throttle-body");
+    assert_eq!(throttle.status_code, Some(429));
+    insta::assert_debug_snapshot!((fault, throttle));
+}
+
+#[test]
+fn registration_status() {
+    let status: SubscriptionRegistrationStatus = check("e02-registration-status");
+    assert_eq!(
+        status.status,
+        pcsaga_partner_center::models::RegistrationState::Registered
+    );
+}
+
+#[test]
+fn catalog() {
+    let products: Collection<Product> = check("e03-products");
+    let skus: Collection<Sku> = check("e05-skus");
+    let availabilities: Collection<Availability> = check("e07-availabilities");
+    let sku = &skus.items[0];
+    assert_eq!(
+        sku.dynamic_attribute("armRegionName").as_deref(),
+        Some("westus2")
+    );
+    assert!(sku.requires(&pcsaga_partner_center::models::PurchasePrerequisite::InventoryCheck));
+    assert_eq!(
+        availabilities.items[0].catalog_item_id,
+        "DZH318Z0BQ3Q:0001:DZH318XZXVNF"
+    );
+    assert!(availabilities.items[0].has_term("p1y"));
+    insta::assert_debug_snapshot!((products, skus, availabilities));
+}
+
+#[test]
+fn inventory() {
+    let request: InventoryCheckRequest = check("e09-inventory-request");
+    let response: Vec<InventoryItem> = check("e09-inventory-response");
+    assert!(response[0].is_restricted && !response[1].is_restricted);
+    // What we send must be what the spec shows.
+    let reencoded = serde_json::to_value(&request).expect("encodes");
+    let original: serde_json::Value =
+        serde_json::from_str(&fixture("e09-inventory-request")).expect("json");
+    assert_eq!(reencoded, original);
+    insta::assert_debug_snapshot!(response);
+}
+
+#[test]
+fn carts() {
+    let request: Cart = check("e10-create-cart-request");
+    let response: Cart = check("e10-create-cart-response");
+    let update: Cart = check("e12-update-cart-request");
+    assert_eq!(
+        response.status,
+        Some(pcsaga_partner_center::models::CartStatus::Active)
+    );
+    assert!(response.expiration_timestamp.is_some());
+    assert_eq!(response.lines_with_errors().count(), 0);
+    // A create-cart request we encode carries no server-assigned fields.
+    let encoded = serde_json::to_value(&request).expect("encodes");
+    for server_field in [
+        "creationTimestamp",
+        "status",
+        "expirationTimestamp",
+        "links",
+        "attributes",
+    ] {
+        assert!(
+            encoded.get(server_field).is_none(),
+            "{server_field} must not be sent"
+        );
+    }
+    insta::assert_debug_snapshot!((request, response, update));
+}
+
+#[test]
+fn checkout_and_orders() {
+    let result: CartCheckoutResult = check("e13-checkout-result");
+    assert_eq!(result.orders.len(), 1);
+    assert_eq!(result.order_errors[0].code.as_deref(), Some("800010"));
+    let order: Order = check("e14-order");
+    assert_eq!(
+        order.status,
+        Some(pcsaga_partner_center::models::OrderStatus::Completed)
+    );
+    let provisioning: Collection<OrderLineItemProvisioningStatus> =
+        check("e17-provisioning-status");
+    assert_eq!(
+        provisioning.items[0].status,
+        Some(pcsaga_partner_center::models::ProvisioningState::Fulfilled)
+    );
+    let cancel: OrderCancellation = check("e20-cancel-request");
+    assert_eq!(cancel.line_items.len(), 1);
+    insta::assert_debug_snapshot!((result, order, provisioning, cancel));
+}
+
+#[test]
+fn entitlements() {
+    let entitlements: Collection<Entitlement> = check("e18-entitlements");
+    let ri = &entitlements.items[0];
+    assert_eq!(
+        ri.reference_order.as_ref().map(|r| r.id.as_str()),
+        Some("KaJ8XvkKc_GoNZOUyjVaRJalTBN5MWdV1")
+    );
+    assert!(ri.entitled_artifacts[0].link.is_some());
+    let details: ReservedInstanceArtifactDetails = check("e19-artifact-details");
+    assert_eq!(details.reservations.len(), 1);
+    insta::assert_debug_snapshot!((entitlements, details));
+}
+
+/// The spec's other spellings decode too: `virtualMachineReservations`, `skuID`, a string
+/// line id, integer enum values, unknown enum values and unknown fields.
+#[test]
+fn documented_variants_decode() {
+    let details: ReservedInstanceArtifactDetails = serde_json::from_str(
+        r#"{"type":"virtual_machine_reserved_instance","virtualMachineReservations":[{"reservationId":"r1","quantity":2,"expiryDateTime":"2019-02-23T00:00:00"}]}"#,
+    )
+    .expect("legacy artifact shape");
+    assert_eq!(details.reservations[0].quantity, 2);
+    assert!(details.reservations[0].expiry_date_time.is_some());
+
+    let line: pcsaga_partner_center::models::CartLineItem = serde_json::from_str(
+        r#"{"id":"3","catalogItemId":"A:B:C","quantity":1,"billingCycle":4,"error":{"errorCode":10011,"errorDescription":"x"},"brandNewField":{"a":1}}"#,
+    )
+    .expect("line with variants");
+    assert_eq!(line.id, Some(3));
+    assert_eq!(
+        line.billing_cycle,
+        Some(pcsaga_partner_center::models::BillingCycle::OneTime)
+    );
+    assert_eq!(
+        line.error.map(|e| e.error_code),
+        Some(pcsaga_partner_center::models::CartErrorCode::SubscriptionNotRegistered)
+    );
+
+    let order: Order =
+        serde_json::from_str(r#"{"id":"o","status":"Completing","billingCycle":"ONE_TIME"}"#)
+            .expect("order");
+    assert_eq!(
+        order.status,
+        Some(pcsaga_partner_center::models::OrderStatus::Unknown(
+            "Completing".to_owned()
+        ))
+    );
+    assert_eq!(
+        order.billing_cycle,
+        Some(pcsaga_partner_center::models::BillingCycle::OneTime)
+    );
+
+    let entitlement: Entitlement =
+        serde_json::from_str(r#"{"skuID":"0003","quantity":1}"#).expect("skuID");
+    assert_eq!(entitlement.sku_id.as_deref(), Some("0003"));
+
+    let availability: Availability =
+        serde_json::from_str(r#"{"id":"A","defaultCurrency":"USD"}"#).expect("currency string");
+    assert_eq!(
+        availability
+            .default_currency
+            .map(|c| c.code().to_owned())
+            .as_deref(),
+        Some("USD")
+    );
+}

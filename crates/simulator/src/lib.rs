@@ -1,0 +1,187 @@
+//! A Partner Center simulator: the REST API of `shared/partner-center-api.md` (calls E1-E20 and
+//! the Entra ID token endpoint) on a local port, with fault injection and a purchase ledger.
+//!
+//! It is a product feature, like stripe-mock: the demo, the tests, the benchmarks and users'
+//! own integration tests run against it. It is written from the spec, independently of the
+//! `pcsaga-partner-center` client (it shares none of its types), so a misreading of the spec
+//! cannot hide in both.
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), pcsaga_simulator::Error> {
+//! let sim = pcsaga_simulator::Simulator::start(Default::default()).await?;
+//! println!("Partner Center at {}, tokens at {}", sim.base_url(), sim.token_url());
+//! let ledger = sim.ledger(); // every cart checked out and every order created
+//! sim.shutdown().await;
+//! # Ok(()) }
+//! ```
+//!
+//! Decisions on the spec's ambiguities (section 11), made here and documented in the README:
+//! - 1: a repeated checkout replays the first result (201); `checkout_replay = "already_submitted"`
+//!   answers 400/800065 instead. A checkout of a cart being checked out answers 409/800064.
+//! - 2: cart creation is de-duplicated by `(customer, MS-RequestId)`; other calls are
+//!   idempotent by nature (registration) or per cart (checkout).
+//! - 3: a repeated checkout after `orderErrors` re-attempts only the failed groups.
+//! - 4: a line's `friendlyName` is echoed into the order line.
+//! - 5: carts live 7 days (`cart_ttl_s`).
+//! - 6: re-registering a registered or registering subscription is accepted (202), no change.
+//! - 11: status values are written in the spec examples' casing (`Registered`, `Active`, ...).
+//! - 12: order and entitlement lists page with `links.next` (`page_size`).
+//! - 18: provisioning status, entitlements and artifact details answer 403 to app-only tokens.
+
+pub mod catalog;
+pub mod clock;
+pub mod config;
+pub mod faults;
+mod server;
+mod service;
+pub mod world;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+pub use catalog::Catalog;
+pub use config::{CheckoutReplay, SimConfig};
+pub use faults::{Fault, FaultPlan, FaultRule};
+pub use world::{Ledger, RequestRecord};
+
+/// Errors starting the simulator.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot listen on {addr}: {source}; choose another address or port")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("invalid simulator configuration: {0}")]
+    Config(String),
+}
+
+/// A running simulator. Dropping it stops the server too.
+#[derive(Debug)]
+pub struct Simulator {
+    addr: SocketAddr,
+    shared: Arc<service::Shared>,
+    shutdown: watch::Sender<bool>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl Simulator {
+    /// Starts on `127.0.0.1` with a free port and the built-in catalog.
+    pub async fn start(config: SimConfig) -> Result<Self, Error> {
+        Self::start_with(
+            config,
+            Catalog::builtin(),
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+        )
+        .await
+    }
+
+    /// Starts on a given address with a given catalog.
+    pub async fn start_with(
+        config: SimConfig,
+        catalog: Catalog,
+        addr: SocketAddr,
+    ) -> Result<Self, Error> {
+        for (index, rule) in config.faults.rules.iter().enumerate() {
+            rule.validate()
+                .map_err(|e| Error::Config(format!("faults.rules[{index}]: {e}")))?;
+        }
+        if config.page_size == 0 {
+            return Err(Error::Config("page_size must be at least 1".to_owned()));
+        }
+        let listener = server::bind(addr)
+            .await
+            .map_err(|source| Error::Bind { addr, source })?;
+        let addr = listener
+            .local_addr()
+            .map_err(|source| Error::Bind { addr, source })?;
+        let injector = faults::Injector::new(config.faults.clone());
+        let shared = Arc::new(service::Shared {
+            config,
+            catalog,
+            clock: clock::SimClock::default(),
+            injector,
+            world: std::sync::Mutex::new(world::World::default()),
+            checkout_started: tokio::sync::Notify::new(),
+        });
+        let (shutdown, receiver) = watch::channel(false);
+        let task = tokio::spawn(server::serve(listener, shared.clone(), receiver));
+        Ok(Self {
+            addr,
+            shared,
+            shutdown,
+            task: Some(task),
+        })
+    }
+
+    /// The bound address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The Partner Center base URL (calls go under `{base}/v1`).
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The v1 token endpoint for the configured tenant.
+    pub fn token_url(&self) -> String {
+        format!(
+            "http://{}/{}/oauth2/token",
+            self.addr, self.shared.config.tenant_id
+        )
+    }
+
+    /// The configuration in force (credentials included: it is a simulator).
+    pub fn config(&self) -> &SimConfig {
+        &self.shared.config
+    }
+
+    /// A copy of the ledger.
+    pub fn ledger(&self) -> Ledger {
+        self.shared.world().ledger.clone()
+    }
+
+    /// The requests seen so far (at most [`world::REQUEST_LOG_CAPACITY`]).
+    pub fn requests(&self) -> Vec<RequestRecord> {
+        self.shared.world().requests.iter().cloned().collect()
+    }
+
+    /// Moves the business clock forward (order completion, list lag, expiries).
+    pub fn advance_clock(&self, by: Duration) {
+        self.shared.clock.advance(by);
+    }
+
+    /// Replaces the fault plan.
+    pub fn set_faults(&self, plan: FaultPlan) -> Result<(), Error> {
+        for (index, rule) in plan.rules.iter().enumerate() {
+            rule.validate()
+                .map_err(|e| Error::Config(format!("rules[{index}]: {e}")))?;
+        }
+        self.shared.injector.replace(plan);
+        Ok(())
+    }
+
+    /// Resolves when a checkout has started processing (each start is remembered once).
+    pub async fn checkout_started(&self) {
+        self.shared.checkout_started.notified().await;
+    }
+
+    /// Stops accepting, lets in-flight requests finish briefly, and waits for the server.
+    pub async fn shutdown(mut self) {
+        let _ = self.shutdown.send(true);
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for Simulator {
+    fn drop(&mut self) {
+        let _ = self.shutdown.send(true);
+    }
+}

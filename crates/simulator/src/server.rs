@@ -1,0 +1,589 @@
+//! The HTTP server: accept loop, routing, fault injection and the `/_sim` admin API.
+//!
+//! Built on hyper directly rather than a router framework because one fault needs control a
+//! framework hides: `drop` processes a request and then closes the connection without writing
+//! a byte, which is how a lost reply looks to a client. Each connection task races the
+//! connection against a per-connection kill switch to do that.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use serde_json::{json, Value};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Notify};
+
+use crate::faults::{Fault, FaultPlan};
+use crate::service::{self, Req, Resp, Shared};
+use crate::world::RequestRecord;
+
+/// How long shutdown waits for in-flight requests before dropping their connections.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
+pub(crate) async fn serve(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    tokio::spawn(connection(stream, shared.clone(), shutdown.clone()));
+                }
+                Err(error) => {
+                    // Accept errors (file descriptors exhausted, ...) are transient; back off
+                    // briefly instead of spinning.
+                    tracing::warn!(%error, "simulator accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+async fn connection(stream: TcpStream, shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+    let _ = stream.set_nodelay(true);
+    let kill = Arc::new(Notify::new());
+    let service = {
+        let kill = kill.clone();
+        service_fn(move |request: Request<Incoming>| {
+            let shared = shared.clone();
+            let kill = kill.clone();
+            async move { Ok::<_, Infallible>(handle(shared, kill, request).await) }
+        })
+    };
+    let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(conn);
+    tokio::select! {
+        _ = conn.as_mut() => {}
+        () = kill.notified() => {} // dropping `conn` closes the socket without a response
+        _ = shutdown.changed() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(SHUTDOWN_GRACE, conn).await;
+        }
+    }
+}
+
+/// Where a request goes.
+enum Route {
+    Token {
+        tenant: String,
+        v2: bool,
+    },
+    Api {
+        endpoint: &'static str,
+        params: Vec<String>,
+    },
+    Admin(String),
+    NotFound,
+    MethodNotAllowed,
+}
+
+fn route(method: &Method, segments: &[String]) -> Route {
+    let lower: Vec<String> = segments.iter().map(|s| s.to_ascii_lowercase()).collect();
+    let l: Vec<&str> = lower.iter().map(String::as_str).collect();
+    let s = segments;
+    if l.first() == Some(&"_sim") {
+        return Route::Admin(l[1..].join("/"));
+    }
+    if l.len() == 3 && l[1] == "oauth2" && l[2] == "token" && method == Method::POST {
+        return Route::Token {
+            tenant: s[0].clone(),
+            v2: false,
+        };
+    }
+    if l.len() == 4
+        && l[1] == "oauth2"
+        && l[2] == "v2.0"
+        && l[3] == "token"
+        && method == Method::POST
+    {
+        return Route::Token {
+            tenant: s[0].clone(),
+            v2: true,
+        };
+    }
+    if l.first() != Some(&"v1") {
+        return Route::NotFound;
+    }
+    let (l, s) = (&l[1..], &s[1..]);
+    let api = |endpoint: &'static str, params: &[usize]| Route::Api {
+        endpoint,
+        params: params.iter().map(|i| s[*i].clone()).collect(),
+    };
+    let (endpoint_route, allowed): (Route, &[Method]) = match l {
+        ["customers", _, "subscriptions", _, "registrations"] => {
+            (api("register", &[1, 3]), &[Method::POST])
+        }
+        ["customers", _, "subscriptions", _, "registrationstatus"] => {
+            (api("registration_status", &[1, 3]), &[Method::GET])
+        }
+        ["products"] => (api("list_products", &[]), &[Method::GET]),
+        ["products", _] => (api("get_product", &[1]), &[Method::GET]),
+        ["products", _, "skus"] => (api("list_skus", &[1]), &[Method::GET]),
+        ["products", _, "skus", _] => (api("get_sku", &[1, 3]), &[Method::GET]),
+        ["products", _, "skus", _, "availabilities"] => {
+            (api("list_availabilities", &[1, 3]), &[Method::GET])
+        }
+        ["products", _, "skus", _, "availabilities", _] => {
+            (api("get_availability", &[1, 3, 5]), &[Method::GET])
+        }
+        ["extensions", "product", "checkinventory"] => {
+            (api("check_inventory", &[]), &[Method::POST])
+        }
+        ["customers", _, "carts"] => (api("create_cart", &[1]), &[Method::POST]),
+        ["customers", _, "carts", _] => {
+            let endpoint = if method == Method::PUT {
+                "update_cart"
+            } else {
+                "get_cart"
+            };
+            (api(endpoint, &[1, 3]), &[Method::GET, Method::PUT])
+        }
+        ["customers", _, "carts", _, "checkout"] => (api("checkout", &[1, 3]), &[Method::POST]),
+        ["customers", _, "orders"] => (api("list_orders", &[1]), &[Method::GET]),
+        ["customers", _, "orders", _] => {
+            let endpoint = if method == Method::PATCH {
+                "cancel_order"
+            } else {
+                "get_order"
+            };
+            (api(endpoint, &[1, 3]), &[Method::GET, Method::PATCH])
+        }
+        ["customers", _, "orders", _, "provisioningstatus"] => {
+            (api("provisioning_status", &[1, 3]), &[Method::GET])
+        }
+        ["customers", _, "entitlements"] => (api("list_entitlements", &[1]), &[Method::GET]),
+        ["customers", _, "artifacts", _, "groups", _, "lineitems", _, "resource", _] => {
+            (api("artifact_details", &[1, 5, 7, 9]), &[Method::GET])
+        }
+        _ => return Route::NotFound,
+    };
+    if allowed.contains(method) {
+        endpoint_route
+    } else {
+        Route::MethodNotAllowed
+    }
+}
+
+async fn handle(
+    shared: Arc<Shared>,
+    kill: Arc<Notify>,
+    request: Request<Incoming>,
+) -> Response<Full<Bytes>> {
+    let (parts, body) = request.into_parts();
+    let path = parts.uri.path().to_owned();
+    let segments: Vec<String> = path
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .map(percent_decode)
+        .collect();
+    let query: HashMap<String, String> = parts
+        .uri
+        .query()
+        .and_then(|q| serde_urlencoded::from_str::<Vec<(String, String)>>(q).ok())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k.to_ascii_lowercase(), v))
+        .collect();
+    let body = match Limited::new(body, shared.config.max_request_bytes)
+        .collect()
+        .await
+    {
+        Ok(collected) => collected.to_bytes(),
+        Err(_) => {
+            return render(
+                &Resp::error(
+                    413,
+                    "800002",
+                    "Invalid request input: the body is too large.",
+                ),
+                None,
+                None,
+            );
+        }
+    };
+    let req = Req {
+        method: parts.method.clone(),
+        segments,
+        query,
+        headers: parts.headers,
+        body,
+    };
+    let request_id = req
+        .header("ms-requestid")
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let correlation_id = req.header("ms-correlationid");
+
+    let route = route(&req.method, &req.segments);
+    let endpoint = match &route {
+        Route::Admin(action) => return render(&admin(&shared, &req, action), None, None),
+        Route::Token { .. } => "token",
+        Route::Api { endpoint, .. } => endpoint,
+        Route::NotFound => {
+            return render(
+                &Resp::error(404, "1000", &format!("No resource at {path}.")),
+                Some(&request_id),
+                correlation_id.as_deref(),
+            )
+        }
+        Route::MethodNotAllowed => {
+            return render(
+                &Resp::error(
+                    405,
+                    "1000",
+                    &format!("{} is not allowed on {path}.", req.method),
+                ),
+                Some(&request_id),
+                correlation_id.as_deref(),
+            )
+        }
+    };
+
+    let decision = shared.injector.decide(endpoint);
+    if !decision.latency.is_zero() {
+        tokio::time::sleep(decision.latency).await;
+    }
+    let mut record = RequestRecord {
+        seq: 0,
+        at: chrono::Utc::now(),
+        endpoint: endpoint.to_owned(),
+        method: req.method.to_string(),
+        path: path.clone(),
+        request_id: req.header("ms-requestid"),
+        correlation_id: correlation_id.clone(),
+        status: None,
+        fault: decision.fault.as_ref().map(fault_name),
+        processed: false,
+    };
+
+    // Faults that strike before the request takes effect.
+    match &decision.fault {
+        Some(Fault::Throttle {
+            retry_after_s,
+            http_date,
+        }) => {
+            let value = if *http_date {
+                httpdate::fmt_http_date(
+                    std::time::SystemTime::now() + Duration::from_secs(*retry_after_s),
+                )
+            } else {
+                retry_after_s.to_string()
+            };
+            let resp = Resp::json(
+                429,
+                json!({"statusCode": 429, "message": format!("Rate limit is exceeded. Try again in {retry_after_s} seconds.")}),
+            );
+            record.status = Some(429);
+            shared.world().log(record);
+            let mut response = render(&resp, Some(&request_id), correlation_id.as_deref());
+            if let Ok(v) = http::HeaderValue::from_str(&value) {
+                response.headers_mut().insert(http::header::RETRY_AFTER, v);
+            }
+            return response;
+        }
+        Some(Fault::Status { status, code }) => {
+            record.status = Some(*status);
+            shared.world().log(record);
+            let code = code.as_deref().unwrap_or("800003");
+            let resp = Resp::error(
+                *status,
+                code,
+                &format!("Injected response {status} with code {code}."),
+            );
+            return render(&resp, Some(&request_id), correlation_id.as_deref());
+        }
+        Some(Fault::Hang { processed: false }) => {
+            shared.world().log(record);
+            tokio::time::sleep(Duration::from_secs(shared.config.hang_s)).await;
+            return render(
+                &Resp::error(504, "800003", "Gateway timeout (injected hang)."),
+                Some(&request_id),
+                correlation_id.as_deref(),
+            );
+        }
+        _ => {}
+    }
+
+    let resp = match &route {
+        Route::Token { tenant, v2 } => service::token(&shared, tenant, *v2, &req),
+        Route::Api { endpoint, params } => match service::authenticate(&shared, &req) {
+            Err(unauthorized) => unauthorized,
+            Ok(crate::world::Grant::AppOnly) if service::requires_app_user(endpoint) => {
+                service::app_user_required()
+            }
+            Ok(_) => {
+                record.processed = true;
+                dispatch(&shared, &req, endpoint, params, &request_id).await
+            }
+        },
+        _ => Resp::error(404, "1000", "No resource."),
+    };
+
+    // Faults that strike after the request took effect.
+    match &decision.fault {
+        Some(Fault::Drop) => {
+            shared.world().log(record);
+            kill.notify_one();
+            std::future::pending::<()>().await;
+            unreachable!("a pending future never completes")
+        }
+        Some(Fault::Hang { processed: true }) => {
+            shared.world().log(record);
+            tokio::time::sleep(Duration::from_secs(shared.config.hang_s)).await;
+            render(
+                &Resp::error(504, "800003", "Gateway timeout (injected hang)."),
+                Some(&request_id),
+                correlation_id.as_deref(),
+            )
+        }
+        Some(Fault::Malformed) => {
+            record.status = Some(200);
+            shared.world().log(record);
+            let full = resp
+                .body
+                .as_ref()
+                .map_or_else(|| "{}".to_owned(), Value::to_string);
+            let mut cut = full.len() / 2;
+            while !full.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            let truncated = full[..cut].to_owned();
+            let mut response = render(
+                &Resp::empty(200),
+                Some(&request_id),
+                correlation_id.as_deref(),
+            );
+            *response.body_mut() = Full::new(Bytes::from(truncated));
+            response.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static("application/json"),
+            );
+            response
+        }
+        _ => {
+            record.status = Some(resp.status);
+            shared.world().log(record);
+            render(&resp, Some(&request_id), correlation_id.as_deref())
+        }
+    }
+}
+
+async fn dispatch(
+    shared: &Arc<Shared>,
+    req: &Req,
+    endpoint: &str,
+    p: &[String],
+    request_id: &str,
+) -> Resp {
+    match endpoint {
+        "register" => service::register(shared, &p[0], &p[1]),
+        "registration_status" => service::registration_status(shared, &p[0], &p[1]),
+        "list_products" => service::list_products(shared, req),
+        "get_product" => service::get_product(shared, req, &p[0]),
+        "list_skus" => service::list_skus(shared, req, &p[0]),
+        "get_sku" => service::get_sku(shared, req, &p[0], &p[1]),
+        "list_availabilities" => service::list_availabilities(shared, req, &p[0], &p[1]),
+        "get_availability" => service::get_availability(shared, req, &p[0], &p[1], &p[2]),
+        "check_inventory" => service::check_inventory(shared, req),
+        "create_cart" => service::create_cart(shared, req, &p[0], request_id),
+        "get_cart" => service::get_cart(shared, &p[0], &p[1]),
+        "update_cart" => service::update_cart(shared, req, &p[0], &p[1]),
+        "checkout" => {
+            // If the client goes away mid-checkout, this future is dropped; the guard then
+            // clears the in-progress mark so the cart is not stuck at 409 forever.
+            let guard = CheckoutGuard {
+                shared: shared.clone(),
+                cart_id: p[1].clone(),
+                armed: true,
+            };
+            let resp = service::checkout(shared, &p[0], &p[1], request_id).await;
+            guard.disarm();
+            resp
+        }
+        "get_order" => service::get_order(shared, &p[0], &p[1]),
+        "list_orders" => service::list_orders(shared, req, &p[0]),
+        "provisioning_status" => service::provisioning_status(shared, &p[0], &p[1]),
+        "cancel_order" => service::cancel_order(shared, req, &p[0], &p[1]),
+        "list_entitlements" => service::list_entitlements(shared, req, &p[0]),
+        "artifact_details" => service::artifact_details(shared, &p[0], &p[1], &p[2], &p[3]),
+        other => Resp::error(404, "1000", &format!("No handler for {other}.")),
+    }
+}
+
+struct CheckoutGuard {
+    shared: Arc<Shared>,
+    cart_id: String,
+    armed: bool,
+}
+
+impl CheckoutGuard {
+    fn disarm(mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for CheckoutGuard {
+    fn drop(&mut self) {
+        if self.armed {
+            service::release_checkout(&self.shared, &self.cart_id);
+        }
+    }
+}
+
+fn fault_name(fault: &Fault) -> String {
+    match fault {
+        Fault::Latency { .. } => "latency",
+        Fault::Throttle { .. } => "throttle",
+        Fault::Status { .. } => "status",
+        Fault::Hang { processed: false } => "hang",
+        Fault::Hang { processed: true } => "hang_after_processing",
+        Fault::Drop => "drop",
+        Fault::Malformed => "malformed",
+    }
+    .to_owned()
+}
+
+fn render(
+    resp: &Resp,
+    request_id: Option<&str>,
+    correlation_id: Option<&str>,
+) -> Response<Full<Bytes>> {
+    let body = resp
+        .body
+        .as_ref()
+        .map(|b| Bytes::from(b.to_string()))
+        .unwrap_or_default();
+    let mut response = Response::new(Full::new(body));
+    *response.status_mut() =
+        StatusCode::from_u16(resp.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let headers = response.headers_mut();
+    if resp.body.is_some() {
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/json; charset=utf-8"),
+        );
+    }
+    let mut put = |name: &'static str, value: &str| {
+        if let Ok(v) = http::HeaderValue::from_str(value) {
+            headers.insert(name, v);
+        }
+    };
+    if let Some(id) = request_id {
+        put("ms-requestid", id);
+    }
+    if let Some(id) = correlation_id {
+        put("ms-correlationid", id);
+    }
+    put(
+        "ms-cv",
+        &format!("sim.{}", &uuid::Uuid::new_v4().simple().to_string()[..16]),
+    );
+    put("ms-serverid", "pcsaga-simulator");
+    for (name, value) in &resp.headers {
+        put(name, value);
+    }
+    response
+}
+
+fn percent_decode(segment: &str) -> String {
+    let bytes = segment.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let Ok(b) = u8::from_str_radix(&segment[i + 1..i + 3], 16) {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// `/_sim/...`: the ledger, the request log, the clock and the fault plan. Outside `/v1` and
+/// without authentication, because it is the test harness's view, not Partner Center's.
+fn admin(shared: &Shared, req: &Req, action: &str) -> Resp {
+    match (req.method.clone(), action) {
+        (Method::GET, "health") => Resp::json(200, json!({"status": "ok"})),
+        (Method::GET, "ledger") => Resp::json(
+            200,
+            serde_json::to_value(&shared.world().ledger).unwrap_or(Value::Null),
+        ),
+        (Method::GET, "requests") => {
+            let since: u64 = req
+                .query
+                .get("since")
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0);
+            let world = shared.world();
+            let items: Vec<&RequestRecord> =
+                world.requests.iter().filter(|r| r.seq > since).collect();
+            Resp::json(200, json!({"items": items}))
+        }
+        (Method::GET, "clock") => Resp::json(
+            200,
+            json!({"now": shared.clock.now(), "offsetSeconds": shared.clock.offset().as_secs()}),
+        ),
+        (Method::POST, "clock/advance") => {
+            let Some(seconds) = req.query.get("seconds").and_then(|s| s.parse::<u64>().ok()) else {
+                return Resp::error(
+                    400,
+                    "800002",
+                    "POST /_sim/clock/advance?seconds=N needs a whole number of seconds.",
+                );
+            };
+            shared.clock.advance(Duration::from_secs(seconds));
+            Resp::json(
+                200,
+                json!({"now": shared.clock.now(), "offsetSeconds": shared.clock.offset().as_secs()}),
+            )
+        }
+        (Method::GET, "faults") => Resp::json(
+            200,
+            serde_json::to_value(shared.injector.plan()).unwrap_or(Value::Null),
+        ),
+        (Method::PUT, "faults") => match serde_json::from_slice::<FaultPlan>(&req.body) {
+            Ok(plan) => {
+                if let Some(problem) = plan
+                    .rules
+                    .iter()
+                    .enumerate()
+                    .find_map(|(i, r)| r.validate().err().map(|e| format!("rules[{i}]: {e}")))
+                {
+                    return Resp::error(400, "800002", &problem);
+                }
+                shared.injector.replace(plan);
+                Resp::json(
+                    200,
+                    serde_json::to_value(shared.injector.plan()).unwrap_or(Value::Null),
+                )
+            }
+            Err(e) => Resp::error(400, "800002", &format!("the fault plan is not valid: {e}")),
+        },
+        _ => Resp::error(
+            404,
+            "1000",
+            &format!("no admin action {} /_sim/{action}", req.method),
+        ),
+    }
+}
+
+/// Binds the listener. Loopback unless the caller asks for another address.
+pub(crate) async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr).await
+}

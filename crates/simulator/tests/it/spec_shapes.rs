@@ -1,0 +1,275 @@
+//! The simulator answers in the spec's shapes: every field of every response example is
+//! present in the simulator's answer to the same call, and every request example is accepted.
+
+use std::time::Duration;
+
+use pcsaga_simulator::{Fault, FaultPlan, FaultRule, SimConfig};
+use serde_json::{json, Value};
+
+use crate::support::{self, Harness, CUSTOMER, SUBSCRIPTION};
+
+fn example(name: &str) -> Value {
+    let path = format!(
+        "{}/../../spec/examples/{name}.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {path}: {e}"));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+/// Collects the key paths of `example` missing from `actual`. Arrays compare their first
+/// elements; an empty object or array in the example demands only that the key exists.
+fn missing_keys(example: &Value, actual: &Value, path: &str, out: &mut Vec<String>) {
+    match (example, actual) {
+        (Value::Object(expected), Value::Object(got)) => {
+            for (key, value) in expected {
+                match got.get(key) {
+                    Some(inner) => missing_keys(value, inner, &format!("{path}.{key}"), out),
+                    None => out.push(format!("{path}.{key}")),
+                }
+            }
+        }
+        (Value::Array(expected), Value::Array(got)) => {
+            if let (Some(e), Some(g)) = (expected.first(), got.first()) {
+                missing_keys(e, g, &format!("{path}[0]"), out);
+            } else if !expected.is_empty() {
+                out.push(format!("{path}[0] (empty array)"));
+            }
+        }
+        (Value::Object(_) | Value::Array(_), other) if !other.is_null() => {
+            out.push(format!("{path} (type differs)"))
+        }
+        _ => {}
+    }
+}
+
+/// Asserts the simulator's answer carries every field of the named example.
+#[track_caller]
+fn check(name: &str, actual: &Value) {
+    let mut missing = Vec::new();
+    missing_keys(&example(name), actual, "$", &mut missing);
+    assert!(
+        missing.is_empty(),
+        "{name}: the simulator's answer lacks {missing:?}\nanswer: {actual:#}"
+    );
+}
+
+#[tokio::test]
+async fn responses_carry_every_field_of_the_examples() {
+    let h = Harness::start(SimConfig {
+        checkout_restricted_regions: vec!["eastus".to_owned()],
+        order_completion_s: 0,
+        order_list_lag_s: 0,
+        ..SimConfig::default()
+    })
+    .await;
+
+    check("token-response", &h.token("client_credentials").await);
+    check(
+        "error-body",
+        &h.call("GET", "/products/NOPE?country=US", None).await.json,
+    );
+    h.sim
+        .set_faults(FaultPlan {
+            seed: 0,
+            rules: vec![FaultRule {
+                endpoint: "get_product".into(),
+                probability: 1.0,
+                after: 0,
+                limit: Some(1),
+                fault: Fault::Throttle {
+                    retry_after_s: 57,
+                    http_date: false,
+                },
+            }],
+        })
+        .expect("plan");
+    let throttled = h
+        .call("GET", "/products/DZH318Z0BQ3Q?country=US", None)
+        .await;
+    assert_eq!(throttled.status, 429);
+    assert_eq!(
+        throttled
+            .headers
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok()),
+        Some("57")
+    );
+    check("throttle-body", &throttled.json);
+
+    support::register(&h).await;
+    check(
+        "e02-registration-status",
+        &h.call(
+            "GET",
+            &format!("/customers/{CUSTOMER}/subscriptions/{SUBSCRIPTION}/registrationstatus"),
+            None,
+        )
+        .await
+        .json,
+    );
+    check(
+        "e03-products",
+        &h.call(
+            "GET",
+            "/products?country=US&targetView=AzureReservationsVM",
+            None,
+        )
+        .await
+        .json,
+    );
+    check(
+        "e05-skus",
+        &h.call("GET", "/products/DZH318Z0BQ5S/skus?country=US", None)
+            .await
+            .json,
+    );
+    check(
+        "e07-availabilities",
+        &h.call(
+            "GET",
+            "/products/DZH318Z0BQ3Q/skus/0001/availabilities?country=US&targetSegment=commercial",
+            None,
+        )
+        .await
+        .json,
+    );
+    let inventory = h
+        .call("POST", "/extensions/product/checkinventory?country=US", Some(json!({
+            "targetItems": [{"productId": "DZH318Z0BQ3Q", "skuId": "0003"}],
+            "inventoryContext": {"customerId": CUSTOMER, "azureSubscriptionId": SUBSCRIPTION, "armRegionName": "japanwest"}})))
+        .await;
+    check("e09-inventory-response", &inventory.json);
+
+    // A cart like the example's: a reservation and a software subscription (two groups, so
+    // the checkout below can show a populated `orderErrors`, as the example does).
+    let cart = h
+        .call("POST", &format!("/customers/{CUSTOMER}/carts"), Some(json!({"lineItems": [
+            {"id": 0, "catalogItemId": "DZH318Z0BQ3Q:0001:DZH318XZXVNF", "quantity": 1, "billingCycle": "one_time", "termDuration": "P1Y",
+             "provisioningContext": {"subscriptionId": SUBSCRIPTION, "scope": "shared", "duration": "1Year"}},
+            {"id": 1, "catalogItemId": "DG7GMGF0FKZV:0003:DG7GMGF0DWMS", "quantity": 1, "billingCycle": "one_time", "termDuration": "P1Y", "friendlyName": "sw"}]})))
+        .await;
+    assert_eq!(cart.status, 201, "{:?}", cart.json);
+    check("e10-create-cart-response", &cart.json);
+    let cart_id = cart.json["id"].as_str().expect("cart id").to_owned();
+    let checkout = h
+        .call(
+            "POST",
+            &format!("/customers/{CUSTOMER}/carts/{cart_id}/checkout"),
+            None,
+        )
+        .await;
+    assert_eq!(checkout.status, 201);
+    check("e13-checkout-result", &checkout.json);
+    let order_id = checkout.json["orders"][0]["id"]
+        .as_str()
+        .expect("order id")
+        .to_owned();
+    check(
+        "e14-order",
+        &h.call(
+            "GET",
+            &format!("/customers/{CUSTOMER}/orders/{order_id}"),
+            None,
+        )
+        .await
+        .json,
+    );
+    check(
+        "e17-provisioning-status",
+        &h.call_as(
+            &h.user_token.clone(),
+            "GET",
+            &format!("/customers/{CUSTOMER}/orders/{order_id}/provisioningstatus"),
+            None,
+        )
+        .await
+        .json,
+    );
+
+    // A reservation bought on its own, for the entitlement and artifact examples.
+    let ri_cart = h
+        .call("POST", &format!("/customers/{CUSTOMER}/carts"), Some(json!({"lineItems": [
+            {"id": 0, "catalogItemId": "DZH318Z0BQ3Q:0002:DZH318XZXVNG", "quantity": 1, "billingCycle": "one_time", "termDuration": "P3Y",
+             "provisioningContext": {"subscriptionId": SUBSCRIPTION, "scope": "shared", "duration": "3Years"}}]})))
+        .await;
+    let ri_cart_id = ri_cart.json["id"].as_str().expect("cart id").to_owned();
+    assert_eq!(
+        h.call(
+            "POST",
+            &format!("/customers/{CUSTOMER}/carts/{ri_cart_id}/checkout"),
+            None
+        )
+        .await
+        .status,
+        201
+    );
+    h.sim.advance_clock(Duration::from_secs(1));
+    let entitlements = h
+        .call_as(
+            &h.user_token.clone(),
+            "GET",
+            &format!("/customers/{CUSTOMER}/entitlements?entitlementType=reservedInstance"),
+            None,
+        )
+        .await;
+    check("e18-entitlements", &entitlements.json);
+    let link = entitlements.json["items"][0]["entitledArtifacts"][0]["link"]["uri"]
+        .as_str()
+        .expect("artifact link")
+        .to_owned();
+    check(
+        "e19-artifact-details",
+        &h.call_as(&h.user_token.clone(), "GET", &link, None)
+            .await
+            .json,
+    );
+}
+
+#[tokio::test]
+async fn request_examples_are_accepted_as_written() {
+    let h = Harness::start(SimConfig::default()).await;
+    // The examples name catalog items the simulator does not sell: carts are created (201)
+    // with line errors, inventory omits unknown items (200, []).
+    let inventory = h
+        .call(
+            "POST",
+            "/extensions/product/checkinventory?country=US",
+            Some(example("e09-inventory-request")),
+        )
+        .await;
+    assert_eq!((inventory.status, inventory.json.clone()), (200, json!([])));
+    let created = h
+        .call(
+            "POST",
+            &format!("/customers/{CUSTOMER}/carts"),
+            Some(example("e10-create-cart-request")),
+        )
+        .await;
+    assert_eq!(created.status, 201);
+    assert_eq!(
+        created.json["lineItems"][0]["error"]["errorCode"],
+        "catalog_item_id_is_not_valid"
+    );
+    let cart_id = created.json["id"].as_str().expect("id");
+    let updated = h
+        .call(
+            "PUT",
+            &format!("/customers/{CUSTOMER}/carts/{cart_id}"),
+            Some(example("e12-update-cart-request")),
+        )
+        .await;
+    assert_eq!(updated.status, 201, "{:?}", updated.json);
+    let cancel = h
+        .call(
+            "PATCH",
+            &format!("/customers/{CUSTOMER}/orders/2y6dF_rVgDAXMxypQPPnTquuXhKVK_3N1"),
+            Some(example("e20-cancel-request")),
+        )
+        .await;
+    assert_eq!(
+        (cancel.status, cancel.json["code"].clone()),
+        (404, json!("20000")),
+        "unknown order"
+    );
+}
