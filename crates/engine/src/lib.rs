@@ -1,1 +1,42 @@
+//! A generic durable state-machine runtime on SQLite. It knows nothing of Partner Center.
+//!
+//! - [`workflow`]: what a workflow provides (plan, execute, decide) and what it returns
+//!   (effects and decisions as data);
+//! - [`policy`]: per-state retry and poll policies from TOML;
+//! - [`schedule`]: a decision plus a policy gives the saga's next row (pure);
+//! - [`store`]: sagas and history behind a narrow trait; [`store::sqlite`] is the SQLite store
+//!   with group commit;
+//! - [`runtime`]: the engine (submit, claim, drive, daemon loop, operator actions);
+//! - [`clock`]: injected time.
 
+pub mod clock;
+pub mod policy;
+pub mod runtime;
+pub mod schedule;
+pub mod store;
+pub mod workflow;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use policy::{OnExhausted, Policies, PolicyError, StatePolicy};
+pub use runtime::{Driven, Engine, EngineConfig, Submitted};
+pub use store::sqlite::{Durability, SqliteConfig, SqliteStore};
+pub use store::{HistoryRow, ListFilter, SagaRecord, SagaStatus, Store, StoreError};
+pub use workflow::{AttemptRecord, Decision, Executed, Plan, SagaView, Workflow};
+
+/// Engine failures.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("invalid workflow policy: {0}")]
+    Policy(#[from] PolicyError),
+    #[error("no purchase with id {0}; `pcsaga list` shows the ids")]
+    NotFound(String),
+    /// An operator action that would be unsafe or makes no sense; the text says why.
+    #[error("refused: {0}")]
+    Refused(String),
+    #[error("a saga context cannot be encoded or decoded: {0}")]
+    Context(String),
+    #[error("internal task failure: {0}")]
+    Task(String),
+}

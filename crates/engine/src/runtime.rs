@@ -1,0 +1,727 @@
+//! The engine: submits sagas, claims due ones, drives each through plan → (intent) → call →
+//! decision → commit, and runs as a daemon until told to stop.
+//!
+//! Architecture invariants kept here:
+//! - no database transaction is open while a call is made (the store commits, then the call
+//!   runs, then the store commits again);
+//! - a side-effecting call is made only after its intent is committed;
+//! - every write is fenced by the saga's version and the worker's lease;
+//! - time comes from the injected clock; no task sleeps per saga (waiting sagas are rows).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use backoff::backoff::Backoff;
+use chrono::{DateTime, Utc};
+use tokio::sync::{watch, Notify, Semaphore};
+use tokio::task::JoinSet;
+use tracing::Instrument;
+
+use crate::clock::Clock;
+use crate::policy::{after, Policies};
+use crate::schedule::{schedule, Before};
+use crate::store::{
+    Commit, EventKind, HistoryEvent, HistoryRow, Inserted, ListFilter, NewSaga, SagaRecord,
+    SagaStatus, SagaUpdate, Store, StoreError, Writer,
+};
+use crate::workflow::{Plan, SagaView, Workflow};
+use crate::Error;
+
+/// How the engine runs.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// This process's lease owner name; unique per process run.
+    pub owner: String,
+    /// How long a claim lasts without a commit. Must be longer than the slowest call.
+    pub lease: Duration,
+    /// Sagas driven at once.
+    pub concurrency: usize,
+    /// Partner Center calls in flight at once, across all sagas.
+    pub max_calls_in_flight: usize,
+    /// Steps one claim may run before the saga goes back to the queue (fairness).
+    pub max_steps_per_claim: u32,
+    /// Longest the daemon sleeps before looking for due work again (other processes submit).
+    pub idle_poll: Duration,
+}
+
+impl EngineConfig {
+    pub fn new(owner: impl Into<String>) -> Self {
+        Self {
+            owner: owner.into(),
+            lease: Duration::from_secs(120),
+            concurrency: 32,
+            max_calls_in_flight: 16,
+            max_steps_per_claim: 64,
+            idle_poll: Duration::from_secs(1),
+        }
+    }
+}
+
+/// The result of a submission.
+#[derive(Debug, Clone)]
+pub struct Submitted {
+    pub saga: SagaRecord,
+    /// False when the idempotency key was already known and the first saga is returned.
+    pub created: bool,
+}
+
+/// How one drive of a saga ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Driven {
+    /// It waits for a timer, or stopped.
+    Settled,
+    /// It gave the lease back while it could still run (step limit or shutdown).
+    Released,
+    /// Another writer took it over; this worker's write was refused.
+    Fenced,
+}
+
+struct Inner<W, S> {
+    workflow: W,
+    store: S,
+    policies: Policies,
+    clock: Arc<dyn Clock>,
+    config: EngineConfig,
+    calls: Semaphore,
+    wake: Notify,
+}
+
+/// The durable runtime for one workflow over one store.
+pub struct Engine<W, S> {
+    inner: Arc<Inner<W, S>>,
+}
+
+impl<W, S> Clone for Engine<W, S> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<W, S> std::fmt::Debug for Engine<W, S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<W: Workflow, S: Store> Engine<W, S> {
+    pub fn new(
+        workflow: W,
+        store: S,
+        policies: Policies,
+        clock: Arc<dyn Clock>,
+        config: EngineConfig,
+    ) -> Self {
+        let calls = Semaphore::new(config.max_calls_in_flight.max(1));
+        Self {
+            inner: Arc::new(Inner {
+                workflow,
+                store,
+                policies,
+                clock,
+                config,
+                calls,
+                wake: Notify::new(),
+            }),
+        }
+    }
+
+    pub fn store(&self) -> &S {
+        &self.inner.store
+    }
+
+    pub fn workflow(&self) -> &W {
+        &self.inner.workflow
+    }
+
+    pub fn now(&self) -> DateTime<Utc> {
+        self.inner.clock.now()
+    }
+
+    /// Creates a saga, or returns the one that already has this idempotency key.
+    pub async fn submit(
+        &self,
+        idempotency_key: &str,
+        input: String,
+        context: &W::Context,
+        customer_id: Option<String>,
+    ) -> Result<Submitted, Error> {
+        let workflow = &self.inner.workflow;
+        let now = self.now();
+        let saga = NewSaga {
+            id: uuid::Uuid::new_v4().to_string(),
+            workflow: workflow.name().to_owned(),
+            idempotency_key: idempotency_key.to_owned(),
+            state: workflow
+                .states()
+                .first()
+                .copied()
+                .unwrap_or("start")
+                .to_owned(),
+            context: serde_json::to_string(context).map_err(|e| Error::Context(e.to_string()))?,
+            input,
+            customer_id,
+            now,
+        };
+        let event = HistoryEvent::new(EventKind::Submitted)
+            .state(saga.state.clone())
+            .detail(format!("idempotency key {idempotency_key}"));
+        let submitted = match self.inner.store.insert(saga, event).await? {
+            Inserted::Created(saga) => Submitted {
+                saga,
+                created: true,
+            },
+            Inserted::Existing(saga) => Submitted {
+                saga,
+                created: false,
+            },
+        };
+        self.inner.wake.notify_one();
+        Ok(submitted)
+    }
+
+    /// Claims and drives due sagas until none is due at the clock's "now". Tests use this
+    /// with a manual clock: move the clock, call `run_due`, assert.
+    pub async fn run_due(&self) -> Result<usize, Error> {
+        let (_tx, shutdown) = watch::channel(false);
+        let mut driven = 0;
+        loop {
+            let now = self.now();
+            let claimed = self
+                .inner
+                .store
+                .claim_due(
+                    &self.inner.config.owner,
+                    now,
+                    after(now, self.inner.config.lease),
+                    self.inner.config.concurrency as u32,
+                )
+                .await?;
+            if claimed.is_empty() {
+                return Ok(driven);
+            }
+            driven += claimed.len();
+            let mut tasks = JoinSet::new();
+            for saga in claimed {
+                let engine = self.clone();
+                let shutdown = shutdown.clone();
+                tasks.spawn(async move { engine.drive(saga, &shutdown).await });
+            }
+            while let Some(result) = tasks.join_next().await {
+                result.map_err(|e| Error::Task(e.to_string()))??;
+            }
+        }
+    }
+
+    /// The daemon loop: claim due sagas up to the concurrency limit and drive them, until
+    /// `shutdown` turns true. Then it stops claiming, lets each saga finish its current step,
+    /// gives the lease back, and returns.
+    pub async fn run(&self, mut shutdown: watch::Receiver<bool>) -> Result<(), Error> {
+        let config = &self.inner.config;
+        let mut tasks: JoinSet<Result<Driven, Error>> = JoinSet::new();
+        let mut store_backoff = backoff::ExponentialBackoff {
+            initial_interval: Duration::from_millis(100),
+            max_interval: Duration::from_secs(30),
+            max_elapsed_time: None,
+            ..backoff::ExponentialBackoff::default()
+        };
+        loop {
+            if *shutdown.borrow() {
+                break;
+            }
+            while let Some(done) = tasks.try_join_next() {
+                report(done);
+            }
+            let free = config.concurrency.saturating_sub(tasks.len());
+            let mut claimed = 0;
+            if free > 0 {
+                let now = self.now();
+                match self
+                    .inner
+                    .store
+                    .claim_due(&config.owner, now, after(now, config.lease), free as u32)
+                    .await
+                {
+                    Ok(sagas) => {
+                        store_backoff.reset();
+                        claimed = sagas.len();
+                        for saga in sagas {
+                            let engine = self.clone();
+                            let shutdown = shutdown.clone();
+                            tasks.spawn(async move { engine.drive(saga, &shutdown).await });
+                        }
+                    }
+                    Err(error) => {
+                        let delay = store_backoff
+                            .next_backoff()
+                            .unwrap_or(Duration::from_secs(30));
+                        tracing::error!(%error, retry_in_ms = delay.as_millis() as u64, "cannot claim work; nothing was lost, claiming again after a pause");
+                        tokio::select! {
+                            _ = tokio::time::sleep(delay) => {}
+                            _ = shutdown.changed() => {}
+                        }
+                        continue;
+                    }
+                }
+            }
+            if claimed > 0 && tasks.len() < config.concurrency {
+                continue; // more may be due right now
+            }
+            let sleep_for = match self.inner.store.next_due().await {
+                Ok(Some(due)) => (due - self.now())
+                    .to_std()
+                    .unwrap_or(Duration::ZERO)
+                    .min(config.idle_poll),
+                Ok(None) => config.idle_poll,
+                Err(error) => {
+                    tracing::warn!(%error, "cannot read the next due time");
+                    config.idle_poll
+                }
+            };
+            // Never spin: if something is overdue but could not be claimed (all slots busy),
+            // the join below wakes us when a slot frees.
+            let sleep_for = if tasks.len() >= config.concurrency {
+                config.idle_poll
+            } else {
+                sleep_for.max(Duration::from_millis(1))
+            };
+            tokio::select! {
+                Some(done) = tasks.join_next(), if !tasks.is_empty() => report(done),
+                () = self.inner.wake.notified() => {}
+                () = tokio::time::sleep(sleep_for) => {}
+                _ = shutdown.changed() => {}
+            }
+        }
+        tracing::info!(
+            in_flight = tasks.len(),
+            "shutting down: finishing the current steps and releasing leases"
+        );
+        while let Some(done) = tasks.join_next().await {
+            report(done);
+        }
+        Ok(())
+    }
+
+    /// Wakes the daemon loop (after a submission from this process).
+    pub fn wake(&self) {
+        self.inner.wake.notify_one();
+    }
+
+    /// Drives one claimed saga until it waits, stops, hits the step limit, or is fenced.
+    pub async fn drive(
+        &self,
+        mut saga: SagaRecord,
+        shutdown: &watch::Receiver<bool>,
+    ) -> Result<Driven, Error> {
+        let inner = &self.inner;
+        let owner = inner.config.owner.clone();
+        for _ in 0..inner.config.max_steps_per_claim.max(1) {
+            if *shutdown.borrow() {
+                return self.release(&mut saga, "shutdown").await;
+            }
+            let context: W::Context = match serde_json::from_str(&saga.context) {
+                Ok(context) => context,
+                Err(e) => {
+                    // Never guess with a context we cannot read: park it for an operator.
+                    let reason = format!(
+                        "the saga's context cannot be read ({e}); inspect it with `pcsaga show`"
+                    );
+                    let now = self.now();
+                    let update = SagaUpdate {
+                        status: SagaStatus::NeedsAttention,
+                        next_run_at: None,
+                        last_error: Some(reason.clone()),
+                        wait_reason: None,
+                        ..update_of(&saga)
+                    };
+                    let event = HistoryEvent::new(EventKind::Transition)
+                        .state(saga.state.clone())
+                        .to_state("needs_attention")
+                        .detail(reason);
+                    return self
+                        .commit(
+                            &mut saga,
+                            Writer::Worker {
+                                owner,
+                                lease_until: None,
+                            },
+                            now,
+                            update,
+                            vec![event],
+                        )
+                        .await;
+                }
+            };
+            let mut view = SagaView {
+                id: saga.id.clone(),
+                state: saga.state.clone(),
+                context,
+                attempt: saga.attempt,
+                state_entered_at: saga.state_entered_at,
+                created_at: saga.created_at,
+            };
+            let span = tracing::info_span!(
+                "step",
+                purchase = %saga.id,
+                correlation = %inner.workflow.correlation_id(&view.context),
+                state = %saga.state,
+            );
+            let stepped = async {
+                let now = self.now();
+                let (decision, attempt) = match inner.workflow.plan(&view, now) {
+                    Plan::Decide(decision) => (decision, None),
+                    Plan::Call {
+                        effect,
+                        side_effecting,
+                        context,
+                    } => {
+                        if side_effecting {
+                            // Persist before you send: the intent (and the request id in the
+                            // context) is durable before the call leaves.
+                            let update = SagaUpdate {
+                                context: to_json(&context)?,
+                                next_run_at: Some(after(now, inner.config.lease)),
+                                ..update_of(&saga)
+                            };
+                            let event = HistoryEvent::new(EventKind::Intent)
+                                .state(saga.state.clone())
+                                .detail(serde_json::to_string(&effect).unwrap_or_default());
+                            let lease_until = Some(after(now, inner.config.lease));
+                            if self
+                                .commit(
+                                    &mut saga,
+                                    Writer::Worker {
+                                        owner: owner.clone(),
+                                        lease_until,
+                                    },
+                                    now,
+                                    update,
+                                    vec![event],
+                                )
+                                .await?
+                                == Driven::Fenced
+                            {
+                                return Ok(None);
+                            }
+                        }
+                        view.context = context;
+                        let executed = {
+                            let _permit = inner
+                                .calls
+                                .acquire()
+                                .await
+                                .map_err(|_| Error::Task("call semaphore closed".into()))?;
+                            inner.workflow.execute(&view, &effect).await
+                        };
+                        let decision =
+                            inner
+                                .workflow
+                                .decide(&view, &effect, executed.outcome, self.now());
+                        (decision, Some(executed.attempt))
+                    }
+                };
+                Ok::<_, Error>(Some((decision, attempt)))
+            }
+            .instrument(span.clone())
+            .await?;
+            let Some((decision, attempt)) = stepped else {
+                return Ok(Driven::Fenced);
+            };
+            let now = self.now();
+            let policy = inner.policies.get(&saga.state);
+            let kind = decision.kind();
+            let scheduled = schedule(
+                decision,
+                &Before {
+                    id: &saga.id,
+                    state: &saga.state,
+                    attempt: saga.attempt,
+                    total_attempts: saga.total_attempts,
+                    state_entered_at: saga.state_entered_at,
+                },
+                &policy,
+                now,
+            );
+            let _entered = span.enter();
+            tracing::info!(decision = kind, to = %scheduled.state, status = %scheduled.status, wait = scheduled.wait_reason.as_deref().unwrap_or(""), "step decided");
+            drop(_entered);
+            let keep = scheduled.run_now && !*shutdown.borrow();
+            let lease_until = keep.then(|| after(now, inner.config.lease));
+            let update = SagaUpdate {
+                state: scheduled.state.clone(),
+                status: scheduled.status,
+                context: to_json(&scheduled.context)?,
+                attempt: scheduled.attempt,
+                total_attempts: scheduled.total_attempts,
+                state_entered_at: scheduled.state_entered_at,
+                next_run_at: if keep {
+                    lease_until
+                } else {
+                    scheduled.next_run_at
+                },
+                last_error: scheduled.last_error.clone(),
+                wait_reason: if keep {
+                    None
+                } else {
+                    scheduled.wait_reason.clone()
+                },
+            };
+            let mut events = Vec::with_capacity(2);
+            if let Some(attempt) = attempt {
+                events.push(
+                    HistoryEvent::new(EventKind::Attempt)
+                        .state(saga.state.clone())
+                        .attempt(attempt),
+                );
+            }
+            events.push(scheduled.event);
+            if self
+                .commit(
+                    &mut saga,
+                    Writer::Worker {
+                        owner: owner.clone(),
+                        lease_until,
+                    },
+                    now,
+                    update,
+                    events,
+                )
+                .await?
+                == Driven::Fenced
+            {
+                return Ok(Driven::Fenced);
+            }
+            if !keep {
+                return Ok(if scheduled.run_now {
+                    Driven::Released
+                } else {
+                    Driven::Settled
+                });
+            }
+        }
+        self.release(&mut saga, "step limit of one claim reached")
+            .await
+    }
+
+    /// Gives a saga back to the queue, due now.
+    async fn release(&self, saga: &mut SagaRecord, why: &str) -> Result<Driven, Error> {
+        let now = self.now();
+        let update = SagaUpdate {
+            next_run_at: Some(now),
+            ..update_of(saga)
+        };
+        let event = HistoryEvent::new(EventKind::Released)
+            .state(saga.state.clone())
+            .detail(why.to_owned());
+        let writer = Writer::Worker {
+            owner: self.inner.config.owner.clone(),
+            lease_until: None,
+        };
+        match self.commit(saga, writer, now, update, vec![event]).await? {
+            Driven::Fenced => Ok(Driven::Fenced),
+            _ => Ok(Driven::Released),
+        }
+    }
+
+    /// Commits a write; a fenced write is reported, not raised.
+    async fn commit(
+        &self,
+        saga: &mut SagaRecord,
+        writer: Writer,
+        now: DateTime<Utc>,
+        update: SagaUpdate,
+        events: Vec<HistoryEvent>,
+    ) -> Result<Driven, Error> {
+        let commit = Commit {
+            id: saga.id.clone(),
+            expected_version: saga.version,
+            writer,
+            now,
+            update: update.clone(),
+            events,
+        };
+        match self.inner.store.commit(commit).await {
+            Ok(version) => {
+                saga.version = version;
+                saga.state = update.state;
+                saga.status = update.status;
+                saga.context = update.context;
+                saga.attempt = update.attempt;
+                saga.total_attempts = update.total_attempts;
+                saga.state_entered_at = update.state_entered_at;
+                saga.next_run_at = update.next_run_at;
+                saga.last_error = update.last_error;
+                saga.wait_reason = update.wait_reason;
+                Ok(Driven::Settled)
+            }
+            Err(StoreError::Fenced { .. }) => {
+                tracing::warn!(purchase = %saga.id, "lost the lease; another worker owns this purchase now, stepping back");
+                Ok(Driven::Fenced)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    // ---- operator actions --------------------------------------------------------------
+
+    pub async fn get(&self, id: &str) -> Result<SagaRecord, Error> {
+        self.inner
+            .store
+            .get(id)
+            .await?
+            .ok_or_else(|| Error::NotFound(id.to_owned()))
+    }
+
+    pub async fn history(&self, id: &str) -> Result<Vec<HistoryRow>, Error> {
+        self.inner.store.history(id).await.map_err(Error::from)
+    }
+
+    pub async fn list(&self, filter: &ListFilter) -> Result<Vec<SagaRecord>, Error> {
+        self.inner.store.list(filter).await.map_err(Error::from)
+    }
+
+    /// Resumes a failed or parked saga in `from` (default: where it stopped).
+    pub async fn resume(
+        &self,
+        id: &str,
+        from: Option<&str>,
+        reason: &str,
+    ) -> Result<SagaRecord, Error> {
+        let saga = self.get(id).await?;
+        if !matches!(saga.status, SagaStatus::Failed | SagaStatus::NeedsAttention) {
+            return Err(Error::Refused(format!(
+                "purchase {id} is {}; only failed or needs_attention purchases can be resumed",
+                saga.status
+            )));
+        }
+        let from = from.unwrap_or(&saga.state).to_owned();
+        if !self.inner.workflow.states().contains(&from.as_str()) {
+            return Err(Error::Refused(format!(
+                "no state {from:?}; the states are {}",
+                self.inner.workflow.states().join(", ")
+            )));
+        }
+        let view = self.view(&saga)?;
+        let context = self
+            .inner
+            .workflow
+            .prepare_resume(&view, &from)
+            .map_err(Error::Refused)?;
+        let now = self.now();
+        let update = SagaUpdate {
+            state: from.clone(),
+            status: SagaStatus::Active,
+            context: to_json(&context)?,
+            attempt: 0,
+            state_entered_at: now,
+            next_run_at: Some(now),
+            last_error: None,
+            wait_reason: None,
+            ..update_of(&saga)
+        };
+        let event = HistoryEvent::new(EventKind::Operator)
+            .state(saga.state.clone())
+            .to_state(from)
+            .detail(format!("resume: {reason}"));
+        self.operator_commit(saga, update, event).await
+    }
+
+    /// Cancels a saga the workflow allows to be cancelled.
+    pub async fn cancel(&self, id: &str, reason: &str) -> Result<SagaRecord, Error> {
+        let saga = self.get(id).await?;
+        if matches!(saga.status, SagaStatus::Succeeded | SagaStatus::Cancelled) {
+            return Err(Error::Refused(format!(
+                "purchase {id} is already {}",
+                saga.status
+            )));
+        }
+        let view = self.view(&saga)?;
+        self.inner
+            .workflow
+            .check_cancel(&view)
+            .map_err(Error::Refused)?;
+        let update = SagaUpdate {
+            status: SagaStatus::Cancelled,
+            next_run_at: None,
+            wait_reason: None,
+            ..update_of(&saga)
+        };
+        let event = HistoryEvent::new(EventKind::Operator)
+            .state(saga.state.clone())
+            .to_state("cancelled")
+            .detail(format!("cancel: {reason}"));
+        self.operator_commit(saga, update, event).await
+    }
+
+    async fn operator_commit(
+        &self,
+        saga: SagaRecord,
+        update: SagaUpdate,
+        event: HistoryEvent,
+    ) -> Result<SagaRecord, Error> {
+        let id = saga.id.clone();
+        let commit = Commit {
+            id: id.clone(),
+            expected_version: saga.version,
+            writer: Writer::Operator,
+            now: self.now(),
+            update,
+            events: vec![event],
+        };
+        match self.inner.store.commit(commit).await {
+            Ok(_) => {
+                self.inner.wake.notify_one();
+                self.get(&id).await
+            }
+            Err(StoreError::Fenced { .. }) => Err(Error::Refused(format!(
+                "purchase {id} is being worked on right now (or changed while you looked); run the command again in a moment"
+            ))),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn view(&self, saga: &SagaRecord) -> Result<SagaView<W::Context>, Error> {
+        Ok(SagaView {
+            id: saga.id.clone(),
+            state: saga.state.clone(),
+            context: serde_json::from_str(&saga.context)
+                .map_err(|e| Error::Context(format!("purchase {}: {e}", saga.id)))?,
+            attempt: saga.attempt,
+            state_entered_at: saga.state_entered_at,
+            created_at: saga.created_at,
+        })
+    }
+}
+
+fn update_of(saga: &SagaRecord) -> SagaUpdate {
+    SagaUpdate {
+        state: saga.state.clone(),
+        status: saga.status,
+        context: saga.context.clone(),
+        attempt: saga.attempt,
+        total_attempts: saga.total_attempts,
+        state_entered_at: saga.state_entered_at,
+        next_run_at: saga.next_run_at,
+        last_error: saga.last_error.clone(),
+        wait_reason: saga.wait_reason.clone(),
+    }
+}
+
+fn to_json<C: serde::Serialize>(context: &C) -> Result<String, Error> {
+    serde_json::to_string(context).map_err(|e| Error::Context(e.to_string()))
+}
+
+fn report(done: Result<Result<Driven, Error>, tokio::task::JoinError>) {
+    match done {
+        Ok(Ok(_)) => {}
+        Ok(Err(error)) => {
+            tracing::error!(%error, "a purchase step could not be recorded; it will be picked up again when its lease runs out")
+        }
+        Err(error) => {
+            tracing::error!(%error, "a purchase task ended abnormally; it will be picked up again when its lease runs out")
+        }
+    }
+}

@@ -1,0 +1,325 @@
+//! Persistence of sagas and their history, behind a narrow interface.
+//!
+//! The engine needs exactly these operations; a PostgreSQL store (several daemons on several
+//! machines sharing one queue) implements the same trait with `FOR UPDATE SKIP LOCKED` for
+//! claims and the same version fencing, without changes above this module.
+//!
+//! Architecture invariant: only the store implementations contain SQL.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::workflow::AttemptRecord;
+
+pub mod sqlite;
+
+/// Where a saga is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SagaStatus {
+    /// Running or waiting for its next step.
+    Active,
+    Succeeded,
+    /// A permanent failure before money moved: safe to fix and resume.
+    Failed,
+    /// Stopped for an operator, with a reason.
+    NeedsAttention,
+    Cancelled,
+}
+
+impl SagaStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+            Self::NeedsAttention => "needs_attention",
+            Self::Cancelled => "cancelled",
+        }
+    }
+
+    /// Parses a status name (`needs-attention` and `needs_attention` both work).
+    pub fn parse(name: &str) -> Option<Self> {
+        match name.to_ascii_lowercase().replace('-', "_").as_str() {
+            "active" => Some(Self::Active),
+            "succeeded" => Some(Self::Succeeded),
+            "failed" => Some(Self::Failed),
+            "needs_attention" => Some(Self::NeedsAttention),
+            "cancelled" | "canceled" => Some(Self::Cancelled),
+            _ => None,
+        }
+    }
+
+    /// Whether the saga has stopped (for good or for an operator).
+    pub fn is_terminal(self) -> bool {
+        self != Self::Active
+    }
+}
+
+impl std::fmt::Display for SagaStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One saga row.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SagaRecord {
+    pub id: String,
+    pub workflow: String,
+    pub idempotency_key: String,
+    pub state: String,
+    pub status: SagaStatus,
+    /// The workflow's context, JSON.
+    pub context: String,
+    /// The request that created the saga, JSON, as submitted.
+    pub input: String,
+    pub customer_id: Option<String>,
+    pub attempt: u32,
+    pub total_attempts: u32,
+    pub state_entered_at: DateTime<Utc>,
+    pub next_run_at: Option<DateTime<Utc>>,
+    pub lease_owner: Option<String>,
+    pub lease_expires_at: Option<DateTime<Utc>>,
+    /// Bumped by every write; writes name the version they read (fencing).
+    pub version: i64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub last_error: Option<String>,
+    /// What the saga waits for, while it waits.
+    pub wait_reason: Option<String>,
+}
+
+/// A saga to create.
+#[derive(Debug, Clone)]
+pub struct NewSaga {
+    pub id: String,
+    pub workflow: String,
+    pub idempotency_key: String,
+    pub state: String,
+    pub context: String,
+    pub input: String,
+    pub customer_id: Option<String>,
+    pub now: DateTime<Utc>,
+}
+
+/// The result of an insert: the new saga, or the one that already had the idempotency key.
+#[derive(Debug, Clone)]
+pub enum Inserted {
+    Created(SagaRecord),
+    Existing(SagaRecord),
+}
+
+/// The new values of a saga's mutable columns.
+#[derive(Debug, Clone)]
+pub struct SagaUpdate {
+    pub state: String,
+    pub status: SagaStatus,
+    pub context: String,
+    pub attempt: u32,
+    pub total_attempts: u32,
+    pub state_entered_at: DateTime<Utc>,
+    pub next_run_at: Option<DateTime<Utc>>,
+    pub last_error: Option<String>,
+    pub wait_reason: Option<String>,
+}
+
+/// Who writes, which decides the fence.
+#[derive(Debug, Clone)]
+pub enum Writer {
+    /// A worker holding the lease: the write succeeds only if the lease is still its own and
+    /// unexpired at `now`. `lease_until` extends the lease; `None` releases it.
+    Worker {
+        owner: String,
+        lease_until: Option<DateTime<Utc>>,
+    },
+    /// An operator: the write succeeds only if no worker holds an unexpired lease.
+    Operator,
+}
+
+/// A fenced write: applied only if the saga is still at `expected_version`.
+#[derive(Debug, Clone)]
+pub struct Commit {
+    pub id: String,
+    pub expected_version: i64,
+    pub writer: Writer,
+    pub now: DateTime<Utc>,
+    pub update: SagaUpdate,
+    pub events: Vec<HistoryEvent>,
+}
+
+/// What kind of history row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    Submitted,
+    Claimed,
+    /// A side-effecting call is about to be sent with this request id.
+    Intent,
+    /// A call and its outcome.
+    Attempt,
+    Transition,
+    Released,
+    Operator,
+}
+
+impl EventKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Submitted => "submitted",
+            Self::Claimed => "claimed",
+            Self::Intent => "intent",
+            Self::Attempt => "attempt",
+            Self::Transition => "transition",
+            Self::Released => "released",
+            Self::Operator => "operator",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Self> {
+        Some(match name {
+            "submitted" => Self::Submitted,
+            "claimed" => Self::Claimed,
+            "intent" => Self::Intent,
+            "attempt" => Self::Attempt,
+            "transition" => Self::Transition,
+            "released" => Self::Released,
+            "operator" => Self::Operator,
+            _ => return None,
+        })
+    }
+}
+
+/// A history row to append.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HistoryEvent {
+    pub kind: Option<EventKind>,
+    pub state: Option<String>,
+    pub to_state: Option<String>,
+    pub attempt: Option<AttemptRecord>,
+    pub detail: Option<String>,
+}
+
+impl HistoryEvent {
+    pub fn new(kind: EventKind) -> Self {
+        Self {
+            kind: Some(kind),
+            ..Self::default()
+        }
+    }
+
+    pub fn state(mut self, state: impl Into<String>) -> Self {
+        self.state = Some(state.into());
+        self
+    }
+
+    pub fn to_state(mut self, state: impl Into<String>) -> Self {
+        self.to_state = Some(state.into());
+        self
+    }
+
+    pub fn detail(mut self, detail: impl Into<String>) -> Self {
+        self.detail = Some(detail.into());
+        self
+    }
+
+    pub fn attempt(mut self, attempt: AttemptRecord) -> Self {
+        self.attempt = Some(attempt);
+        self
+    }
+}
+
+/// A stored history row.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HistoryRow {
+    pub seq: i64,
+    pub saga_id: String,
+    pub at: DateTime<Utc>,
+    pub kind: String,
+    pub state: Option<String>,
+    pub to_state: Option<String>,
+    pub call: Option<String>,
+    pub http_status: Option<u16>,
+    pub latency_ms: Option<u64>,
+    pub request_id: Option<String>,
+    pub error_class: Option<String>,
+    pub error: Option<String>,
+    pub detail: Option<String>,
+}
+
+/// Filters of `list`.
+#[derive(Debug, Clone, Default)]
+pub struct ListFilter {
+    pub status: Option<SagaStatus>,
+    pub state: Option<String>,
+    pub customer_id: Option<String>,
+    /// Only sagas created at or after this instant.
+    pub created_after: Option<DateTime<Utc>>,
+    pub limit: u32,
+}
+
+/// Store failures.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The saga changed since it was read, or its lease is no longer ours: the write was
+    /// refused so that a stale worker can never commit.
+    #[error("saga {id} was changed by someone else (version {expected} is stale, or the lease is no longer held); the write was refused")]
+    Fenced { id: String, expected: i64 },
+    #[error("no saga with id {0}")]
+    NotFound(String),
+    /// The disk is full or the database is read-only: nothing was written.
+    #[error(
+        "the database cannot be written ({0}); free disk space or fix permissions, then restart"
+    )]
+    Unwritable(String),
+    #[error("database error: {0}")]
+    Database(String),
+    #[error("cannot open the database {path}: {reason}")]
+    Open { path: String, reason: String },
+    #[error("the database writer has stopped; restart the process")]
+    WriterGone,
+}
+
+/// The operations the engine needs from storage.
+pub trait Store: Send + Sync + 'static {
+    /// Creates a saga unless one with the same workflow and idempotency key exists.
+    fn insert(
+        &self,
+        saga: NewSaga,
+        event: HistoryEvent,
+    ) -> impl Future<Output = Result<Inserted, StoreError>> + Send;
+
+    /// Leases up to `limit` due sagas to `owner` until `lease_until`. A claimed saga's
+    /// `next_run_at` moves to `lease_until`, so it is due again only if the lease runs out.
+    fn claim_due(
+        &self,
+        owner: &str,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<SagaRecord>, StoreError>> + Send;
+
+    /// Applies a fenced write and appends its history; returns the new version.
+    fn commit(&self, commit: Commit) -> impl Future<Output = Result<i64, StoreError>> + Send;
+
+    fn get(&self, id: &str) -> impl Future<Output = Result<Option<SagaRecord>, StoreError>> + Send;
+
+    fn list(
+        &self,
+        filter: &ListFilter,
+    ) -> impl Future<Output = Result<Vec<SagaRecord>, StoreError>> + Send;
+
+    fn history(&self, id: &str)
+        -> impl Future<Output = Result<Vec<HistoryRow>, StoreError>> + Send;
+
+    /// The earliest `next_run_at` of any active saga.
+    fn next_due(&self) -> impl Future<Output = Result<Option<DateTime<Utc>>, StoreError>> + Send;
+
+    /// How many sagas there are per status.
+    fn count_by_status(
+        &self,
+    ) -> impl Future<Output = Result<BTreeMap<SagaStatus, u64>, StoreError>> + Send;
+}

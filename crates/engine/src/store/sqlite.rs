@@ -1,0 +1,664 @@
+//! The SQLite store: WAL, `synchronous=FULL` by default, one writer connection with group
+//! commit, a small pool of readers.
+//!
+//! Every write goes through one task that owns the only writing connection. It takes whatever
+//! writes are queued (up to [`MAX_BATCH`]), runs them in one `BEGIN IMMEDIATE` transaction
+//! with a savepoint each, commits once, and only then answers each caller. So a transition is
+//! durable before its caller acts on it, and many sagas share one fsync. Other processes (a
+//! second daemon, the CLI) have their own writer; SQLite's lock and the busy timeout order
+//! them, and version fencing keeps them from overwriting each other.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
+use sqlx::{ConnectOptions, Connection, Row, SqliteConnection, SqlitePool};
+use tokio::sync::{mpsc, oneshot};
+
+use super::{
+    Commit, EventKind, HistoryEvent, HistoryRow, Inserted, ListFilter, NewSaga, SagaRecord,
+    SagaStatus, Store, StoreError, Writer,
+};
+use crate::clock::{from_millis, to_millis};
+
+/// Most writes grouped into one transaction.
+pub const MAX_BATCH: usize = 512;
+/// Most writes queued for the writer; callers wait beyond this (backpressure).
+pub const WRITE_QUEUE: usize = 4096;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations");
+
+/// How durable a commit is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// `synchronous=FULL`: a commit survives power loss. The default: this is money.
+    Full,
+    /// `synchronous=NORMAL`: a commit may be lost on power loss (not on a process crash).
+    Normal,
+}
+
+/// Settings of the SQLite store.
+#[derive(Debug, Clone)]
+pub struct SqliteConfig {
+    pub path: PathBuf,
+    pub durability: Durability,
+    pub busy_timeout: Duration,
+    pub readers: u32,
+}
+
+impl SqliteConfig {
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        Self {
+            path: path.into(),
+            durability: Durability::Full,
+            busy_timeout: Duration::from_secs(10),
+            readers: 4,
+        }
+    }
+}
+
+enum WriteOp {
+    Insert {
+        saga: NewSaga,
+        event: HistoryEvent,
+        reply: oneshot::Sender<Result<Inserted, StoreError>>,
+    },
+    Claim {
+        owner: String,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: u32,
+        reply: oneshot::Sender<Result<Vec<SagaRecord>, StoreError>>,
+    },
+    Commit {
+        commit: Commit,
+        reply: oneshot::Sender<Result<i64, StoreError>>,
+    },
+}
+
+/// The SQLite store. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    writes: mpsc::Sender<WriteOp>,
+    readers: SqlitePool,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for WriteOp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Insert { .. } => "Insert",
+            Self::Claim { .. } => "Claim",
+            Self::Commit { .. } => "Commit",
+        })
+    }
+}
+
+fn db_error(e: sqlx::Error) -> StoreError {
+    if let sqlx::Error::Database(db) = &e {
+        // SQLITE_FULL (13), SQLITE_READONLY (8) and SQLITE_CANTOPEN (14), with extended codes.
+        let code = db.code().and_then(|c| c.parse::<i32>().ok()).unwrap_or(0) & 0xff;
+        if matches!(code, 8 | 13 | 14) {
+            return StoreError::Unwritable(db.message().to_owned());
+        }
+    }
+    if let sqlx::Error::Io(io) = &e {
+        return StoreError::Unwritable(io.to_string());
+    }
+    StoreError::Database(e.to_string())
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed, readable by its owner only) and migrates the database.
+    pub async fn open(config: SqliteConfig) -> Result<Self, StoreError> {
+        let path = config.path.clone();
+        let display = path.display().to_string();
+        create_private(&path).map_err(|reason| StoreError::Open {
+            path: display.clone(),
+            reason,
+        })?;
+        let options = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))
+            .map_err(|e| StoreError::Open {
+                path: display.clone(),
+                reason: e.to_string(),
+            })?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(match config.durability {
+                Durability::Full => SqliteSynchronous::Full,
+                Durability::Normal => SqliteSynchronous::Normal,
+            })
+            .busy_timeout(config.busy_timeout)
+            .foreign_keys(true)
+            .disable_statement_logging();
+        let mut writer = options.connect().await.map_err(|e| StoreError::Open {
+            path: display.clone(),
+            reason: e.to_string(),
+        })?;
+        MIGRATOR
+            .run(&mut writer)
+            .await
+            .map_err(|e| StoreError::Open {
+                path: display.clone(),
+                reason: format!("migration failed: {e}"),
+            })?;
+        let readers = SqlitePoolOptions::new()
+            .max_connections(config.readers.max(1))
+            .connect_with(options.read_only(true))
+            .await
+            .map_err(|e| StoreError::Open {
+                path: display.clone(),
+                reason: e.to_string(),
+            })?;
+        let (writes, queue) = mpsc::channel(WRITE_QUEUE);
+        tokio::spawn(writer_task(writer, queue));
+        Ok(Self {
+            writes,
+            readers,
+            path,
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Runs `PRAGMA integrity_check`; `Ok("ok")` when the file is sound.
+    pub async fn integrity_check(&self) -> Result<String, StoreError> {
+        let row = sqlx::query("PRAGMA integrity_check")
+            .fetch_one(&self.readers)
+            .await
+            .map_err(db_error)?;
+        row.try_get::<String, _>(0).map_err(db_error)
+    }
+
+    async fn send<T>(
+        &self,
+        op: WriteOp,
+        rx: oneshot::Receiver<Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        self.writes
+            .send(op)
+            .await
+            .map_err(|_| StoreError::WriterGone)?;
+        rx.await.map_err(|_| StoreError::WriterGone)?
+    }
+}
+
+/// Creates the database file with mode 0600 if it does not exist, so the purchase history is
+/// readable by its owner only (SQLite gives its -wal and -shm files the same mode).
+fn create_private(path: &Path) -> Result<(), String> {
+    if path.exists() {
+        return Ok(());
+    }
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        if !parent.exists() {
+            return Err(format!("the directory {} does not exist", parent.display()));
+        }
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    match options.open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+async fn writer_task(mut conn: SqliteConnection, mut queue: mpsc::Receiver<WriteOp>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while let Some(first) = queue.recv().await {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match queue.try_recv() {
+                Ok(op) => batch.push(op),
+                Err(_) => break,
+            }
+        }
+        run_batch(&mut conn, &mut batch).await;
+    }
+    let _ = conn.close().await;
+}
+
+/// Results of one batch, held until the commit decides their fate.
+enum Pending {
+    Insert(
+        oneshot::Sender<Result<Inserted, StoreError>>,
+        Result<Inserted, StoreError>,
+    ),
+    Claim(
+        oneshot::Sender<Result<Vec<SagaRecord>, StoreError>>,
+        Result<Vec<SagaRecord>, StoreError>,
+    ),
+    Commit(
+        oneshot::Sender<Result<i64, StoreError>>,
+        Result<i64, StoreError>,
+    ),
+}
+
+async fn run_batch(conn: &mut SqliteConnection, batch: &mut Vec<WriteOp>) {
+    let begun = sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut *conn)
+        .await
+        .map_err(db_error);
+    if let Err(e) = begun {
+        let message = e.to_string();
+        let unwritable = matches!(e, StoreError::Unwritable(_));
+        for op in batch.drain(..) {
+            let err = || {
+                if unwritable {
+                    StoreError::Unwritable(message.clone())
+                } else {
+                    StoreError::Database(message.clone())
+                }
+            };
+            match op {
+                WriteOp::Insert { reply, .. } => drop(reply.send(Err(err()))),
+                WriteOp::Claim { reply, .. } => drop(reply.send(Err(err()))),
+                WriteOp::Commit { reply, .. } => drop(reply.send(Err(err()))),
+            }
+        }
+        return;
+    }
+    let mut pending = Vec::with_capacity(batch.len());
+    for op in batch.drain(..) {
+        // A savepoint per write: one failing write rolls back alone, not the whole batch.
+        let _ = sqlx::query("SAVEPOINT op").execute(&mut *conn).await;
+        let (entry, ok) = match op {
+            WriteOp::Insert { saga, event, reply } => {
+                let result = insert(conn, &saga, &event).await;
+                let ok = result.is_ok();
+                (Pending::Insert(reply, result), ok)
+            }
+            WriteOp::Claim {
+                owner,
+                now,
+                lease_until,
+                limit,
+                reply,
+            } => {
+                let result = claim(conn, &owner, now, lease_until, limit).await;
+                let ok = result.is_ok();
+                (Pending::Claim(reply, result), ok)
+            }
+            WriteOp::Commit { commit, reply } => {
+                let result = apply_commit(conn, &commit).await;
+                let ok = result.is_ok();
+                (Pending::Commit(reply, result), ok)
+            }
+        };
+        if !ok {
+            let _ = sqlx::query("ROLLBACK TO op").execute(&mut *conn).await;
+        }
+        let _ = sqlx::query("RELEASE op").execute(&mut *conn).await;
+        pending.push(entry);
+    }
+    match sqlx::query("COMMIT")
+        .execute(&mut *conn)
+        .await
+        .map_err(db_error)
+    {
+        Ok(_) => {
+            for entry in pending {
+                match entry {
+                    Pending::Insert(reply, result) => drop(reply.send(result)),
+                    Pending::Claim(reply, result) => drop(reply.send(result)),
+                    Pending::Commit(reply, result) => drop(reply.send(result)),
+                }
+            }
+        }
+        Err(e) => {
+            let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+            let message = e.to_string();
+            let unwritable = matches!(e, StoreError::Unwritable(_));
+            let err = || {
+                if unwritable {
+                    StoreError::Unwritable(message.clone())
+                } else {
+                    StoreError::Database(message.clone())
+                }
+            };
+            for entry in pending {
+                match entry {
+                    Pending::Insert(reply, _) => drop(reply.send(Err(err()))),
+                    Pending::Claim(reply, _) => drop(reply.send(Err(err()))),
+                    Pending::Commit(reply, _) => drop(reply.send(Err(err()))),
+                }
+            }
+        }
+    }
+}
+
+const SAGA_COLUMNS: &str = "id, workflow, idempotency_key, state, status, context, input, customer_id, attempt, \
+     total_attempts, state_entered_at, next_run_at, lease_owner, lease_expires_at, version, created_at, updated_at, \
+     last_error, wait_reason";
+
+fn saga_from_row(row: &SqliteRow) -> Result<SagaRecord, StoreError> {
+    let status: String = row.try_get("status").map_err(db_error)?;
+    let opt_time = |name: &str| -> Result<Option<DateTime<Utc>>, StoreError> {
+        Ok(row
+            .try_get::<Option<i64>, _>(name)
+            .map_err(db_error)?
+            .map(from_millis))
+    };
+    Ok(SagaRecord {
+        id: row.try_get("id").map_err(db_error)?,
+        workflow: row.try_get("workflow").map_err(db_error)?,
+        idempotency_key: row.try_get("idempotency_key").map_err(db_error)?,
+        state: row.try_get("state").map_err(db_error)?,
+        status: SagaStatus::parse(&status).ok_or_else(|| {
+            StoreError::Database(format!("unknown status {status:?} in the database"))
+        })?,
+        context: row.try_get("context").map_err(db_error)?,
+        input: row.try_get("input").map_err(db_error)?,
+        customer_id: row.try_get("customer_id").map_err(db_error)?,
+        attempt: u32::try_from(row.try_get::<i64, _>("attempt").map_err(db_error)?)
+            .unwrap_or(u32::MAX),
+        total_attempts: u32::try_from(row.try_get::<i64, _>("total_attempts").map_err(db_error)?)
+            .unwrap_or(u32::MAX),
+        state_entered_at: from_millis(row.try_get("state_entered_at").map_err(db_error)?),
+        next_run_at: opt_time("next_run_at")?,
+        lease_owner: row.try_get("lease_owner").map_err(db_error)?,
+        lease_expires_at: opt_time("lease_expires_at")?,
+        version: row.try_get("version").map_err(db_error)?,
+        created_at: from_millis(row.try_get("created_at").map_err(db_error)?),
+        updated_at: from_millis(row.try_get("updated_at").map_err(db_error)?),
+        last_error: row.try_get("last_error").map_err(db_error)?,
+        wait_reason: row.try_get("wait_reason").map_err(db_error)?,
+    })
+}
+
+async fn insert(
+    conn: &mut SqliteConnection,
+    saga: &NewSaga,
+    event: &HistoryEvent,
+) -> Result<Inserted, StoreError> {
+    let now = to_millis(saga.now);
+    let inserted = sqlx::query(
+        "INSERT INTO sagas (id, workflow, idempotency_key, state, status, context, input, customer_id, attempt, \
+         total_attempts, state_entered_at, next_run_at, version, created_at, updated_at) \
+         VALUES (?, ?, ?, ?, 'active', ?, ?, ?, 0, 0, ?, ?, 0, ?, ?) \
+         ON CONFLICT (workflow, idempotency_key) DO NOTHING",
+    )
+    .bind(&saga.id)
+    .bind(&saga.workflow)
+    .bind(&saga.idempotency_key)
+    .bind(&saga.state)
+    .bind(&saga.context)
+    .bind(&saga.input)
+    .bind(&saga.customer_id)
+    .bind(now)
+    .bind(now)
+    .bind(now)
+    .bind(now)
+    .execute(&mut *conn)
+    .await
+    .map_err(db_error)?;
+    let created = inserted.rows_affected() == 1;
+    if created {
+        append_history(conn, &saga.id, saga.now, event).await?;
+    }
+    let row = sqlx::query(&format!(
+        "SELECT {SAGA_COLUMNS} FROM sagas WHERE workflow = ? AND idempotency_key = ?"
+    ))
+    .bind(&saga.workflow)
+    .bind(&saga.idempotency_key)
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(db_error)?;
+    let record = saga_from_row(&row)?;
+    Ok(if created {
+        Inserted::Created(record)
+    } else {
+        Inserted::Existing(record)
+    })
+}
+
+async fn claim(
+    conn: &mut SqliteConnection,
+    owner: &str,
+    now: DateTime<Utc>,
+    lease_until: DateTime<Utc>,
+    limit: u32,
+) -> Result<Vec<SagaRecord>, StoreError> {
+    let rows = sqlx::query(&format!(
+        "UPDATE sagas SET lease_owner = ?1, lease_expires_at = ?2, next_run_at = ?2, version = version + 1, \
+         updated_at = ?3 \
+         WHERE id IN (SELECT id FROM sagas WHERE next_run_at IS NOT NULL AND next_run_at <= ?3 AND status = 'active' \
+                      ORDER BY next_run_at LIMIT ?4) \
+         RETURNING {SAGA_COLUMNS}"
+    ))
+    .bind(owner)
+    .bind(to_millis(lease_until))
+    .bind(to_millis(now))
+    .bind(i64::from(limit))
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(db_error)?;
+    let claimed: Vec<SagaRecord> = rows.iter().map(saga_from_row).collect::<Result<_, _>>()?;
+    for saga in &claimed {
+        let event = HistoryEvent::new(EventKind::Claimed)
+            .state(saga.state.clone())
+            .detail(format!("lease to {owner}"));
+        append_history(conn, &saga.id, now, &event).await?;
+    }
+    Ok(claimed)
+}
+
+async fn apply_commit(conn: &mut SqliteConnection, commit: &Commit) -> Result<i64, StoreError> {
+    let u = &commit.update;
+    let now = to_millis(commit.now);
+    let (owner, lease_until, fence) = match &commit.writer {
+        Writer::Worker { owner, lease_until } => (
+            lease_until.map(|_| owner.clone()),
+            lease_until.map(to_millis),
+            "AND lease_owner = ?14 AND lease_expires_at >= ?12",
+        ),
+        Writer::Operator => (
+            None,
+            None,
+            "AND (lease_owner IS NULL OR lease_expires_at < ?12)",
+        ),
+    };
+    let fence_owner = match &commit.writer {
+        Writer::Worker { owner, .. } => Some(owner.clone()),
+        Writer::Operator => None,
+    };
+    let sql = format!(
+        "UPDATE sagas SET state = ?1, status = ?2, context = ?3, attempt = ?4, total_attempts = ?5, \
+         state_entered_at = ?6, next_run_at = ?7, last_error = ?8, wait_reason = ?9, lease_owner = ?10, \
+         lease_expires_at = ?11, updated_at = ?12, version = version + 1 \
+         WHERE id = ?13 AND version = ?15 {fence}"
+    );
+    let result = sqlx::query(&sql)
+        .bind(&u.state)
+        .bind(u.status.as_str())
+        .bind(&u.context)
+        .bind(i64::from(u.attempt))
+        .bind(i64::from(u.total_attempts))
+        .bind(to_millis(u.state_entered_at))
+        .bind(u.next_run_at.map(to_millis))
+        .bind(&u.last_error)
+        .bind(&u.wait_reason)
+        .bind(owner)
+        .bind(lease_until)
+        .bind(now)
+        .bind(&commit.id)
+        .bind(fence_owner)
+        .bind(commit.expected_version)
+        .execute(&mut *conn)
+        .await
+        .map_err(db_error)?;
+    if result.rows_affected() != 1 {
+        return Err(StoreError::Fenced {
+            id: commit.id.clone(),
+            expected: commit.expected_version,
+        });
+    }
+    for event in &commit.events {
+        append_history(conn, &commit.id, commit.now, event).await?;
+    }
+    Ok(commit.expected_version + 1)
+}
+
+async fn append_history(
+    conn: &mut SqliteConnection,
+    saga_id: &str,
+    at: DateTime<Utc>,
+    event: &HistoryEvent,
+) -> Result<(), StoreError> {
+    let attempt = event.attempt.as_ref();
+    sqlx::query(
+        "INSERT INTO history (saga_id, at, kind, state, to_state, call, http_status, latency_ms, request_id, \
+         error_class, error, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(saga_id)
+    .bind(to_millis(at))
+    .bind(event.kind.map_or("transition", EventKind::as_str))
+    .bind(&event.state)
+    .bind(&event.to_state)
+    .bind(attempt.map(|a| a.call.clone()))
+    .bind(attempt.and_then(|a| a.http_status).map(i64::from))
+    .bind(attempt.map(|a| i64::try_from(a.latency_ms).unwrap_or(i64::MAX)))
+    .bind(attempt.and_then(|a| a.request_id.clone()))
+    .bind(attempt.and_then(|a| a.error_class.clone()))
+    .bind(attempt.and_then(|a| a.error.clone()))
+    .bind(&event.detail)
+    .execute(&mut *conn)
+    .await
+    .map_err(db_error)?;
+    Ok(())
+}
+
+impl Store for SqliteStore {
+    async fn insert(&self, saga: NewSaga, event: HistoryEvent) -> Result<Inserted, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(WriteOp::Insert { saga, event, reply }, rx).await
+    }
+
+    async fn claim_due(
+        &self,
+        owner: &str,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<SagaRecord>, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(
+            WriteOp::Claim {
+                owner: owner.to_owned(),
+                now,
+                lease_until,
+                limit,
+                reply,
+            },
+            rx,
+        )
+        .await
+    }
+
+    async fn commit(&self, commit: Commit) -> Result<i64, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(WriteOp::Commit { commit, reply }, rx).await
+    }
+
+    async fn get(&self, id: &str) -> Result<Option<SagaRecord>, StoreError> {
+        let row = sqlx::query(&format!("SELECT {SAGA_COLUMNS} FROM sagas WHERE id = ?"))
+            .bind(id)
+            .fetch_optional(&self.readers)
+            .await
+            .map_err(db_error)?;
+        row.as_ref().map(saga_from_row).transpose()
+    }
+
+    async fn list(&self, filter: &ListFilter) -> Result<Vec<SagaRecord>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {SAGA_COLUMNS} FROM sagas WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR state = ?2) \
+             AND (?3 IS NULL OR customer_id = ?3) AND (?4 IS NULL OR created_at >= ?4) \
+             ORDER BY created_at, id LIMIT ?5"
+        ))
+        .bind(filter.status.map(SagaStatus::as_str))
+        .bind(&filter.state)
+        .bind(&filter.customer_id)
+        .bind(filter.created_after.map(to_millis))
+        .bind(i64::from(if filter.limit == 0 { u32::MAX } else { filter.limit }))
+        .fetch_all(&self.readers)
+        .await
+        .map_err(db_error)?;
+        rows.iter().map(saga_from_row).collect()
+    }
+
+    async fn history(&self, id: &str) -> Result<Vec<HistoryRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT seq, saga_id, at, kind, state, to_state, call, http_status, latency_ms, request_id, error_class, \
+             error, detail FROM history WHERE saga_id = ? ORDER BY seq",
+        )
+        .bind(id)
+        .fetch_all(&self.readers)
+        .await
+        .map_err(db_error)?;
+        rows.iter()
+            .map(|row| {
+                Ok(HistoryRow {
+                    seq: row.try_get("seq").map_err(db_error)?,
+                    saga_id: row.try_get("saga_id").map_err(db_error)?,
+                    at: from_millis(row.try_get("at").map_err(db_error)?),
+                    kind: row.try_get("kind").map_err(db_error)?,
+                    state: row.try_get("state").map_err(db_error)?,
+                    to_state: row.try_get("to_state").map_err(db_error)?,
+                    call: row.try_get("call").map_err(db_error)?,
+                    http_status: row
+                        .try_get::<Option<i64>, _>("http_status")
+                        .map_err(db_error)?
+                        .and_then(|s| u16::try_from(s).ok()),
+                    latency_ms: row
+                        .try_get::<Option<i64>, _>("latency_ms")
+                        .map_err(db_error)?
+                        .and_then(|s| u64::try_from(s).ok()),
+                    request_id: row.try_get("request_id").map_err(db_error)?,
+                    error_class: row.try_get("error_class").map_err(db_error)?,
+                    error: row.try_get("error").map_err(db_error)?,
+                    detail: row.try_get("detail").map_err(db_error)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn next_due(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let row = sqlx::query("SELECT MIN(next_run_at) FROM sagas WHERE next_run_at IS NOT NULL")
+            .fetch_one(&self.readers)
+            .await
+            .map_err(db_error)?;
+        Ok(row
+            .try_get::<Option<i64>, _>(0)
+            .map_err(db_error)?
+            .map(from_millis))
+    }
+
+    async fn count_by_status(&self) -> Result<BTreeMap<SagaStatus, u64>, StoreError> {
+        let rows = sqlx::query("SELECT status, COUNT(*) FROM sagas GROUP BY status")
+            .fetch_all(&self.readers)
+            .await
+            .map_err(db_error)?;
+        let mut out = BTreeMap::new();
+        for row in rows {
+            let status: String = row.try_get(0).map_err(db_error)?;
+            let count: i64 = row.try_get(1).map_err(db_error)?;
+            if let Some(status) = SagaStatus::parse(&status) {
+                out.insert(status, u64::try_from(count).unwrap_or(0));
+            }
+        }
+        Ok(out)
+    }
+}

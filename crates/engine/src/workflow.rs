@@ -1,0 +1,177 @@
+//! What a workflow gives the engine: a plan (the next call, as data), an executor for that
+//! call, and a pure decision on its outcome.
+//!
+//! The split keeps I/O out of decisions (Restate, Temporal): `plan` and `decide` are pure
+//! functions of the saga and the clock; only `execute` talks to the outside world. The engine
+//! persists a side-effecting plan's context (its *intent*: the request id it will send) before
+//! `execute` runs, and persists the decision after; no database transaction spans the call.
+
+use std::fmt::Debug;
+use std::future::Future;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::policy::StatePolicy;
+
+/// A saga as the workflow sees it.
+#[derive(Debug, Clone)]
+pub struct SagaView<C> {
+    pub id: String,
+    pub state: String,
+    pub context: C,
+    /// Attempts made in the current state since it was entered or last made progress.
+    pub attempt: u32,
+    pub state_entered_at: DateTime<Utc>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// What to do next.
+#[derive(Debug, Clone)]
+pub enum Plan<E, C> {
+    /// Make a call. When `side_effecting`, `context` (which records the intent) is committed
+    /// before the call is made, and the call is made only if that commit succeeded.
+    Call {
+        effect: E,
+        side_effecting: bool,
+        context: C,
+    },
+    /// No call needed: decide directly.
+    Decide(Decision<C>),
+}
+
+/// A workflow's verdict after a plan or a call. The engine applies the state's policy to it
+/// (backoff, poll cadence, deadlines, what happens when they run out).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decision<C> {
+    /// Enter another state and run it at once.
+    Advance {
+        to: String,
+        context: C,
+        note: String,
+    },
+    /// Stay, having made progress (the next call of the same state); run again at once.
+    Continue { context: C, note: String },
+    /// Stay after a failure that may pass; retry after the policy's backoff (or `retry_after`
+    /// when that is longer). When the policy's attempts run out, its `on_exhausted` applies.
+    Retry {
+        context: C,
+        retry_after: Option<Duration>,
+        error: String,
+    },
+    /// Stay and look again after the poll interval; when the deadline passes, `on_deadline`.
+    Poll { context: C, note: String },
+    /// The saga is done.
+    Succeed { context: C, note: String },
+    /// A permanent failure before any money moved: safe to fix and resume.
+    Fail { context: C, reason: String },
+    /// Stop for an operator: something needs a human (money may have moved).
+    Park { context: C, reason: String },
+}
+
+impl<C> Decision<C> {
+    /// A short name for tables and history rows.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Advance { .. } => "advance",
+            Self::Continue { .. } => "continue",
+            Self::Retry { .. } => "retry",
+            Self::Poll { .. } => "poll",
+            Self::Succeed { .. } => "succeed",
+            Self::Fail { .. } => "fail",
+            Self::Park { .. } => "park",
+        }
+    }
+
+    /// The context the decision carries.
+    pub fn context(&self) -> &C {
+        match self {
+            Self::Advance { context, .. }
+            | Self::Continue { context, .. }
+            | Self::Retry { context, .. }
+            | Self::Poll { context, .. }
+            | Self::Succeed { context, .. }
+            | Self::Fail { context, .. }
+            | Self::Park { context, .. } => context,
+        }
+    }
+}
+
+/// One call as the history records it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct AttemptRecord {
+    /// The call's name, e.g. `checkout`.
+    pub call: String,
+    pub http_status: Option<u16>,
+    pub latency_ms: u64,
+    pub request_id: Option<String>,
+    /// The error class when the call failed (`transient`, `throttled`, ...).
+    pub error_class: Option<String>,
+    pub error: Option<String>,
+}
+
+/// The result of executing an effect.
+#[derive(Debug)]
+pub struct Executed<O> {
+    pub outcome: O,
+    pub attempt: AttemptRecord,
+}
+
+/// A durable workflow.
+pub trait Workflow: Send + Sync + 'static {
+    /// The saga's persisted context.
+    type Context: Serialize + DeserializeOwned + Clone + Send + Sync + Debug + 'static;
+    /// A planned call, as data.
+    type Effect: Serialize + Clone + Send + Sync + Debug + 'static;
+    /// What a call returned.
+    type Outcome: Send + Debug + 'static;
+
+    /// The workflow's name, stored with every saga.
+    fn name(&self) -> &'static str;
+
+    /// Every state, in order; the first is where sagas start.
+    fn states(&self) -> &'static [&'static str];
+
+    /// The id that ties a saga's calls together in logs (a purchase's `MS-CorrelationId`).
+    fn correlation_id(&self, context: &Self::Context) -> String;
+
+    /// Checks a state's policy against the workflow's own rules (for example: a state after
+    /// money may have moved must park, never fail, when it runs out of attempts).
+    fn validate_policy(&self, state: &str, policy: &StatePolicy) -> Result<(), String>;
+
+    /// The next thing to do.
+    fn plan(
+        &self,
+        saga: &SagaView<Self::Context>,
+        now: DateTime<Utc>,
+    ) -> Plan<Self::Effect, Self::Context>;
+
+    /// Performs a call. Must not touch the database and must not panic on outside input.
+    fn execute(
+        &self,
+        saga: &SagaView<Self::Context>,
+        effect: &Self::Effect,
+    ) -> impl Future<Output = Executed<Self::Outcome>> + Send;
+
+    /// Decides what a call's outcome means.
+    fn decide(
+        &self,
+        saga: &SagaView<Self::Context>,
+        effect: &Self::Effect,
+        outcome: Self::Outcome,
+        now: DateTime<Utc>,
+    ) -> Decision<Self::Context>;
+
+    /// Whether an operator may resume a stopped saga in `from` (default: its current state),
+    /// and the context to resume with. Refusals say why.
+    fn prepare_resume(
+        &self,
+        saga: &SagaView<Self::Context>,
+        from: &str,
+    ) -> Result<Self::Context, String>;
+
+    /// Whether an operator may cancel the saga. Refusals say why.
+    fn check_cancel(&self, saga: &SagaView<Self::Context>) -> Result<(), String>;
+}

@@ -1,0 +1,5 @@
+//! Engine tests with a small scripted workflow, a real SQLite file and a manual clock.
+
+mod runtime;
+mod store;
+mod support;

@@ -1,0 +1,348 @@
+//! The runtime: timers, retries, intents, fencing, leases and operator actions.
+
+use std::time::Duration;
+
+use pcsaga_engine::store::{Commit, SagaUpdate, Writer};
+use pcsaga_engine::{Clock, Error, SagaStatus, Store, StoreError};
+
+use crate::support::{harness, harness_on, Answer};
+
+#[tokio::test]
+async fn a_saga_runs_to_its_timer_and_the_clock_moves_it_on() {
+    let h = harness("w1").await;
+    let id = h.submit("k1").await;
+    h.answer(&[Answer::Ok, Answer::NotYet, Answer::Ok]);
+    assert_eq!(h.engine.run_due().await.expect("run"), 1);
+    let saga = h.engine.get(&id).await.expect("saga");
+    assert_eq!(
+        (saga.state.as_str(), saga.status),
+        ("Wait", SagaStatus::Active)
+    );
+    assert!(saga
+        .wait_reason
+        .as_deref()
+        .is_some_and(|w| w.contains("not yet")));
+    assert!(saga.lease_owner.is_none(), "a waiting saga holds no lease");
+    // Nothing is due until the poll interval passes; no task sleeps meanwhile.
+    assert_eq!(h.engine.run_due().await.expect("run"), 0);
+    h.clock.advance(Duration::from_secs(10));
+    assert_eq!(h.engine.run_due().await.expect("run"), 1);
+    assert_eq!(
+        h.engine.get(&id).await.expect("saga").status,
+        SagaStatus::Succeeded
+    );
+    let kinds: Vec<String> = h
+        .engine
+        .history(&id)
+        .await
+        .expect("history")
+        .into_iter()
+        .map(|r| r.kind)
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "submitted",
+            "claimed",
+            "transition",
+            "intent",
+            "attempt",
+            "transition",
+            "attempt",
+            "transition",
+            "claimed",
+            "attempt",
+            "transition"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn the_same_idempotency_key_returns_the_first_saga() {
+    let h = harness("w1").await;
+    let first = h
+        .engine
+        .submit("same", "{}".into(), &Default::default(), None)
+        .await
+        .expect("submit");
+    let second = h
+        .engine
+        .submit("same", "{\"other\":1}".into(), &Default::default(), None)
+        .await
+        .expect("submit");
+    assert!(first.created && !second.created);
+    assert_eq!(first.saga.id, second.saga.id);
+    assert_eq!(second.saga.input, "{}");
+}
+
+#[tokio::test]
+async fn side_effecting_calls_commit_their_intent_first_and_reuse_it_on_retry() {
+    let h = harness("w1").await;
+    let id = h.submit("k").await;
+    h.answer(&[
+        Answer::Transient,
+        Answer::Throttled(Duration::from_secs(20)),
+        Answer::Ok,
+        Answer::Ok,
+    ]);
+    h.engine.run_due().await.expect("run");
+    let saga = h.engine.get(&id).await.expect("saga");
+    assert_eq!((saga.state.as_str(), saga.attempt), ("Pay", 1));
+    assert_eq!(
+        saga.next_run_at,
+        Some(crate::support::t0() + chrono::Duration::seconds(1)),
+        "1s backoff"
+    );
+    h.clock.advance(Duration::from_secs(1));
+    h.engine.run_due().await.expect("run");
+    // Retry-After (20s) beats the 2s backoff.
+    assert_eq!(
+        h.engine.get(&id).await.expect("saga").next_run_at,
+        Some(crate::support::t0() + chrono::Duration::seconds(21))
+    );
+    h.clock.advance(Duration::from_secs(19));
+    assert_eq!(
+        h.engine.run_due().await.expect("run"),
+        0,
+        "not before Retry-After"
+    );
+    h.clock.advance(Duration::from_secs(1));
+    h.engine.run_due().await.expect("run");
+    let pays: Vec<_> = h.calls().into_iter().filter(|c| c.0 == "pay").collect();
+    assert_eq!(pays.len(), 3);
+    assert!(
+        pays.iter().all(|c| c.2),
+        "every pay call had its intent committed before it ran"
+    );
+    assert!(
+        pays.iter().all(|c| c.1 == pays[0].1),
+        "one request id for every retry"
+    );
+    let history = h.engine.history(&id).await.expect("history");
+    assert_eq!(history.iter().filter(|r| r.kind == "intent").count(), 3);
+    assert_eq!(
+        h.engine.get(&id).await.expect("saga").status,
+        SagaStatus::Succeeded
+    );
+}
+
+#[tokio::test]
+async fn exhausted_retries_follow_the_policy() {
+    let h = harness("w1").await;
+    let id = h.submit("k").await;
+    h.answer(&[Answer::Transient; 4]);
+    for _ in 0..4 {
+        h.engine.run_due().await.expect("run");
+        h.clock.advance(Duration::from_secs(60));
+    }
+    let saga = h.engine.get(&id).await.expect("saga");
+    assert_eq!(
+        saga.status,
+        SagaStatus::NeedsAttention,
+        "Pay parks when its attempts run out"
+    );
+    assert!(saga
+        .last_error
+        .as_deref()
+        .is_some_and(|e| e.contains("4 attempts in Pay failed")));
+    assert!(saga.next_run_at.is_none());
+}
+
+#[tokio::test]
+async fn a_stale_worker_cannot_commit() {
+    let h = harness("w1").await;
+    let id = h.submit("k").await;
+    let now = h.clock.now();
+    let lease_until = now + chrono::Duration::seconds(30);
+    let claimed = h
+        .store
+        .claim_due("stale", now, lease_until, 10)
+        .await
+        .expect("claim");
+    let saga = claimed.into_iter().next().expect("claimed");
+    // Its lease runs out; another worker claims and commits.
+    h.clock.advance(Duration::from_secs(31));
+    let now = h.clock.now();
+    let fresh = h
+        .store
+        .claim_due("fresh", now, now + chrono::Duration::seconds(30), 10)
+        .await
+        .expect("claim");
+    assert_eq!(fresh.len(), 1, "an expired lease makes the saga due again");
+    let update = SagaUpdate {
+        state: "Done".into(),
+        status: SagaStatus::Succeeded,
+        context: saga.context.clone(),
+        attempt: 0,
+        total_attempts: 1,
+        state_entered_at: now,
+        next_run_at: None,
+        last_error: None,
+        wait_reason: None,
+    };
+    let stale = Commit {
+        id: id.clone(),
+        expected_version: saga.version,
+        writer: Writer::Worker {
+            owner: "stale".into(),
+            lease_until: None,
+        },
+        now,
+        update: update.clone(),
+        events: vec![],
+    };
+    assert!(matches!(
+        h.store.commit(stale).await,
+        Err(StoreError::Fenced { .. })
+    ));
+    // Even with the right version, a lease that expired cannot commit.
+    let expired = Commit {
+        id: id.clone(),
+        expected_version: fresh[0].version,
+        writer: Writer::Worker {
+            owner: "fresh".into(),
+            lease_until: None,
+        },
+        now: now + chrono::Duration::seconds(31),
+        update,
+        events: vec![],
+    };
+    assert!(matches!(
+        h.store.commit(expired).await,
+        Err(StoreError::Fenced { .. })
+    ));
+    assert_eq!(
+        h.engine.get(&id).await.expect("saga").status,
+        SagaStatus::Active
+    );
+}
+
+#[tokio::test]
+async fn a_dead_workers_saga_is_picked_up_after_its_lease() {
+    let h = harness("w1").await;
+    let id = h.submit("k").await;
+    let now = h.clock.now();
+    h.store
+        .claim_due("dead", now, now + chrono::Duration::seconds(30), 10)
+        .await
+        .expect("claim");
+    assert_eq!(
+        h.engine.run_due().await.expect("run"),
+        0,
+        "leased elsewhere"
+    );
+    h.clock.advance(Duration::from_secs(31));
+    h.answer(&[Answer::Ok, Answer::Ok]);
+    assert_eq!(h.engine.run_due().await.expect("run"), 1);
+    assert_eq!(
+        h.engine.get(&id).await.expect("saga").status,
+        SagaStatus::Succeeded
+    );
+}
+
+#[tokio::test]
+async fn operators_resume_and_cancel_only_what_is_safe() {
+    let h = harness("w1").await;
+    let id = h.submit("k").await;
+    // Not failed: nothing to resume.
+    assert!(matches!(
+        h.engine.resume(&id, None, "why").await,
+        Err(Error::Refused(_))
+    ));
+    h.answer(&[Answer::Permanent]);
+    h.engine.run_due().await.expect("run");
+    let failed = h.engine.get(&id).await.expect("saga");
+    assert_eq!(failed.status, SagaStatus::Failed);
+    // A request id was persisted: the workflow refuses cancellation.
+    let refused = h.engine.cancel(&id, "customer changed their mind").await;
+    assert!(
+        matches!(&refused, Err(Error::Refused(r)) if r.contains("payment may have been sent")),
+        "{refused:?}"
+    );
+    assert!(
+        matches!(h.engine.resume(&id, Some("Nowhere"), "x").await, Err(Error::Refused(r)) if r.contains("no state"))
+    );
+    let resumed = h
+        .engine
+        .resume(&id, None, "fixed the cause")
+        .await
+        .expect("resume");
+    assert_eq!(
+        (resumed.status, resumed.state.as_str(), resumed.attempt),
+        (SagaStatus::Active, "Pay", 0)
+    );
+    let last = h
+        .engine
+        .history(&id)
+        .await
+        .expect("history")
+        .pop()
+        .expect("row");
+    assert_eq!(
+        (last.kind.as_str(), last.detail.as_deref()),
+        ("operator", Some("resume: fixed the cause"))
+    );
+
+    let other = h.submit("k2").await;
+    let cancelled = h
+        .engine
+        .cancel(&other, "duplicate order")
+        .await
+        .expect("cancel before anything was sent");
+    assert_eq!(cancelled.status, SagaStatus::Cancelled);
+    assert_eq!(
+        h.engine.run_due().await.expect("run"),
+        1,
+        "only the resumed saga runs"
+    );
+}
+
+#[tokio::test]
+async fn operators_cannot_write_over_a_live_lease() {
+    let h = harness("w1").await;
+    let id = h.submit("k").await;
+    let now = h.clock.now();
+    h.store
+        .claim_due("busy", now, now + chrono::Duration::seconds(30), 10)
+        .await
+        .expect("claim");
+    let refused = h.engine.cancel(&id, "stop").await;
+    assert!(
+        matches!(&refused, Err(Error::Refused(r)) if r.contains("being worked on")),
+        "{refused:?}"
+    );
+}
+
+#[tokio::test]
+async fn two_engines_on_one_file_never_run_a_saga_twice() {
+    let h1 = harness("w1").await;
+    let store2 = pcsaga_engine::SqliteStore::open(pcsaga_engine::SqliteConfig::new(
+        h1.dir.path().join("test.db"),
+    ))
+    .await
+    .expect("second store");
+    let h2 = harness_on(
+        tempfile::tempdir().expect("dir"),
+        store2,
+        "w2",
+        h1.clock.clone(),
+    )
+    .await;
+    let mut ids = Vec::new();
+    for n in 0..40 {
+        ids.push(h1.submit(&format!("k{n}")).await);
+    }
+    h1.answer(&[Answer::Ok; 80]);
+    h2.answer(&[Answer::Ok; 80]);
+    let (a, b) = tokio::join!(h1.engine.run_due(), h2.engine.run_due());
+    a.expect("run 1");
+    b.expect("run 2");
+    h1.clock.advance(Duration::from_secs(10));
+    let pays = h1
+        .calls()
+        .into_iter()
+        .chain(h2.calls())
+        .filter(|c| c.0 == "pay")
+        .count();
+    assert_eq!(pays, 40, "each saga paid exactly once across both engines");
+}
