@@ -1,1 +1,24 @@
+//! The one-time-purchase saga: Azure reserved VM instances, software subscriptions and
+//! perpetual software through the Partner Center cart flow.
+//!
+//! - [`request`]: the purchase request format, parsed with errors that name the field;
+//! - [`context`]: what the saga remembers (persisted);
+//! - [`state`]: the eight states;
+//! - [`call`]: Partner Center calls as data, replies and failures;
+//! - [`plan`] and [`decide`]: the decision logic, pure;
+//! - [`execute`]: the only I/O, through `pcsaga-partner-center`;
+//! - [`workflow`]: the engine binding, with the resume and cancel rules.
 
+pub mod call;
+pub mod context;
+pub mod decide;
+pub mod execute;
+pub mod plan;
+pub mod request;
+pub mod state;
+pub mod workflow;
+
+pub use context::PurchaseContext;
+pub use request::{parse_request, parse_value, PurchaseRequest, RequestError};
+pub use state::{State, STATE_NAMES};
+pub use workflow::{PurchaseWorkflow, WORKFLOW_NAME};

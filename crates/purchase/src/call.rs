@@ -1,0 +1,140 @@
+//! Calls as data (effects), their replies, and failures summarised for decisions.
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use pcsaga_partner_center::models::{
+    Availability, Cart, CartCheckoutResult, Entitlement, InventoryItem, Order, Product,
+    RegistrationState, ReservedInstanceArtifactDetails, Sku,
+};
+use pcsaga_partner_center::{Error as ApiFailure, ErrorClass};
+
+/// A Partner Center call the saga wants made.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "call", rename_all = "snake_case")]
+pub enum Call {
+    GetSku {
+        item: usize,
+    },
+    GetRegistration {
+        subscription_id: String,
+    },
+    Register {
+        subscription_id: String,
+        request_id: Uuid,
+    },
+    GetProduct {
+        item: usize,
+    },
+    ListAvailabilities {
+        item: usize,
+    },
+    CheckInventory {
+        item: usize,
+    },
+    CreateCart {
+        request_id: Uuid,
+        cart: Cart,
+    },
+    UpdateCart {
+        request_id: Uuid,
+        cart_id: String,
+        cart: Cart,
+    },
+    Checkout {
+        cart_id: String,
+        request_id: Uuid,
+    },
+    ListOrders,
+    GetOrder {
+        order_id: String,
+    },
+    ListEntitlements,
+    GetArtifact {
+        entitlement: usize,
+        artifact: usize,
+        uri: String,
+    },
+}
+
+impl Call {
+    /// The call's name in history rows.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::GetSku { .. } => "get_sku",
+            Self::GetRegistration { .. } => "registration_status",
+            Self::Register { .. } => "register",
+            Self::GetProduct { .. } => "get_product",
+            Self::ListAvailabilities { .. } => "list_availabilities",
+            Self::CheckInventory { .. } => "check_inventory",
+            Self::CreateCart { .. } => "create_cart",
+            Self::UpdateCart { .. } => "update_cart",
+            Self::Checkout { .. } => "checkout",
+            Self::ListOrders => "list_orders",
+            Self::GetOrder { .. } => "get_order",
+            Self::ListEntitlements => "list_entitlements",
+            Self::GetArtifact { .. } => "artifact_details",
+        }
+    }
+}
+
+/// A successful reply.
+#[derive(Debug, Clone)]
+pub enum Reply {
+    Sku(Box<Sku>),
+    Registration(RegistrationState),
+    Registered,
+    Product(Box<Product>),
+    Availabilities(Vec<Availability>),
+    Inventory(Vec<InventoryItem>),
+    Cart(Box<Cart>),
+    Checkout(Box<CartCheckoutResult>),
+    Orders(Vec<Order>),
+    Order(Box<Order>),
+    Entitlements(Vec<Entitlement>),
+    Artifact(Box<ReservedInstanceArtifactDetails>),
+}
+
+/// A failed call, as decisions see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    pub class: ErrorClass,
+    pub status: Option<u16>,
+    pub code: Option<String>,
+    pub retry_after: Option<std::time::Duration>,
+    /// The full message, with the ids support needs.
+    pub message: String,
+}
+
+impl Failure {
+    /// Whether a response arrived (so a retry must use a new request id, spec 9.2).
+    pub fn got_response(&self) -> bool {
+        self.status.is_some()
+    }
+
+    /// A short text for reasons: `HTTP 400 code 800009: description`.
+    pub fn summary(&self) -> String {
+        self.message.clone()
+    }
+}
+
+impl From<&ApiFailure> for Failure {
+    fn from(error: &ApiFailure) -> Self {
+        Self {
+            class: error.class(),
+            status: error.status(),
+            code: error.code().map(str::to_owned),
+            retry_after: error.retry_after(),
+            message: error.to_string(),
+        }
+    }
+}
+
+/// What a call returned.
+pub type Outcome = Result<Reply, Failure>;
+
+/// The serialisable form of a decision's effect summary, for history rows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallSummary {
+    pub call: String,
+}

@@ -1,0 +1,246 @@
+//! What a purchase saga remembers between steps (persisted as JSON in the saga row).
+//!
+//! Everything a decision needs is here, so a saga resumed by another process after a crash
+//! decides exactly as the first would have. Secrets never enter the context.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::request::PurchaseRequest;
+
+/// The saga's context.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PurchaseContext {
+    pub request: PurchaseRequest,
+    /// `MS-CorrelationId` of every call of this purchase.
+    pub correlation_id: Uuid,
+    /// Put in every cart line's `friendlyName`, so the purchase's orders can be found in the
+    /// customer's order list when a checkout reply is lost (spec 9.4).
+    pub token: String,
+    pub items: Vec<ItemState>,
+    /// Azure subscriptions that must be registered before the cart (RI prerequisites).
+    #[serde(default)]
+    pub registrations: Vec<RegistrationState>,
+    /// Set once every SKU is known and the registrations list is built.
+    #[serde(default)]
+    pub registrations_planned: bool,
+    /// A side-effecting call sent (or about to be sent) without a reply yet: its request id is
+    /// reused until a reply arrives (spec 9.2).
+    #[serde(default)]
+    pub pending: Option<Intent>,
+    #[serde(default)]
+    pub cart: Option<CartState>,
+    #[serde(default)]
+    pub checkout: CheckoutState,
+    #[serde(default)]
+    pub orders: Vec<OrderState>,
+    /// Order groups that failed at checkout (`orderErrors`).
+    #[serde(default)]
+    pub order_errors: Vec<GroupError>,
+    #[serde(default)]
+    pub entitlements: Vec<EntitlementState>,
+    /// Whether entitlements were read (or skipped without app+user credentials).
+    #[serde(default)]
+    pub entitlements_done: bool,
+    /// How often the cart was rebuilt after catalog ids went stale; bounded.
+    #[serde(default)]
+    pub rediscoveries: u32,
+}
+
+impl PurchaseContext {
+    /// A fresh context for a request.
+    pub fn new(request: PurchaseRequest) -> Self {
+        let correlation_id = Uuid::new_v4();
+        let token = format!("pcs-{}", &correlation_id.simple().to_string()[..16]);
+        let items = request.items.iter().map(|_| ItemState::default()).collect();
+        Self {
+            request,
+            correlation_id,
+            token,
+            items,
+            registrations: Vec::new(),
+            registrations_planned: false,
+            pending: None,
+            cart: None,
+            checkout: CheckoutState::default(),
+            orders: Vec::new(),
+            order_errors: Vec::new(),
+            entitlements: Vec::new(),
+            entitlements_done: false,
+            rediscoveries: 0,
+        }
+    }
+
+    /// The request id for a side-effecting call: the pending one if the same call is in
+    /// doubt, else a new one recorded as pending.
+    pub fn request_id_for(&mut self, call: &str) -> Uuid {
+        match &self.pending {
+            Some(intent) if intent.call == call => intent.request_id,
+            _ => {
+                let request_id = Uuid::new_v4();
+                self.pending = Some(Intent {
+                    call: call.to_owned(),
+                    request_id,
+                });
+                request_id
+            }
+        }
+    }
+
+    /// The friendly name of item `index`'s cart line: the caller's name and our token.
+    pub fn friendly_name(&self, index: usize) -> String {
+        match self
+            .request
+            .items
+            .get(index)
+            .and_then(|i| i.friendly_name.as_deref())
+        {
+            Some(name) => format!("{name} [{}]", self.token),
+            None => format!("[{}]", self.token),
+        }
+    }
+}
+
+/// A side-effecting call in doubt.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Intent {
+    /// Which call: `register:{subscription}`, `create_cart`, `update_cart`, `checkout`.
+    pub call: String,
+    pub request_id: Uuid,
+}
+
+/// What the saga learned about one requested item.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ItemState {
+    pub sku: Option<SkuFacts>,
+    #[serde(default)]
+    pub product_checked: bool,
+    /// Chosen at discovery; what went into the cart.
+    pub catalog_item_id: Option<String>,
+    pub term_duration: Option<String>,
+    #[serde(default)]
+    pub provisioning_context: BTreeMap<String, String>,
+    #[serde(default)]
+    pub inventory_checked: bool,
+}
+
+/// The SKU facts decisions need (from E6).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SkuFacts {
+    pub title: String,
+    pub needs_registration: bool,
+    pub needs_inventory_check: bool,
+    pub minimum_quantity: Option<i64>,
+    pub maximum_quantity: Option<i64>,
+    pub billing_cycles: Vec<String>,
+    pub provisioning_variables: Vec<String>,
+    pub inventory_variables: Vec<String>,
+    pub arm_region_name: Option<String>,
+    pub duration: Option<String>,
+}
+
+/// Registration of one Azure subscription.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RegistrationState {
+    pub subscription_id: String,
+    pub status: Registration,
+    /// E1 was answered for it.
+    #[serde(default)]
+    pub register_sent: bool,
+}
+
+/// What we know of a subscription's registration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Registration {
+    Unknown,
+    NotRegistered,
+    Registering,
+    Registered,
+}
+
+/// The cart, persisted the moment it exists.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CartState {
+    pub id: String,
+    pub expires_at: Option<DateTime<Utc>>,
+    /// The cart must be re-sent (E12) before checkout: lines were refreshed or need re-validation.
+    #[serde(default)]
+    pub needs_update: bool,
+}
+
+/// The checkout: the only step that spends money.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CheckoutState {
+    /// A checkout intent was committed: money may have moved from here on. Never cleared.
+    pub attempted: bool,
+    /// The cart checked out (only ever one per purchase).
+    pub cart_id: Option<String>,
+    pub first_attempt_at: Option<DateTime<Utc>>,
+    /// Checkout calls sent (counted in the intent, so a crash mid-call still counts).
+    pub sent: u32,
+    /// Checkout calls answered definitively (a reply that is not 408 or 5xx). While
+    /// `sent > answered`, an earlier call may have gone through unseen.
+    pub answered: u32,
+    /// A checkout reply was received.
+    pub confirmed: bool,
+    /// Looking for the orders in the customer's order list instead of checking out again.
+    pub reconciling: bool,
+    pub reconcile_reason: Option<String>,
+}
+
+/// An order of this purchase.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OrderState {
+    pub id: String,
+    pub status: String,
+    /// `(lineItemNumber, offerId, quantity)` of each line.
+    pub lines: Vec<(i64, String, i64)>,
+    #[serde(default)]
+    pub completed: bool,
+}
+
+/// A failed order group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GroupError {
+    pub group: String,
+    pub code: String,
+    pub description: String,
+}
+
+/// An entitlement matched to an order line.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EntitlementState {
+    pub order_id: String,
+    pub line_item_id: String,
+    pub product_id: Option<String>,
+    pub sku_id: Option<String>,
+    pub quantity: i64,
+    pub kind: Option<String>,
+    /// Reserved-instance artifacts, with the reservations read from each (E19).
+    #[serde(default)]
+    pub artifacts: Vec<ArtifactState>,
+}
+
+/// A reserved-instance artifact of an entitlement.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ArtifactState {
+    pub uri: String,
+    pub resource_id: Option<String>,
+    /// `None` until E19 was read.
+    pub reservation_ids: Option<Vec<String>>,
+}

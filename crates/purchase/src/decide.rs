@@ -1,0 +1,840 @@
+//! What each call's outcome means: pure functions from (state, context, call, outcome, now)
+//! to a decision. The transition table in `tests/transition_table.rs` snapshots every
+//! state × class of outcome.
+//!
+//! The money rule, enforced here: before Checkout a permanent error *fails* the purchase
+//! (nothing was bought, safe to fix and resume); from Checkout on, anything unexpected *parks*
+//! it for an operator, and nothing ever builds a second cart or goes back before Checkout.
+
+use chrono::{DateTime, Utc};
+
+use pcsaga_engine::Decision;
+use pcsaga_partner_center::models::{
+    Availability, BillingCycle, Cart, CartCheckoutResult, CartErrorCode, Entitlement,
+    InventoryItem, Order, OrderStatus, RegistrationState as Wire, Sku,
+};
+use pcsaga_partner_center::ErrorClass;
+
+use crate::call::{Call, Failure, Outcome, Reply};
+use crate::context::{
+    ArtifactState, CartState, EntitlementState, GroupError, OrderState, PurchaseContext,
+    Registration, SkuFacts,
+};
+use crate::state::State;
+
+type D = Decision<PurchaseContext>;
+
+/// Most times a cart is rebuilt because catalog ids went stale, before giving up.
+pub const MAX_REDISCOVERIES: u32 = 3;
+
+fn advance(to: State, context: PurchaseContext, note: impl Into<String>) -> D {
+    Decision::Advance {
+        to: to.name().to_owned(),
+        context,
+        note: note.into(),
+    }
+}
+
+fn cont(context: PurchaseContext, note: impl Into<String>) -> D {
+    Decision::Continue {
+        context,
+        note: note.into(),
+    }
+}
+
+fn fail(context: PurchaseContext, reason: impl Into<String>) -> D {
+    Decision::Fail {
+        context,
+        reason: reason.into(),
+    }
+}
+
+fn park(context: PurchaseContext, reason: impl Into<String>) -> D {
+    Decision::Park {
+        context,
+        reason: reason.into(),
+    }
+}
+
+fn poll(context: PurchaseContext, note: impl Into<String>) -> D {
+    Decision::Poll {
+        context,
+        note: note.into(),
+    }
+}
+
+/// Decides what an outcome means.
+pub fn decide(
+    state: State,
+    ctx: &PurchaseContext,
+    call: &Call,
+    outcome: Outcome,
+    now: DateTime<Utc>,
+) -> D {
+    let mut next = ctx.clone();
+    let reply = match outcome {
+        Ok(reply) => {
+            // A reply arrived: the next side-effecting call gets a new request id.
+            if is_side_effecting(call) {
+                next.pending = None;
+            }
+            reply
+        }
+        Err(failure) => return failed(state, next, call, &failure, now),
+    };
+    match (call, reply) {
+        (Call::GetSku { item }, Reply::Sku(sku)) => {
+            next.items[*item].sku = Some(facts(&sku));
+            cont(next, format!("SKU {}:{} read", sku.product_id, sku.id))
+        }
+        (Call::GetRegistration { subscription_id }, Reply::Registration(status)) => {
+            registration(state, next, subscription_id, &status)
+        }
+        (
+            Call::Register {
+                subscription_id, ..
+            },
+            Reply::Registered,
+        ) => {
+            if let Some(r) = next
+                .registrations
+                .iter_mut()
+                .find(|r| &r.subscription_id == subscription_id)
+            {
+                r.register_sent = true;
+                r.status = Registration::Registering;
+            }
+            cont(next, format!("registration of {subscription_id} requested"))
+        }
+        (Call::GetProduct { item }, Reply::Product(_)) => {
+            next.items[*item].product_checked = true;
+            cont(next, format!("product of items[{item}] found"))
+        }
+        (Call::ListAvailabilities { item }, Reply::Availabilities(list)) => {
+            choose_availability(next, *item, &list)
+        }
+        (Call::CheckInventory { item }, Reply::Inventory(list)) => inventory(next, *item, &list),
+        (Call::CreateCart { .. } | Call::UpdateCart { .. }, Reply::Cart(cart)) => {
+            judge_cart(next, &cart)
+        }
+        (Call::Checkout { .. }, Reply::Checkout(result)) => checked_out(next, &result),
+        (Call::ListOrders, Reply::Orders(orders)) => reconcile(next, &orders),
+        (Call::GetOrder { order_id }, Reply::Order(order)) => order_status(next, order_id, &order),
+        (Call::ListEntitlements, Reply::Entitlements(list)) => entitlements(next, &list),
+        (
+            Call::GetArtifact {
+                entitlement,
+                artifact,
+                ..
+            },
+            Reply::Artifact(details),
+        ) => {
+            if let Some(a) = next
+                .entitlements
+                .get_mut(*entitlement)
+                .and_then(|e| e.artifacts.get_mut(*artifact))
+            {
+                a.reservation_ids = Some(
+                    details
+                        .reservations
+                        .iter()
+                        .map(|r| r.reservation_id.clone())
+                        .collect(),
+                );
+            }
+            cont(next, "reservation details read")
+        }
+        (call, reply) => park(
+            next,
+            format!(
+                "internal: {} answered with an unexpected reply {reply:?}",
+                call.name()
+            ),
+        ),
+    }
+}
+
+fn is_side_effecting(call: &Call) -> bool {
+    matches!(
+        call,
+        Call::Register { .. }
+            | Call::CreateCart { .. }
+            | Call::UpdateCart { .. }
+            | Call::Checkout { .. }
+    )
+}
+
+/// Failures. Classes that may pass are retried (the policy bounds them); the rest fail
+/// before Checkout and park from Checkout on, except where the spec says otherwise.
+fn failed(
+    state: State,
+    mut next: PurchaseContext,
+    call: &Call,
+    failure: &Failure,
+    _now: DateTime<Utc>,
+) -> D {
+    let money = state.after_checkout_began();
+    // After any response the next attempt uses a new request id; after a lost reply, the
+    // same one (spec 9.2). The pending intent stays in the second case.
+    if failure.got_response() && is_side_effecting(call) && !matches!(call, Call::Checkout { .. }) {
+        next.pending = None;
+    }
+    if let Call::Checkout { .. } = call {
+        return checkout_failed(next, failure);
+    }
+    if matches!(call, Call::ListEntitlements) && failure.class == ErrorClass::Config {
+        return entitlements_unavailable(next, &failure.summary());
+    }
+    match failure.class {
+        ErrorClass::Transient | ErrorClass::OutcomeUnknown => Decision::Retry {
+            context: next,
+            retry_after: None,
+            error: failure.summary(),
+        },
+        ErrorClass::Throttled => Decision::Retry {
+            context: next,
+            retry_after: failure.retry_after,
+            error: failure.summary(),
+        },
+        ErrorClass::AuthExpired | ErrorClass::Config => {
+            let reason = format!(
+                "{}; fix the credentials or configuration, then `pcsaga resume <id>`",
+                failure.summary()
+            );
+            if money {
+                park(next, reason)
+            } else {
+                fail(next, reason)
+            }
+        }
+        ErrorClass::NotFound
+            if matches!(call, Call::GetOrder { .. } | Call::GetArtifact { .. }) =>
+        {
+            poll(next, format!("{} not visible yet", call.name()))
+        }
+        ErrorClass::NotFound if matches!(call, Call::UpdateCart { .. }) => {
+            // The cart expired before checkout: nothing was bought, build a new one.
+            next.cart = None;
+            next.pending = None;
+            cont(
+                next,
+                "the cart is gone (expired before checkout); building a new one",
+            )
+        }
+        ErrorClass::NotFound
+        | ErrorClass::Business
+        | ErrorClass::InFlight
+        | ErrorClass::AlreadySubmitted => {
+            let what = match call {
+                Call::GetSku { item }
+                | Call::GetProduct { item }
+                | Call::ListAvailabilities { item }
+                | Call::CheckInventory { item } => {
+                    let i = &next.request.items[*item];
+                    format!(
+                        "items[{item}] ({}:{} in {}): ",
+                        i.product_id, i.sku_id, next.request.country
+                    )
+                }
+                Call::Register {
+                    subscription_id, ..
+                }
+                | Call::GetRegistration { subscription_id } => {
+                    format!("subscription {subscription_id}: ")
+                }
+                _ => String::new(),
+            };
+            let reason = format!("{what}{}", failure.summary());
+            if money {
+                park(next, reason)
+            } else {
+                fail(next, reason)
+            }
+        }
+    }
+}
+
+fn checkout_failed(mut next: PurchaseContext, failure: &Failure) -> D {
+    // Did an earlier checkout call (before this one) go unanswered? Then it may have gone
+    // through, and a refusal now does not prove nothing was bought.
+    let earlier_unknown = next.checkout.sent.saturating_sub(1) > next.checkout.answered;
+    let definitive = failure.status.is_some_and(|s| s != 408 && s < 500);
+    if definitive {
+        next.checkout.answered += 1;
+    }
+    if failure.got_response() {
+        // Any reply means the next call gets a new request id (spec 9.2); after a lost reply
+        // the pending intent stays and the same id is sent again.
+        next.pending = None;
+    }
+    match failure.class {
+        // Timeout, lost connection or 5xx: the checkout may have gone through. Re-call
+        // checkout on the same cart (spec 9.3).
+        ErrorClass::Transient | ErrorClass::OutcomeUnknown => Decision::Retry { context: next, retry_after: None, error: failure.summary() },
+        ErrorClass::Throttled => Decision::Retry { context: next, retry_after: failure.retry_after, error: failure.summary() },
+        ErrorClass::InFlight if failure.code.as_deref() == Some("800064") => {
+            Decision::Retry { context: next, retry_after: None, error: format!("{} (another request is checking this cart out; waiting, same cart)", failure.summary()) }
+        }
+        ErrorClass::InFlight | ErrorClass::AlreadySubmitted | ErrorClass::NotFound => {
+            start_reconcile(next, format!("checkout answered {}: committed or in flight; looking for the orders", failure.summary()))
+        }
+        ErrorClass::Business if earlier_unknown => {
+            start_reconcile(next, format!("checkout refused ({}) after an earlier attempt whose outcome is unknown; looking for the orders", failure.summary()))
+        }
+        ErrorClass::Business => fail(next, format!("checkout refused, nothing was bought: {}; fix the cause, then `pcsaga resume <id>` (it checks out the same cart)", failure.summary())),
+        ErrorClass::AuthExpired | ErrorClass::Config => park(next, format!("{}; fix the credentials, then `pcsaga resume <id>`", failure.summary())),
+    }
+}
+
+fn start_reconcile(mut next: PurchaseContext, reason: String) -> D {
+    next.checkout.reconciling = true;
+    next.checkout.reconcile_reason = Some(reason.clone());
+    cont(next, reason)
+}
+
+fn facts(sku: &Sku) -> SkuFacts {
+    use pcsaga_partner_center::models::PurchasePrerequisite as P;
+    SkuFacts {
+        title: sku.title.clone().unwrap_or_else(|| sku.id.clone()),
+        needs_registration: sku.requires(&P::AzureSubscriptionRegistration),
+        needs_inventory_check: sku.requires(&P::InventoryCheck),
+        minimum_quantity: sku.minimum_quantity,
+        maximum_quantity: sku.maximum_quantity,
+        billing_cycles: sku
+            .supported_billing_cycles
+            .iter()
+            .map(|b| b.as_str().to_owned())
+            .collect(),
+        provisioning_variables: sku.provisioning_variables.clone(),
+        inventory_variables: sku.inventory_variables.clone(),
+        arm_region_name: sku.dynamic_attribute("armRegionName"),
+        duration: sku.dynamic_attribute("duration"),
+    }
+}
+
+fn registration(
+    state: State,
+    mut next: PurchaseContext,
+    subscription_id: &str,
+    status: &Wire,
+) -> D {
+    let read = match status {
+        Wire::Registered => Registration::Registered,
+        Wire::Registering => Registration::Registering,
+        Wire::NotRegistered => Registration::NotRegistered,
+        Wire::Unknown(ref raw) => {
+            // An unknown value is not "registered": keep polling rather than guess.
+            tracing::warn!(status = %raw, "unknown registration status");
+            Registration::Registering
+        }
+    };
+    if let Some(r) = next
+        .registrations
+        .iter_mut()
+        .find(|r| r.subscription_id == subscription_id)
+    {
+        // Once we asked for registration, a lagging "notregistered" means "not yet".
+        r.status = if read == Registration::NotRegistered && r.register_sent {
+            Registration::Registering
+        } else {
+            read
+        };
+    }
+    if state == State::RegistrationPolling {
+        if next
+            .registrations
+            .iter()
+            .all(|r| r.status == Registration::Registered)
+        {
+            return advance(State::Discovery, next, "every subscription is registered");
+        }
+        if read == Registration::Registered {
+            return cont(next, format!("{subscription_id} is registered"));
+        }
+        return poll(
+            next,
+            format!("waiting for registration of {subscription_id}"),
+        );
+    }
+    cont(next, format!("{subscription_id} is {read:?}"))
+}
+
+/// `1Year` → `P1Y`, `3Years` → `P3Y`.
+fn term_of_duration(duration: &str) -> Option<String> {
+    let digits: String = duration.chars().take_while(char::is_ascii_digit).collect();
+    let rest = duration[digits.len()..].to_ascii_lowercase();
+    if digits.is_empty() {
+        return None;
+    }
+    if rest.starts_with("year") {
+        Some(format!("P{digits}Y"))
+    } else if rest.starts_with("month") {
+        Some(format!("P{digits}M"))
+    } else {
+        None
+    }
+}
+
+fn lower_first(s: &str) -> String {
+    let mut chars = s.chars();
+    chars
+        .next()
+        .map(|c| c.to_lowercase().chain(chars).collect())
+        .unwrap_or_default()
+}
+
+fn choose_availability(mut next: PurchaseContext, index: usize, list: &[Availability]) -> D {
+    let item = next.request.items[index].clone();
+    let at = format!("items[{index}] ({}:{})", item.product_id, item.sku_id);
+    let Some(sku) = next.items[index].sku.clone() else {
+        return fail(
+            next,
+            format!("internal: {at} has no SKU facts at discovery"),
+        );
+    };
+    let wanted_term = item
+        .term_duration
+        .clone()
+        .or_else(|| sku.duration.as_deref().and_then(term_of_duration));
+    let purchasable = list.iter().filter(|a| a.is_purchasable != Some(false));
+    let chosen = match &item.availability_id {
+        Some(id) => purchasable.clone().find(|a| a.id.eq_ignore_ascii_case(id)),
+        None => purchasable.clone().find(|a| {
+            wanted_term
+                .as_deref()
+                .is_none_or(|t| a.has_term(t) || a.terms.is_empty() && item.term_duration.is_none())
+        }),
+    };
+    let Some(chosen) = chosen else {
+        let terms: Vec<String> = list
+            .iter()
+            .flat_map(|a| a.terms.iter().filter_map(|t| t.duration.clone()))
+            .collect();
+        return fail(
+            next.clone(),
+            format!(
+                "{at}: no purchasable availability in {}/{}{}{}; offered terms: [{}]",
+                next.request.country,
+                next.request.segment,
+                item.availability_id
+                    .as_ref()
+                    .map(|a| format!(" with id {a}"))
+                    .unwrap_or_default(),
+                wanted_term
+                    .as_ref()
+                    .map(|t| format!(" with term {t}"))
+                    .unwrap_or_default(),
+                terms.join(", ")
+            ),
+        );
+    };
+    if let Some(term) = &wanted_term {
+        if !chosen.terms.is_empty() && !chosen.has_term(term) {
+            return fail(
+                next,
+                format!(
+                    "{at}: availability {} does not offer term {term}",
+                    chosen.id
+                ),
+            );
+        }
+    }
+    if let Some(min) = sku.minimum_quantity.filter(|min| item.quantity < *min) {
+        return fail(
+            next,
+            format!(
+                "{at}: quantity {} is below the SKU's minimum of {min}",
+                item.quantity
+            ),
+        );
+    }
+    if let Some(max) = sku.maximum_quantity.filter(|max| item.quantity > *max) {
+        return fail(
+            next,
+            format!(
+                "{at}: quantity {} is above the SKU's maximum of {max}",
+                item.quantity
+            ),
+        );
+    }
+    if !sku.billing_cycles.is_empty()
+        && !sku
+            .billing_cycles
+            .iter()
+            .any(|b| BillingCycle::parse(b) == BillingCycle::OneTime)
+    {
+        return fail(
+            next,
+            format!(
+                "{at}: the SKU cannot be bought one-time (it supports {})",
+                sku.billing_cycles.join(", ")
+            ),
+        );
+    }
+    let mut provisioning = std::collections::BTreeMap::new();
+    for variable in &sku.provisioning_variables {
+        let key = lower_first(variable);
+        let given = item
+            .provisioning_context
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(variable))
+            .map(|(_, v)| v.clone());
+        let value = given.or_else(|| {
+            if variable.eq_ignore_ascii_case("Duration") {
+                sku.duration.clone()
+            } else {
+                None
+            }
+        });
+        match value {
+            Some(value) => {
+                provisioning.insert(key, value);
+            }
+            None => {
+                return fail(next, format!("{at}: items[{index}].provisioningContext.{key} is required by the SKU (its provisioning variables are {})", sku.provisioning_variables.join(", ")));
+            }
+        }
+    }
+    let term = if chosen.terms.is_empty() {
+        None
+    } else {
+        wanted_term.or_else(|| chosen.terms.first().and_then(|t| t.duration.clone()))
+    };
+    let state = &mut next.items[index];
+    state.catalog_item_id = Some(chosen.catalog_item_id.clone());
+    state.term_duration = term;
+    state.provisioning_context = provisioning;
+    let note = format!("{at}: chose {}", chosen.catalog_item_id);
+    cont(next, note)
+}
+
+fn inventory(mut next: PurchaseContext, index: usize, list: &[InventoryItem]) -> D {
+    let item = next.request.items[index].clone();
+    let found = list.iter().find(|i| {
+        i.product_id.eq_ignore_ascii_case(&item.product_id)
+            && i.sku_id
+                .as_deref()
+                .is_none_or(|s| s.eq_ignore_ascii_case(&item.sku_id))
+    });
+    match found {
+        None => fail(
+            next,
+            format!(
+                "items[{index}] ({}:{}): the inventory check did not report this SKU",
+                item.product_id, item.sku_id
+            ),
+        ),
+        Some(found) if found.is_restricted => {
+            let reasons: Vec<String> = found
+                .restrictions
+                .iter()
+                .map(|r| {
+                    format!(
+                        "{}: {}",
+                        r.reason_code.as_deref().unwrap_or("restricted"),
+                        r.description.as_deref().unwrap_or("")
+                    )
+                })
+                .collect();
+            fail(
+                next,
+                format!(
+                    "items[{index}] ({}:{}) is not available: {}",
+                    item.product_id,
+                    item.sku_id,
+                    if reasons.is_empty() {
+                        "restricted".to_owned()
+                    } else {
+                        reasons.join("; ")
+                    }
+                ),
+            )
+        }
+        Some(_) => {
+            next.items[index].inventory_checked = true;
+            cont(next, format!("items[{index}] inventory available"))
+        }
+    }
+}
+
+fn judge_cart(mut next: PurchaseContext, cart: &Cart) -> D {
+    let Some(id) = cart.id.clone() else {
+        return Decision::Retry {
+            context: next,
+            retry_after: None,
+            error: "the cart came back without an id".to_owned(),
+        };
+    };
+    next.cart = Some(CartState {
+        id: id.clone(),
+        expires_at: cart.expiration_timestamp,
+        needs_update: false,
+    });
+    let errors: Vec<(usize, CartErrorCode, String)> = cart
+        .line_items
+        .iter()
+        .enumerate()
+        .filter_map(|(position, line)| {
+            let index = line
+                .id
+                .and_then(|i| usize::try_from(i).ok())
+                .unwrap_or(position);
+            line.error.as_ref().map(|e| {
+                (
+                    index,
+                    e.error_code.clone(),
+                    e.error_description.clone().unwrap_or_default(),
+                )
+            })
+        })
+        .collect();
+    if errors.is_empty() {
+        return advance(
+            State::Checkout,
+            next,
+            format!("cart {id} created without line errors"),
+        );
+    }
+    let describe = |errors: &[(usize, CartErrorCode, String)]| {
+        errors
+            .iter()
+            .map(|(i, code, text)| format!("items[{i}]: {code} ({text})"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    let stale = errors
+        .iter()
+        .all(|(_, code, _)| *code == CartErrorCode::CatalogItemIdIsNotValid);
+    if stale && next.rediscoveries < MAX_REDISCOVERIES {
+        // Catalog ids change over time (spec 9.7): fetch them again and fix the cart by PUT.
+        next.rediscoveries += 1;
+        for (i, _, _) in &errors {
+            if let Some(item) = next.items.get_mut(*i) {
+                item.catalog_item_id = None;
+                item.inventory_checked = false;
+            }
+        }
+        if let Some(cart) = next.cart.as_mut() {
+            cart.needs_update = true;
+        }
+        return advance(
+            State::Discovery,
+            next,
+            format!(
+                "cart {id} has stale catalog items, discovering again: {}",
+                describe(&errors)
+            ),
+        );
+    }
+    let passing = errors.iter().all(|(_, code, _)| {
+        matches!(
+            code,
+            CartErrorCode::SubscriptionNotRegistered | CartErrorCode::UnableToProcessCartLineItem
+        )
+    });
+    if passing {
+        if let Some(cart) = next.cart.as_mut() {
+            cart.needs_update = true;
+        }
+        return Decision::Retry {
+            context: next,
+            retry_after: None,
+            error: format!("cart {id} line errors that may pass: {}", describe(&errors)),
+        };
+    }
+    fail(next, format!("cart {id} has line errors, nothing was bought: {}; fix the request and resubmit it with a new idempotency key", describe(&errors)))
+}
+
+fn order_state(order: &Order) -> OrderState {
+    let status = order
+        .status
+        .as_ref()
+        .map_or("unknown".to_owned(), |s| s.as_str().to_owned());
+    OrderState {
+        id: order.id.clone(),
+        completed: order.status == Some(OrderStatus::Completed),
+        status,
+        lines: order
+            .line_items
+            .iter()
+            .map(|l| (l.line_item_number, l.offer_id.clone(), l.quantity))
+            .collect(),
+    }
+}
+
+fn checked_out(mut next: PurchaseContext, result: &CartCheckoutResult) -> D {
+    next.checkout.confirmed = true;
+    next.checkout.answered += 1;
+    next.checkout.reconciling = false;
+    next.orders = result.orders.iter().map(order_state).collect();
+    next.order_errors = result
+        .order_errors
+        .iter()
+        .map(|e| GroupError {
+            group: e.order_group_id.clone().unwrap_or_default(),
+            code: e.code.clone().unwrap_or_default(),
+            description: e.description.clone().unwrap_or_default(),
+        })
+        .collect();
+    let errors = next
+        .order_errors
+        .iter()
+        .map(|e| format!("group {}: {} {}", e.group, e.code, e.description))
+        .collect::<Vec<_>>()
+        .join("; ");
+    match (next.orders.is_empty(), next.order_errors.is_empty()) {
+        (true, false) => fail(next, format!("every order group failed at checkout, nothing was bought: {errors}; fix the cause, then `pcsaga resume <id>` re-attempts them on the same cart")),
+        (true, true) => park(next, "checkout answered with neither orders nor errors; check the customer's orders in Partner Center"),
+        (false, true) => {
+            let n = next.orders.len();
+            advance(State::OrderVisibilityPolling, next, format!("checked out: {n} order(s)"))
+        }
+        (false, false) => {
+            let n = next.orders.len();
+            advance(State::OrderVisibilityPolling, next, format!("checked out: {n} order(s); failed: {errors}"))
+        }
+    }
+}
+
+/// Finds the purchase's orders in the customer's order list by the saga token.
+fn reconcile(mut next: PurchaseContext, orders: &[Order]) -> D {
+    let token = next.token.clone();
+    let ours: Vec<&Order> = orders
+        .iter()
+        .filter(|o| {
+            o.line_items.iter().any(|l| {
+                l.friendly_name
+                    .as_deref()
+                    .is_some_and(|n| n.contains(&token))
+            })
+        })
+        .collect();
+    let lines: usize = ours.iter().map(|o| o.line_items.len()).sum();
+    if ours.is_empty() || lines < next.request.items.len() {
+        let wanted = next.request.items.len();
+        return poll(next, format!("reconciling: {lines} of {wanted} lines with token {token} in the order list so far (it lags up to 15 minutes)"));
+    }
+    next.orders = ours.into_iter().map(order_state).collect();
+    next.checkout.confirmed = true;
+    next.checkout.reconciling = false;
+    let n = next.orders.len();
+    advance(
+        State::OrderVisibilityPolling,
+        next,
+        format!("reconciled: found {n} order(s) with token {token}"),
+    )
+}
+
+fn order_status(mut next: PurchaseContext, order_id: &str, order: &Order) -> D {
+    let Some(known) = next.orders.iter_mut().find(|o| o.id == order_id) else {
+        return park(
+            next,
+            format!("internal: order {order_id} is not one of this purchase's"),
+        );
+    };
+    let fresh = order_state(order);
+    known.status = fresh.status.clone();
+    known.completed = fresh.completed;
+    match &order.status {
+        Some(OrderStatus::Completed) => {
+            if next.orders.iter().all(|o| o.completed) {
+                advance(State::EntitlementFetch, next, "every order is completed")
+            } else {
+                cont(next, format!("order {order_id} completed"))
+            }
+        }
+        Some(OrderStatus::Cancelled) => park(
+            next,
+            format!("order {order_id} was cancelled in Partner Center; check with the customer"),
+        ),
+        _ => poll(next, format!("order {order_id} is {}", fresh.status)),
+    }
+}
+
+fn entitlements(mut next: PurchaseContext, list: &[Entitlement]) -> D {
+    let mut found = Vec::new();
+    let mut missing = 0;
+    for order in &next.orders {
+        for (line, _, quantity) in &order.lines {
+            if *quantity == 0 {
+                continue; // cancelled lines have no entitlement
+            }
+            let hit = list.iter().find(|e| {
+                e.reference_order.as_ref().is_some_and(|r| {
+                    r.id == order.id && r.line_item_id.as_deref() == Some(line.to_string().as_str())
+                })
+            });
+            match hit {
+                Some(e) => found.push(EntitlementState {
+                    order_id: order.id.clone(),
+                    line_item_id: line.to_string(),
+                    product_id: e.product_id.clone(),
+                    sku_id: e.sku_id.clone(),
+                    quantity: e.quantity,
+                    kind: e.entitlement_type.as_ref().map(|k| k.as_str().to_owned()),
+                    artifacts: e
+                        .entitled_artifacts
+                        .iter()
+                        .filter_map(|a| {
+                            a.link.as_ref().map(|l| ArtifactState {
+                                uri: l.uri.clone(),
+                                resource_id: a.resource_id.clone(),
+                                reservation_ids: None,
+                            })
+                        })
+                        .collect(),
+                }),
+                None => missing += 1,
+            }
+        }
+    }
+    if missing > 0 {
+        return poll(
+            next,
+            format!("waiting for entitlements of {missing} order line(s)"),
+        );
+    }
+    next.entitlements = found;
+    next.entitlements_done = true;
+    let n = next.entitlements.len();
+    cont(next, format!("{n} entitlement(s) matched"))
+}
+
+/// The end: success, or needs attention when some order groups failed.
+pub fn finish(ctx: PurchaseContext) -> D {
+    finish_noting(ctx, "")
+}
+
+fn finish_noting(ctx: PurchaseContext, extra: &str) -> D {
+    if ctx.order_errors.is_empty() {
+        let reservations: usize = ctx
+            .entitlements
+            .iter()
+            .flat_map(|e| &e.artifacts)
+            .filter_map(|a| a.reservation_ids.as_ref())
+            .map(Vec::len)
+            .sum();
+        let note = format!(
+            "purchased: {} order(s), {} entitlement(s), {} reservation(s){extra}",
+            ctx.orders.len(),
+            ctx.entitlements.len(),
+            reservations
+        );
+        return Decision::Succeed { context: ctx, note };
+    }
+    let errors = ctx
+        .order_errors
+        .iter()
+        .map(|e| format!("group {}: {} {}", e.group, e.code, e.description))
+        .collect::<Vec<_>>()
+        .join("; ");
+    park(ctx, format!("partly bought: {errors}. The other orders completed. `pcsaga resume <id> --from Checkout` re-attempts the failed groups on the same cart"))
+}
+
+/// What happens when a failure carries `Config` on an entitlement call: app+user credentials
+/// are missing, so entitlements cannot be read (spec ambiguity 18): finish without them, and
+/// say so.
+fn entitlements_unavailable(mut ctx: PurchaseContext, why: &str) -> D {
+    ctx.entitlements_done = true;
+    finish_noting(ctx, &format!("; entitlements not read ({why})"))
+}

@@ -1,0 +1,5 @@
+//! Tests of the purchase saga: the transition table (pure), and whole purchases through the
+//! engine against the simulator.
+
+mod flow;
+mod transition_table;

@@ -1,0 +1,659 @@
+//! The transition table: every state × every class of outcome → decision, next state, wait
+//! and context change, snapshotted. Ids and times are not printed (only whether they changed),
+//! so the table is stable. A row per case; `row` does the work.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use pcsaga_engine::Decision;
+use pcsaga_partner_center::models::{
+    Availability, Cart, CartCheckoutResult, CartError, CartErrorCode, CartLineItem, Entitlement,
+    InventoryItem, InventoryRestriction, Order, OrderError, OrderLineItem, OrderStatus,
+    ReferenceOrder, RegistrationState, Sku, Term,
+};
+use pcsaga_partner_center::ErrorClass;
+use pcsaga_purchase::call::{Call, Failure, Outcome, Reply};
+use pcsaga_purchase::context::{
+    CartState, OrderState, Registration, RegistrationState as Reg, SkuFacts,
+};
+use pcsaga_purchase::decide::decide;
+use pcsaga_purchase::{parse_value, PurchaseContext, State};
+use serde_json::json;
+
+fn now() -> DateTime<Utc> {
+    DateTime::from_timestamp(1_800_000_000, 0).expect("valid")
+}
+
+fn request() -> PurchaseContext {
+    let request = parse_value(&json!({
+        "idempotencyKey": "table", "customerId": "4c4d0c6e-38b9-4c5a-a0f4-3b2f1c1e7a10", "country": "US",
+        "items": [{"productId": "DZH318Z0BQ3Q", "skuId": "0001", "quantity": 2, "termDuration": "P1Y",
+                   "provisioningContext": {"subscriptionId": "1c461a25-f729-4fa5-aadb-280947dd05e8", "scope": "shared"}}]
+    }))
+    .expect("valid request");
+    PurchaseContext::new(request)
+}
+
+fn sku_facts() -> SkuFacts {
+    SkuFacts {
+        title: "RI".into(),
+        needs_registration: true,
+        needs_inventory_check: true,
+        minimum_quantity: Some(1),
+        maximum_quantity: Some(999),
+        billing_cycles: vec!["one_time".into()],
+        provisioning_variables: vec!["Scope".into(), "SubscriptionId".into(), "Duration".into()],
+        inventory_variables: vec![
+            "CustomerId".into(),
+            "AzureSubscriptionId".into(),
+            "ArmRegionName".into(),
+        ],
+        arm_region_name: Some("eastus".into()),
+        duration: Some("1Year".into()),
+    }
+}
+
+/// A realistic context for a saga standing in `state`.
+fn at(state: State) -> PurchaseContext {
+    let mut ctx = request();
+    if state == State::Enablement {
+        return ctx;
+    }
+    ctx.items[0].sku = Some(sku_facts());
+    ctx.registrations_planned = true;
+    let status = if state == State::RegistrationPolling {
+        Registration::Registering
+    } else {
+        Registration::Registered
+    };
+    ctx.registrations = vec![Reg {
+        subscription_id: "1c461a25-f729-4fa5-aadb-280947dd05e8".into(),
+        status,
+        register_sent: true,
+    }];
+    if state <= State::Discovery {
+        ctx.items[0].product_checked = state == State::Discovery;
+        return ctx;
+    }
+    ctx.items[0].product_checked = true;
+    ctx.items[0].catalog_item_id = Some("DZH318Z0BQ3Q:0001:DZH318XZXVNF".into());
+    ctx.items[0].term_duration = Some("P1Y".into());
+    if state == State::InventoryCheck {
+        return ctx;
+    }
+    ctx.items[0].inventory_checked = true;
+    if state == State::CartBuild {
+        ctx.pending = Some(pcsaga_purchase::context::Intent {
+            call: "create_cart".into(),
+            request_id: uuid::Uuid::nil(),
+        });
+        return ctx;
+    }
+    ctx.cart = Some(CartState {
+        id: "cart-1".into(),
+        expires_at: Some(now() + chrono::Duration::days(7)),
+        needs_update: false,
+    });
+    ctx.checkout.attempted = true;
+    ctx.checkout.cart_id = Some("cart-1".into());
+    ctx.checkout.sent = 1;
+    if state == State::Checkout {
+        ctx.pending = Some(pcsaga_purchase::context::Intent {
+            call: "checkout".into(),
+            request_id: uuid::Uuid::nil(),
+        });
+        return ctx;
+    }
+    ctx.checkout.confirmed = true;
+    ctx.orders = vec![OrderState {
+        id: "order-1".into(),
+        status: "pending".into(),
+        lines: vec![(0, "DZH318Z0BQ3Q:0001:DZH318XZXVNF".into(), 2)],
+        completed: state == State::EntitlementFetch,
+    }];
+    ctx
+}
+
+fn primary_call(state: State) -> Call {
+    match state {
+        State::Enablement => Call::GetSku { item: 0 },
+        State::RegistrationPolling => Call::GetRegistration {
+            subscription_id: "1c461a25-f729-4fa5-aadb-280947dd05e8".into(),
+        },
+        State::Discovery => Call::ListAvailabilities { item: 0 },
+        State::InventoryCheck => Call::CheckInventory { item: 0 },
+        State::CartBuild => Call::CreateCart {
+            request_id: uuid::Uuid::nil(),
+            cart: Cart::default(),
+        },
+        State::Checkout => Call::Checkout {
+            cart_id: "cart-1".into(),
+            request_id: uuid::Uuid::nil(),
+        },
+        State::OrderVisibilityPolling => Call::GetOrder {
+            order_id: "order-1".into(),
+        },
+        State::EntitlementFetch => Call::ListEntitlements,
+    }
+}
+
+fn failure(class: ErrorClass, status: Option<u16>, code: Option<&str>) -> Outcome {
+    Err(Failure {
+        class,
+        status,
+        code: code.map(str::to_owned),
+        retry_after: (class == ErrorClass::Throttled).then(|| Duration::from_secs(30)),
+        message: format!(
+            "{} {}",
+            status
+                .map(|s| s.to_string())
+                .unwrap_or_else(|| "no reply".into()),
+            code.unwrap_or("")
+        ),
+    })
+}
+
+/// The generic classes every state is tested against.
+fn generic(class: &str) -> Outcome {
+    match class {
+        "transient" => failure(ErrorClass::Transient, Some(503), Some("800003")),
+        "throttled" => failure(ErrorClass::Throttled, Some(429), None),
+        "outcome_unknown" => failure(ErrorClass::OutcomeUnknown, None, None),
+        "business" => failure(ErrorClass::Business, Some(400), Some("800002")),
+        "not_found" => failure(ErrorClass::NotFound, Some(404), Some("1000")),
+        "auth_expired" => failure(ErrorClass::AuthExpired, Some(401), Some("400")),
+        other => unreachable!("no generic class {other}"),
+    }
+}
+
+fn success(state: State) -> Outcome {
+    Ok(match state {
+        State::Enablement => Reply::Sku(Box::new(Sku {
+            id: "0001".into(),
+            product_id: "DZH318Z0BQ3Q".into(),
+            purchase_prerequisites: vec![
+                pcsaga_partner_center::models::PurchasePrerequisite::AzureSubscriptionRegistration,
+                pcsaga_partner_center::models::PurchasePrerequisite::InventoryCheck,
+            ],
+            ..Sku::default()
+        })),
+        State::RegistrationPolling => Reply::Registration(RegistrationState::Registered),
+        State::Discovery => Reply::Availabilities(vec![Availability {
+            id: "DZH318XZXVNF".into(),
+            catalog_item_id: "DZH318Z0BQ3Q:0001:DZH318XZXVNF".into(),
+            is_purchasable: Some(true),
+            terms: vec![Term {
+                duration: Some("P1Y".into()),
+                ..Term::default()
+            }],
+            ..Availability::default()
+        }]),
+        State::InventoryCheck => Reply::Inventory(vec![InventoryItem {
+            product_id: "DZH318Z0BQ3Q".into(),
+            sku_id: Some("0001".into()),
+            is_restricted: false,
+            restrictions: vec![],
+        }]),
+        State::CartBuild => Reply::Cart(Box::new(cart(None))),
+        State::Checkout => Reply::Checkout(Box::new(CartCheckoutResult {
+            orders: vec![order(OrderStatus::Pending, "")],
+            ..Default::default()
+        })),
+        State::OrderVisibilityPolling => Reply::Order(Box::new(order(OrderStatus::Completed, ""))),
+        State::EntitlementFetch => Reply::Entitlements(vec![Entitlement {
+            reference_order: Some(ReferenceOrder {
+                id: "order-1".into(),
+                line_item_id: Some("0".into()),
+                alternate_id: None,
+            }),
+            quantity: 2,
+            ..Entitlement::default()
+        }]),
+    })
+}
+
+fn cart(error: Option<CartErrorCode>) -> Cart {
+    Cart {
+        id: Some("cart-1".into()),
+        expiration_timestamp: Some(now() + chrono::Duration::days(7)),
+        line_items: vec![CartLineItem {
+            id: Some(0),
+            catalog_item_id: "DZH318Z0BQ3Q:0001:DZH318XZXVNF".into(),
+            quantity: 2,
+            error: error.map(|code| CartError {
+                error_code: code,
+                error_description: Some("line error".into()),
+                additional_information: None,
+            }),
+            ..CartLineItem::default()
+        }],
+        ..Cart::default()
+    }
+}
+
+fn order(status: OrderStatus, friendly: &str) -> Order {
+    Order {
+        id: "order-1".into(),
+        status: Some(status),
+        line_items: vec![OrderLineItem {
+            line_item_number: 0,
+            offer_id: "DZH318Z0BQ3Q:0001:DZH318XZXVNF".into(),
+            quantity: 2,
+            friendly_name: Some(friendly.into()),
+            ..OrderLineItem::default()
+        }],
+        ..Order::default()
+    }
+}
+
+/// What changed in the context, without ids or times.
+fn changes(before: &PurchaseContext, after: &PurchaseContext) -> String {
+    let mut out = Vec::new();
+    match (&before.pending, &after.pending) {
+        (Some(_), None) => out.push("request id cleared".to_owned()),
+        (Some(a), Some(b)) if a == b => out.push("request id kept".to_owned()),
+        (None, Some(_)) => out.push("request id new".to_owned()),
+        _ => {}
+    }
+    if before.items[0].sku.is_none() && after.items[0].sku.is_some() {
+        out.push("sku recorded".into());
+    }
+    if before.items[0].catalog_item_id != after.items[0].catalog_item_id {
+        out.push(format!(
+            "catalog item {}",
+            if after.items[0].catalog_item_id.is_some() {
+                "chosen"
+            } else {
+                "dropped"
+            }
+        ));
+    }
+    if before.items[0].inventory_checked != after.items[0].inventory_checked {
+        out.push(format!(
+            "inventory checked={}",
+            after.items[0].inventory_checked
+        ));
+    }
+    if before.registrations != after.registrations {
+        out.push(format!(
+            "registrations {:?}",
+            after
+                .registrations
+                .iter()
+                .map(|r| r.status)
+                .collect::<Vec<_>>()
+        ));
+    }
+    if before.cart != after.cart {
+        out.push(match &after.cart {
+            Some(c) if c.needs_update => "cart kept, needs update".into(),
+            Some(_) => "cart recorded".into(),
+            None => "cart dropped".into(),
+        });
+    }
+    if before.checkout.answered != after.checkout.answered {
+        out.push(format!(
+            "checkouts answered={} of sent={}",
+            after.checkout.answered, after.checkout.sent
+        ));
+    }
+    if before.checkout.reconciling != after.checkout.reconciling {
+        out.push(format!("reconciling={}", after.checkout.reconciling));
+    }
+    if before.checkout.confirmed != after.checkout.confirmed {
+        out.push("checkout confirmed".into());
+    }
+    if before.orders != after.orders {
+        out.push(format!(
+            "orders={} completed={}",
+            after.orders.len(),
+            after.orders.iter().filter(|o| o.completed).count()
+        ));
+    }
+    if before.order_errors != after.order_errors {
+        out.push(format!("order errors={}", after.order_errors.len()));
+    }
+    if before.entitlements_done != after.entitlements_done {
+        out.push(format!("entitlements={}", after.entitlements.len()));
+    }
+    assert_eq!(
+        before.checkout.attempted, after.checkout.attempted,
+        "a decision never changes whether a checkout was sent"
+    );
+    if out.is_empty() {
+        "-".into()
+    } else {
+        out.join(", ")
+    }
+}
+
+/// One row: `state | call | outcome | decision | next | wait | context change`.
+fn row(state: State, ctx: &PurchaseContext, call: &Call, label: &str, outcome: Outcome) -> String {
+    let throttled = matches!(&outcome, Err(f) if f.retry_after.is_some());
+    let decision = decide(state, ctx, call, outcome, now());
+    let (next, wait) = match &decision {
+        Decision::Advance { to, .. } => (to.clone(), "now".to_owned()),
+        Decision::Continue { .. } => (state.name().to_owned(), "now".to_owned()),
+        Decision::Retry { .. } if throttled => (
+            state.name().to_owned(),
+            "backoff, at least Retry-After".to_owned(),
+        ),
+        Decision::Retry { .. } => (state.name().to_owned(), "backoff".to_owned()),
+        Decision::Poll { .. } => (state.name().to_owned(), "poll interval".to_owned()),
+        Decision::Succeed { .. } => ("succeeded".to_owned(), "-".to_owned()),
+        Decision::Fail { .. } => ("failed".to_owned(), "-".to_owned()),
+        Decision::Park { .. } => ("needs_attention".to_owned(), "-".to_owned()),
+    };
+    if state.after_checkout_began() {
+        // Failing is allowed only on a definite refusal of the first checkout: nothing was bought.
+        let definite_refusal = state == State::Checkout
+            && (label == "business" || label.contains("all groups failed"));
+        assert!(
+            !matches!(decision, Decision::Fail { .. }) || definite_refusal,
+            "{state} {label}: never fail once money may have moved"
+        );
+    }
+    format!(
+        "| {state} | {} | {label} | {} | {next} | {wait} | {} |",
+        call.name(),
+        decision.kind(),
+        changes(ctx, decision.context())
+    )
+}
+
+#[test]
+fn transition_table() {
+    let mut rows = vec![
+        "| state | call | outcome | decision | next | wait | context change |".to_owned(),
+        "|---|---|---|---|---|---|---|".to_owned(),
+    ];
+    let mut covered = BTreeSet::new();
+    const GENERIC: [&str; 6] = [
+        "transient",
+        "throttled",
+        "outcome_unknown",
+        "business",
+        "not_found",
+        "auth_expired",
+    ];
+    for state in State::ALL {
+        let ctx = at(state);
+        let call = primary_call(state);
+        rows.push(row(state, &ctx, &call, "success", success(state)));
+        covered.insert((state, "success"));
+        for class in GENERIC {
+            rows.push(row(state, &ctx, &call, class, generic(class)));
+            covered.insert((state, class));
+        }
+    }
+    // Special cases the spec names.
+    let reg = at(State::RegistrationPolling);
+    let poll_call = primary_call(State::RegistrationPolling);
+    rows.push(row(
+        State::RegistrationPolling,
+        &reg,
+        &poll_call,
+        "still registering",
+        Ok(Reply::Registration(RegistrationState::Registering)),
+    ));
+    rows.push(row(
+        State::RegistrationPolling,
+        &reg,
+        &poll_call,
+        "unknown status value",
+        Ok(Reply::Registration(RegistrationState::Unknown(
+            "Pending".into(),
+        ))),
+    ));
+    let enable = {
+        let mut c = at(State::RegistrationPolling);
+        c.registrations[0].status = Registration::NotRegistered;
+        c.registrations[0].register_sent = false;
+        c.pending = Some(pcsaga_purchase::context::Intent {
+            call: "register:1c461a25-f729-4fa5-aadb-280947dd05e8".into(),
+            request_id: uuid::Uuid::nil(),
+        });
+        c
+    };
+    let register = Call::Register {
+        subscription_id: "1c461a25-f729-4fa5-aadb-280947dd05e8".into(),
+        request_id: uuid::Uuid::nil(),
+    };
+    rows.push(row(
+        State::Enablement,
+        &enable,
+        &register,
+        "register accepted (202)",
+        Ok(Reply::Registered),
+    ));
+    rows.push(row(
+        State::Enablement,
+        &enable,
+        &register,
+        "register outcome_unknown",
+        generic("outcome_unknown"),
+    ));
+    rows.push(row(
+        State::Enablement,
+        &enable,
+        &register,
+        "register transient (5xx)",
+        generic("transient"),
+    ));
+    let disco = at(State::Discovery);
+    rows.push(row(
+        State::Discovery,
+        &disco,
+        &primary_call(State::Discovery),
+        "no availability with the term",
+        Ok(Reply::Availabilities(vec![])),
+    ));
+    let inv = at(State::InventoryCheck);
+    rows.push(row(
+        State::InventoryCheck,
+        &inv,
+        &primary_call(State::InventoryCheck),
+        "restricted",
+        Ok(Reply::Inventory(vec![InventoryItem {
+            product_id: "DZH318Z0BQ3Q".into(),
+            sku_id: Some("0001".into()),
+            is_restricted: true,
+            restrictions: vec![InventoryRestriction {
+                reason_code: Some("NotAvailableForSubscription".into()),
+                ..Default::default()
+            }],
+        }])),
+    ));
+    let cb = at(State::CartBuild);
+    let create = primary_call(State::CartBuild);
+    rows.push(row(
+        State::CartBuild,
+        &cb,
+        &create,
+        "line error subscription_not_registered",
+        Ok(Reply::Cart(Box::new(cart(Some(
+            CartErrorCode::SubscriptionNotRegistered,
+        ))))),
+    ));
+    rows.push(row(
+        State::CartBuild,
+        &cb,
+        &create,
+        "line error catalog_item_id_is_not_valid",
+        Ok(Reply::Cart(Box::new(cart(Some(
+            CartErrorCode::CatalogItemIdIsNotValid,
+        ))))),
+    ));
+    rows.push(row(
+        State::CartBuild,
+        &cb,
+        &create,
+        "line error invalid_input",
+        Ok(Reply::Cart(Box::new(cart(Some(
+            CartErrorCode::InvalidInput,
+        ))))),
+    ));
+    let update = {
+        let mut c = at(State::CartBuild);
+        c.cart = Some(CartState {
+            id: "cart-1".into(),
+            expires_at: None,
+            needs_update: true,
+        });
+        c
+    };
+    rows.push(row(
+        State::CartBuild,
+        &update,
+        &Call::UpdateCart {
+            request_id: uuid::Uuid::nil(),
+            cart_id: "cart-1".into(),
+            cart: Cart::default(),
+        },
+        "update: cart expired (404)",
+        generic("not_found"),
+    ));
+    let co = at(State::Checkout);
+    let checkout = primary_call(State::Checkout);
+    rows.push(row(
+        State::Checkout,
+        &co,
+        &checkout,
+        "in_flight 409/800064",
+        failure(ErrorClass::InFlight, Some(409), Some("800064")),
+    ));
+    rows.push(row(
+        State::Checkout,
+        &co,
+        &checkout,
+        "in_flight 409/800060",
+        failure(ErrorClass::InFlight, Some(409), Some("800060")),
+    ));
+    rows.push(row(
+        State::Checkout,
+        &co,
+        &checkout,
+        "already_submitted 400/800065",
+        failure(ErrorClass::AlreadySubmitted, Some(400), Some("800065")),
+    ));
+    let partial = CartCheckoutResult {
+        orders: vec![order(OrderStatus::Pending, "")],
+        order_errors: vec![OrderError {
+            order_group_id: Some("1".into()),
+            code: Some("800010".into()),
+            description: Some("no inventory".into()),
+        }],
+        ..Default::default()
+    };
+    rows.push(row(
+        State::Checkout,
+        &co,
+        &checkout,
+        "partial (orders + orderErrors)",
+        Ok(Reply::Checkout(Box::new(partial))),
+    ));
+    let none = CartCheckoutResult {
+        order_errors: vec![OrderError {
+            order_group_id: Some("0".into()),
+            code: Some("800010".into()),
+            description: None,
+        }],
+        ..Default::default()
+    };
+    rows.push(row(
+        State::Checkout,
+        &co,
+        &checkout,
+        "all groups failed",
+        Ok(Reply::Checkout(Box::new(none))),
+    ));
+    let after_unknown = {
+        let mut c = at(State::Checkout);
+        c.checkout.sent = 2;
+        c
+    };
+    rows.push(row(
+        State::Checkout,
+        &after_unknown,
+        &checkout,
+        "business after an unknown outcome",
+        generic("business"),
+    ));
+    let reconciling = {
+        let mut c = at(State::Checkout);
+        c.checkout.reconciling = true;
+        c.pending = None;
+        c
+    };
+    let token = reconciling.token.clone();
+    rows.push(row(
+        State::Checkout,
+        &reconciling,
+        &Call::ListOrders,
+        "reconcile: token not listed yet",
+        Ok(Reply::Orders(vec![order(
+            OrderStatus::Pending,
+            "someone else's",
+        )])),
+    ));
+    rows.push(row(
+        State::Checkout,
+        &reconciling,
+        &Call::ListOrders,
+        "reconcile: token found",
+        Ok(Reply::Orders(vec![order(
+            OrderStatus::Pending,
+            &format!("x [{token}]"),
+        )])),
+    ));
+    rows.push(row(
+        State::Checkout,
+        &reconciling,
+        &Call::ListOrders,
+        "reconcile: transient",
+        generic("transient"),
+    ));
+    let ov = at(State::OrderVisibilityPolling);
+    let get_order = primary_call(State::OrderVisibilityPolling);
+    rows.push(row(
+        State::OrderVisibilityPolling,
+        &ov,
+        &get_order,
+        "pending",
+        Ok(Reply::Order(Box::new(order(OrderStatus::Pending, "")))),
+    ));
+    rows.push(row(
+        State::OrderVisibilityPolling,
+        &ov,
+        &get_order,
+        "cancelled",
+        Ok(Reply::Order(Box::new(order(OrderStatus::Cancelled, "")))),
+    ));
+    let ef = at(State::EntitlementFetch);
+    rows.push(row(
+        State::EntitlementFetch,
+        &ef,
+        &Call::ListEntitlements,
+        "not listed yet",
+        Ok(Reply::Entitlements(vec![])),
+    ));
+    rows.push(row(
+        State::EntitlementFetch,
+        &ef,
+        &Call::ListEntitlements,
+        "no app+user credentials (config)",
+        failure(ErrorClass::Config, None, None),
+    ));
+
+    // Every state was tested against every class of outcome.
+    for state in State::ALL {
+        for class in ["success"].into_iter().chain(GENERIC) {
+            assert!(
+                covered.contains(&(state, class)),
+                "{state} × {class} has no row"
+            );
+        }
+    }
+    insta::assert_snapshot!(rows.join("\n"));
+}
