@@ -1,2 +1,359 @@
 //! Whole purchases: the engine with a manual clock and a real SQLite file, the workflow, the
-//! client, and the simulator on loopback.
+//! client, and the simulator on loopback. Time moves by hand, on both sides.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use pcsaga_engine::{
+    Engine, EngineConfig, ManualClock, Policies, SagaRecord, SagaStatus, SqliteConfig, SqliteStore,
+    Workflow,
+};
+use pcsaga_partner_center::{Client, ClientConfig, Credentials, Secret};
+use pcsaga_purchase::{parse_value, PurchaseContext, PurchaseWorkflow};
+use pcsaga_simulator::{CheckoutReplay, Fault, FaultPlan, FaultRule, SimConfig, Simulator};
+use serde_json::{json, Value};
+
+const CUSTOMER: &str = "4c4d0c6e-38b9-4c5a-a0f4-3b2f1c1e7a10";
+const SUBSCRIPTION: &str = "1c461a25-f729-4fa5-aadb-280947dd05e8";
+const POLICIES: &str = include_str!("../../../../workflows/one-time-purchase.toml");
+
+struct World {
+    sim: Simulator,
+    engine: Engine<PurchaseWorkflow, SqliteStore>,
+    clock: Arc<ManualClock>,
+    _dir: tempfile::TempDir,
+}
+
+async fn world(config: SimConfig) -> World {
+    let sim = Simulator::start(config).await.expect("simulator");
+    let c = sim.config();
+    let credentials = Credentials {
+        token_url: sim.token_url(),
+        resource: c.resource.clone(),
+        client_id: c.client_id.clone(),
+        client_secret: Secret::new(c.client_secret.clone()),
+        refresh_token: Some(Secret::new(c.refresh_token.clone())),
+    };
+    let mut client_config = ClientConfig::new(sim.base_url());
+    client_config.timeout = Duration::from_secs(2);
+    let client = Client::new(client_config, credentials).expect("client");
+    let workflow = PurchaseWorkflow::new(client);
+    let policies = Policies::parse(POLICIES, workflow.name(), workflow.states(), |s, p| {
+        workflow.validate_policy(s, p)
+    })
+    .expect("policies");
+    let dir = tempfile::tempdir().expect("dir");
+    let store = SqliteStore::open(SqliteConfig::new(dir.path().join("pcsaga.db")))
+        .await
+        .expect("store");
+    let clock = Arc::new(ManualClock::at(Utc::now()));
+    let engine = Engine::new(
+        workflow,
+        store,
+        policies,
+        clock.clone(),
+        EngineConfig::new("test-worker"),
+    );
+    World {
+        sim,
+        engine,
+        clock,
+        _dir: dir,
+    }
+}
+
+impl World {
+    async fn submit(&self, request: Value) -> String {
+        let request = parse_value(&request).expect("valid request");
+        let context = PurchaseContext::new(request.clone());
+        let input = serde_json::to_string(&request).expect("json");
+        self.engine
+            .submit(
+                &request.idempotency_key,
+                input,
+                &context,
+                Some(request.customer_id.clone()),
+            )
+            .await
+            .expect("submit")
+            .saga
+            .id
+    }
+
+    /// Runs due work and moves both clocks a minute at a time until nothing is active.
+    async fn settle(&self) {
+        for _ in 0..2000 {
+            self.engine.run_due().await.expect("run");
+            let active = self
+                .engine
+                .list(&pcsaga_engine::ListFilter {
+                    status: Some(SagaStatus::Active),
+                    ..Default::default()
+                })
+                .await
+                .expect("list");
+            if active.is_empty() {
+                return;
+            }
+            self.clock.advance(Duration::from_secs(60));
+            self.sim.advance_clock(Duration::from_secs(60));
+        }
+        panic!("purchases did not settle");
+    }
+
+    async fn saga(&self, id: &str) -> (SagaRecord, PurchaseContext) {
+        let saga = self.engine.get(id).await.expect("saga");
+        let ctx = serde_json::from_str(&saga.context).expect("context");
+        (saga, ctx)
+    }
+
+    /// Orders the simulator created for a purchase (by its token).
+    async fn orders_of(&self, id: &str) -> usize {
+        let (_, ctx) = self.saga(id).await;
+        self.sim.ledger().orders_with_token(&ctx.token).len()
+    }
+}
+
+fn ri(key: &str) -> Value {
+    json!({"idempotencyKey": key, "customerId": CUSTOMER, "country": "US", "segment": "commercial", "items": [
+        {"productId": "DZH318Z0BQ3Q", "skuId": "0001", "quantity": 2, "termDuration": "P1Y", "billingCycle": "one_time",
+         "provisioningContext": {"subscriptionId": SUBSCRIPTION, "scope": "shared"}}]})
+}
+
+fn software(key: &str) -> Value {
+    json!({"idempotencyKey": key, "customerId": CUSTOMER, "country": "US", "items": [
+        {"productId": "DG7GMGF0FKZV", "skuId": "0003", "quantity": 5, "termDuration": "P1Y", "friendlyName": "Datacenter cores"}]})
+}
+
+fn perpetual(key: &str) -> Value {
+    json!({"idempotencyKey": key, "customerId": CUSTOMER, "country": "US", "items": [{"productId": "DG7GMGF0DWTL", "skuId": "0001", "quantity": 1}]})
+}
+
+#[tokio::test]
+async fn each_kind_of_purchase_succeeds_with_one_order() {
+    let w = world(SimConfig::default()).await;
+    let ids = [
+        w.submit(ri("ri-1")).await,
+        w.submit(software("sw-1")).await,
+        w.submit(perpetual("pp-1")).await,
+    ];
+    w.settle().await;
+    for id in &ids {
+        let (saga, ctx) = w.saga(id).await;
+        assert_eq!(
+            saga.status,
+            SagaStatus::Succeeded,
+            "{id}: {:?}",
+            saga.last_error
+        );
+        assert_eq!(w.orders_of(id).await, 1);
+        assert_eq!(ctx.entitlements.len(), 1);
+        assert!(ctx.orders.iter().all(|o| o.completed));
+    }
+    // The RI needed registration and an inventory check, and got its reservation ids.
+    let (_, ri_ctx) = w.saga(&ids[0]).await;
+    assert!(ri_ctx.registrations.iter().all(|r| r.register_sent));
+    assert!(ri_ctx.items[0].inventory_checked);
+    assert_eq!(
+        ri_ctx.items[0]
+            .provisioning_context
+            .get("duration")
+            .map(String::as_str),
+        Some("1Year"),
+        "filled from the SKU"
+    );
+    assert_eq!(
+        ri_ctx.entitlements[0].artifacts[0]
+            .reservation_ids
+            .as_ref()
+            .map(Vec::len),
+        Some(1)
+    );
+    // Every side-effecting call had its intent recorded first.
+    let history = w.engine.history(&ids[0]).await.expect("history");
+    let checkout_intent = history
+        .iter()
+        .position(|r| {
+            r.kind == "intent"
+                && r.detail
+                    .as_deref()
+                    .is_some_and(|d| d.contains("\"checkout\""))
+        })
+        .expect("intent");
+    let checkout_attempt = history
+        .iter()
+        .position(|r| r.kind == "attempt" && r.call.as_deref() == Some("checkout"))
+        .expect("attempt");
+    assert!(checkout_intent < checkout_attempt);
+    assert_eq!(w.sim.ledger().checkouts.len(), 3);
+}
+
+#[tokio::test]
+async fn a_multi_item_cart_becomes_two_orders() {
+    let w = world(SimConfig::default()).await;
+    let mut request = ri("multi");
+    request["items"].as_array_mut().expect("items").push(
+        json!({"productId": "DG7GMGF0FKZV", "skuId": "0003", "quantity": 2, "termDuration": "P3Y"}),
+    );
+    request["items"]
+        .as_array_mut()
+        .expect("items")
+        .push(json!({"productId": "DG7GMGF0DWM3", "skuId": "0002", "quantity": 1}));
+    let id = w.submit(request).await;
+    w.settle().await;
+    let (saga, ctx) = w.saga(&id).await;
+    assert_eq!(saga.status, SagaStatus::Succeeded, "{:?}", saga.last_error);
+    assert_eq!(
+        ctx.orders.len(),
+        2,
+        "reservations and perpetual share a group; the subscription has its own"
+    );
+    assert_eq!(ctx.entitlements.len(), 3);
+    assert_eq!(w.sim.ledger().checkouts.len(), 1);
+}
+
+#[tokio::test]
+async fn an_inventory_restriction_fails_before_any_cart() {
+    let w = world(SimConfig::default()).await;
+    let mut request = ri("restricted");
+    request["items"][0]["skuId"] = json!("0003"); // japanwest, restricted by default
+    let id = w.submit(request).await;
+    w.settle().await;
+    let (saga, _) = w.saga(&id).await;
+    assert_eq!(
+        (saga.status, saga.state.as_str()),
+        (SagaStatus::Failed, "InventoryCheck")
+    );
+    assert!(
+        saga.last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("NotAvailableForSubscription")),
+        "{:?}",
+        saga.last_error
+    );
+    assert!(w.sim.ledger().carts.is_empty());
+}
+
+#[tokio::test]
+async fn a_lost_checkout_reply_is_recalled_on_the_same_cart() {
+    let w = world(SimConfig::default()).await;
+    w.sim
+        .set_faults(FaultPlan {
+            seed: 1,
+            rules: vec![FaultRule {
+                endpoint: "checkout".into(),
+                probability: 1.0,
+                after: 0,
+                limit: Some(1),
+                fault: Fault::Drop,
+            }],
+        })
+        .expect("plan");
+    let id = w.submit(perpetual("dropped")).await;
+    w.settle().await;
+    let (saga, _) = w.saga(&id).await;
+    assert_eq!(saga.status, SagaStatus::Succeeded, "{:?}", saga.last_error);
+    assert_eq!(w.orders_of(&id).await, 1, "bought once");
+    let ledger = w.sim.ledger();
+    assert_eq!(ledger.carts.len(), 1, "never a second cart");
+    assert_eq!(ledger.checkouts[0].calls, 2);
+    assert_eq!(
+        ledger.checkouts[0].request_ids[0], ledger.checkouts[0].request_ids[1],
+        "the same MS-RequestId after a lost reply"
+    );
+}
+
+#[tokio::test]
+async fn already_submitted_is_reconciled_through_the_lagging_order_list() {
+    let w = world(SimConfig {
+        checkout_replay: CheckoutReplay::AlreadySubmitted,
+        order_list_lag_s: 900,
+        ..SimConfig::default()
+    })
+    .await;
+    w.sim
+        .set_faults(FaultPlan {
+            seed: 1,
+            rules: vec![FaultRule {
+                endpoint: "checkout".into(),
+                probability: 1.0,
+                after: 0,
+                limit: Some(1),
+                fault: Fault::Drop,
+            }],
+        })
+        .expect("plan");
+    let id = w.submit(software("reconcile")).await;
+    w.settle().await;
+    let (saga, ctx) = w.saga(&id).await;
+    assert_eq!(saga.status, SagaStatus::Succeeded, "{:?}", saga.last_error);
+    assert!(ctx
+        .checkout
+        .reconcile_reason
+        .as_deref()
+        .is_some_and(|r| r.contains("800065")));
+    assert_eq!(w.orders_of(&id).await, 1);
+    let history = w.engine.history(&id).await.expect("history");
+    assert!(
+        history
+            .iter()
+            .filter(|r| r.call.as_deref() == Some("list_orders"))
+            .count()
+            >= 2,
+        "it polled the list until the order appeared"
+    );
+}
+
+#[tokio::test]
+async fn a_partial_checkout_parks_and_money_rules_hold() {
+    let w = world(SimConfig {
+        checkout_restricted_regions: vec!["eastus".into()],
+        ..SimConfig::default()
+    })
+    .await;
+    let mut request = ri("partial");
+    request["items"].as_array_mut().expect("items").push(
+        json!({"productId": "DG7GMGF0FKZV", "skuId": "0003", "quantity": 1, "termDuration": "P1Y"}),
+    );
+    let id = w.submit(request).await;
+    w.settle().await;
+    let (saga, ctx) = w.saga(&id).await;
+    assert_eq!(saga.status, SagaStatus::NeedsAttention);
+    assert!(
+        saga.last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("partly bought") && e.contains("800010")),
+        "{:?}",
+        saga.last_error
+    );
+    assert_eq!(ctx.orders.len(), 1);
+    // Going back before Checkout could buy twice: refused. Cancelling is refused too.
+    let refused = w
+        .engine
+        .resume(&id, Some("CartBuild"), "try again")
+        .await
+        .expect_err("refused");
+    assert!(refused.to_string().contains("could buy twice"), "{refused}");
+    let refused = w.engine.cancel(&id, "stop").await.expect_err("refused");
+    assert!(
+        refused.to_string().contains("money may have moved"),
+        "{refused}"
+    );
+    // Resuming from Checkout re-attempts the failed group on the same cart.
+    w.engine
+        .resume(&id, Some("Checkout"), "inventory is back")
+        .await
+        .expect("resume");
+    assert_eq!(w.sim.ledger().carts.len(), 1);
+}
+
+#[tokio::test]
+async fn the_same_idempotency_key_is_one_purchase() {
+    let w = world(SimConfig::default()).await;
+    let first = w.submit(perpetual("same")).await;
+    let second = w.submit(perpetual("same")).await;
+    assert_eq!(first, second);
+    w.settle().await;
+    assert_eq!(w.sim.ledger().checkouts.len(), 1);
+}
