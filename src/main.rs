@@ -1,1 +1,76 @@
-fn main() {}
+//! The `pcsaga` binary: CLI verbs, daemon wiring, configuration and the demo.
+
+mod app;
+mod cli;
+mod commands;
+mod config;
+mod exit;
+mod output;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+use crate::cli::{Cli, Command, LogFormat, WorkflowCommand};
+use crate::exit::{Exit, Failed};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let default_filter = match cli.command {
+        Command::Daemon(_) | Command::Sim(_) => "info",
+        _ => "warn",
+    };
+    let filter = cli
+        .global
+        .log
+        .clone()
+        .map_or_else(|| EnvFilter::new(default_filter), EnvFilter::new);
+    let subscriber = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match cli.global.log_format {
+        LogFormat::Json => subscriber.json().init(),
+        LogFormat::Text => subscriber.init(),
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return Exit::Failure.into();
+        }
+    };
+    match runtime.block_on(dispatch(&cli)) {
+        Ok(exit) => exit.into(),
+        Err(Failed { exit, error }) => {
+            eprintln!("error: {error:#}");
+            exit.into()
+        }
+    }
+}
+
+async fn dispatch(cli: &Cli) -> Result<Exit, Failed> {
+    let global = &cli.global;
+    // The configuration file is read only by the verbs that use it.
+    let file = || {
+        crate::config::load_file(global.config.as_deref())
+            .map_err(|e| Failed::new(Exit::InvalidInput, e))
+    };
+    match &cli.command {
+        Command::Daemon(args) => commands::daemon::run(global, args, &file()?).await,
+        Command::Submit(args) => commands::submit::run(global, args, &file()?).await,
+        Command::List(args) => commands::inspect::list(global, args, &file()?).await,
+        Command::Show(args) => commands::inspect::show(global, args, &file()?).await,
+        Command::Resume(args) => commands::operator::resume(global, args, &file()?).await,
+        Command::Cancel(args) => commands::operator::cancel(global, args, &file()?).await,
+        Command::Sim(args) => commands::sim::run(args).await,
+        Command::Migrate => commands::migrate(global, &file()?).await,
+        Command::Workflow(WorkflowCommand::Validate { file: path, json }) => {
+            commands::workflow::validate(path, *json)
+        }
+        Command::Demo(args) => commands::demo::run(args).await,
+    }
+}

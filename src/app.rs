@@ -1,0 +1,90 @@
+//! Wiring: stores, engines and clients from the configuration.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use pcsaga_engine::{
+    Engine, EngineConfig, Policies, SqliteConfig, SqliteStore, SystemClock, Workflow,
+};
+use pcsaga_partner_center::{Client, ClientConfig};
+use pcsaga_purchase::PurchaseWorkflow;
+
+use crate::config::{self, ConfigError, FileConfig};
+
+/// The built-in policy file.
+pub const DEFAULT_POLICIES: &str = include_str!("../workflows/one-time-purchase.toml");
+
+/// Opens the database named by the flags and configuration.
+pub async fn open_store(
+    db: Option<&Path>,
+    file: &FileConfig,
+) -> anyhow::Result<(SqliteStore, PathBuf)> {
+    let path = config::database_path(db, file);
+    let mut sqlite = SqliteConfig::new(&path);
+    sqlite.durability = config::durability(file)?;
+    let store = SqliteStore::open(sqlite)
+        .await
+        .with_context(|| format!("opening the database {}", path.display()))?;
+    Ok((store, path))
+}
+
+/// Loads and validates policies from a file, or the built-in ones.
+pub fn policies(path: Option<&Path>) -> anyhow::Result<Policies> {
+    let workflow = PurchaseWorkflow::offline();
+    let (text, origin) = match path {
+        Some(path) => (
+            std::fs::read_to_string(path).map_err(|e| {
+                ConfigError(format!(
+                    "cannot read the workflow file {}: {e}",
+                    path.display()
+                ))
+            })?,
+            path.display().to_string(),
+        ),
+        None => (
+            DEFAULT_POLICIES.to_owned(),
+            "built-in workflows/one-time-purchase.toml".to_owned(),
+        ),
+    };
+    Policies::parse(&text, workflow.name(), workflow.states(), |s, p| {
+        workflow.validate_policy(s, p)
+    })
+    .map_err(|e| ConfigError(format!("{origin}: {e}")).into())
+}
+
+/// An engine for operator commands (no Partner Center calls).
+pub fn offline_engine(store: SqliteStore) -> Engine<PurchaseWorkflow, SqliteStore> {
+    let policies = policies(None).unwrap_or_else(|_| Policies {
+        workflow: pcsaga_purchase::WORKFLOW_NAME.to_owned(),
+        states: Default::default(),
+    });
+    Engine::new(
+        PurchaseWorkflow::offline(),
+        store,
+        policies,
+        Arc::new(SystemClock),
+        EngineConfig::new(owner_name("cli")),
+    )
+}
+
+/// A Partner Center client from the configuration.
+pub fn client(file: &FileConfig) -> anyhow::Result<Client> {
+    let pc = config::partner_center(file)?;
+    let mut config = ClientConfig::new(pc.base_url);
+    config.timeout = pc.timeout;
+    Ok(Client::new(config, pc.credentials)?)
+}
+
+/// A lease owner name unique to this process run: host, pid and a random suffix.
+pub fn owner_name(role: &str) -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "host".to_owned());
+    format!(
+        "{role}@{host}:{}:{}",
+        std::process::id(),
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    )
+}

@@ -1,0 +1,204 @@
+//! The command line.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// pcsaga buys Azure reserved VM instances, software subscriptions and perpetual software
+/// through the Microsoft Partner Center API, as durable sagas that survive crashes and outages
+/// and never buy twice.
+///
+/// Quick start: `pcsaga demo` runs everything on a built-in Partner Center simulator.
+/// Against the real service: set PCSAGA_TENANT_ID, PCSAGA_CLIENT_ID, PCSAGA_CLIENT_SECRET
+/// (and PCSAGA_REFRESH_TOKEN for entitlements), `pcsaga submit request.json`, then
+/// `pcsaga daemon`. `pcsaga list` and `pcsaga show ID` tell you where each purchase stands.
+#[derive(Debug, Parser)]
+#[command(
+    name = "pcsaga",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct Global {
+    /// The SQLite database (created if missing, readable by its owner only).
+    #[arg(long, global = true, env = "PCSAGA_DB", value_name = "PATH")]
+    pub db: Option<PathBuf>,
+    /// A TOML configuration file (see README: Configuration).
+    #[arg(long, global = true, env = "PCSAGA_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// Log filter, e.g. `info` or `pcsaga=debug` (default: info for daemon and sim, warn otherwise).
+    #[arg(long, global = true, env = "PCSAGA_LOG", value_name = "FILTER")]
+    pub log: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run workers that drain the purchase queue until SIGINT or SIGTERM.
+    ///
+    /// On a signal the daemon stops claiming, lets each purchase finish its current step,
+    /// gives the rest back to the queue and exits 0. Killed harder, nothing is lost: another
+    /// daemon (or this one, restarted) picks the purchases up when their leases run out.
+    Daemon(DaemonArgs),
+    /// Submit one purchase request (JSON) or many (NDJSON, one per line) from FILE or `-`.
+    ///
+    /// Every request is checked in full before anything is written; a refusal names the
+    /// field. In NDJSON the good lines are accepted and the bad ones reported. Submitting an
+    /// idempotency key again returns the first purchase.
+    Submit(SubmitArgs),
+    /// List purchases, newest last.
+    List(ListArgs),
+    /// Show one purchase: state, what it waits for, its context and every attempt.
+    Show(ShowArgs),
+    /// Resume a failed or parked purchase, optionally from another state.
+    ///
+    /// Refused when it could buy twice: once a checkout was sent, a purchase can only be
+    /// resumed from Checkout or later (Checkout re-uses the same cart).
+    Resume(ResumeArgs),
+    /// Cancel a purchase before its checkout.
+    Cancel(CancelArgs),
+    /// Run the Partner Center simulator on its own (prints the URL and credentials to use).
+    Sim(SimArgs),
+    /// Create or upgrade the database schema.
+    Migrate,
+    /// Work with workflow policy files.
+    #[command(subcommand)]
+    Workflow(WorkflowCommand),
+    /// Run the whole product on built-in defaults: simulator, fresh database, example
+    /// purchases, the daemon, and a summary.
+    Demo(DemoArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DaemonArgs {
+    /// Purchases driven at once.
+    #[arg(long, env = "PCSAGA_CONCURRENCY")]
+    pub concurrency: Option<usize>,
+    /// Partner Center calls in flight at once, across all purchases.
+    #[arg(long, env = "PCSAGA_MAX_CALLS")]
+    pub max_calls: Option<usize>,
+    /// Seconds a claimed purchase stays leased without progress. Must exceed the call timeout.
+    #[arg(long, env = "PCSAGA_LEASE_S")]
+    pub lease_s: Option<u64>,
+    /// The workflow policy file (default: the built-in workflows/one-time-purchase.toml).
+    #[arg(long, env = "PCSAGA_WORKFLOW", value_name = "FILE")]
+    pub workflow: Option<PathBuf>,
+    /// Exit once no purchase is active (for batch runs and tests).
+    #[arg(long)]
+    pub exit_when_idle: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SubmitArgs {
+    /// A JSON file, an NDJSON file, or `-` for standard input.
+    pub file: String,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// active, succeeded, failed, needs_attention or cancelled.
+    #[arg(long)]
+    pub status: Option<String>,
+    /// A state name, e.g. Checkout.
+    #[arg(long)]
+    pub state: Option<String>,
+    /// A customer id.
+    #[arg(long)]
+    pub customer: Option<String>,
+    /// Only purchases created within this long, e.g. `30m`, `24h`, `7d`.
+    #[arg(long, value_name = "AGE")]
+    pub since: Option<String>,
+    /// At most this many rows.
+    #[arg(long, default_value_t = 1000)]
+    pub limit: u32,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    /// The purchase id (from `submit` or `list`).
+    pub id: String,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ResumeArgs {
+    pub id: String,
+    /// The state to resume in (default: where it stopped).
+    #[arg(long)]
+    pub from: Option<String>,
+    /// Why, for the purchase's history.
+    #[arg(long)]
+    pub reason: String,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CancelArgs {
+    pub id: String,
+    /// Why, for the purchase's history.
+    #[arg(long)]
+    pub reason: String,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SimArgs {
+    /// Address to listen on. Loopback by default; anything else exposes fake credentials.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub bind: String,
+    /// Port (0 picks a free one).
+    #[arg(long, default_value_t = 0)]
+    pub port: u16,
+    /// A TOML file of simulator settings (SimConfig; see README).
+    #[arg(long, value_name = "FILE")]
+    pub sim_config: Option<PathBuf>,
+    /// Print the connection details as JSON on one line.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WorkflowCommand {
+    /// Check a policy file and print the policy of every state.
+    Validate {
+        file: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Policy intervals are divided by this so the demo runs in seconds, not hours.
+    #[arg(long, default_value_t = 30.0)]
+    pub speedup: f64,
+    /// Seed of the simulator's injected faults.
+    #[arg(long, default_value_t = 7)]
+    pub seed: u64,
+    #[arg(long)]
+    pub json: bool,
+}

@@ -1,0 +1,133 @@
+//! `pcsaga daemon`: workers draining the queue until a signal.
+
+use std::time::Duration;
+
+use pcsaga_engine::{Engine, EngineConfig, SagaStatus, Store, SystemClock};
+use pcsaga_purchase::PurchaseWorkflow;
+use tokio::sync::watch;
+
+use crate::cli::{DaemonArgs, Global};
+use crate::config::{ConfigError, FileConfig};
+use crate::exit::{Exit, Failed};
+
+pub async fn run(global: &Global, args: &DaemonArgs, file: &FileConfig) -> Result<Exit, Failed> {
+    let client = crate::app::client(file)?;
+    let timeout = client.config().timeout;
+    let workflow_path = args
+        .workflow
+        .clone()
+        .or_else(|| file.daemon.workflow.clone());
+    let policies = crate::app::policies(workflow_path.as_deref())?;
+    let mut config = EngineConfig::new(crate::app::owner_name("daemon"));
+    config.concurrency = args.concurrency.or(file.daemon.concurrency).unwrap_or(32);
+    config.max_calls_in_flight = args
+        .max_calls
+        .or(file.daemon.max_calls_in_flight)
+        .unwrap_or(16);
+    let lease_s = args
+        .lease_s
+        .or(file.daemon.lease_s)
+        .unwrap_or_else(|| (timeout.as_secs() * 2).max(120));
+    config.lease = Duration::from_secs(lease_s);
+    if !(1..=10_000).contains(&config.concurrency) {
+        return Err(Failed::new(
+            Exit::InvalidInput,
+            ConfigError(format!(
+                "daemon.concurrency = {}: must be between 1 and 10000",
+                config.concurrency
+            )),
+        ));
+    }
+    if !(1..=1_000).contains(&config.max_calls_in_flight) {
+        return Err(Failed::new(
+            Exit::InvalidInput,
+            ConfigError(format!(
+                "daemon.max_calls_in_flight = {}: must be between 1 and 1000",
+                config.max_calls_in_flight
+            )),
+        ));
+    }
+    // A lease shorter than a call could expire mid-call; the write would then be refused and
+    // the step repeated. Safe, but wasteful: refuse the setting.
+    if config.lease <= timeout + Duration::from_secs(1) {
+        return Err(Failed::new(
+            Exit::InvalidInput,
+            ConfigError(format!("daemon.lease_s = {lease_s} must be longer than partner_center.timeout_s = {} (plus a second)", timeout.as_secs())),
+        ));
+    }
+    let (store, path) = crate::app::open_store(global.db.as_deref(), file).await?;
+    let owner = config.owner.clone();
+    let engine = Engine::new(
+        PurchaseWorkflow::new(client),
+        store.clone(),
+        policies,
+        std::sync::Arc::new(SystemClock),
+        config.clone(),
+    );
+    let (stop, stopped) = watch::channel(false);
+    tokio::spawn(signals(stop.clone()));
+    if args.exit_when_idle {
+        tokio::spawn(stop_when_idle(store.clone(), stop.clone()));
+    }
+    tracing::info!(
+        db = %path.display(),
+        owner = %owner,
+        concurrency = config.concurrency,
+        max_calls_in_flight = config.max_calls_in_flight,
+        lease_s,
+        "daemon started"
+    );
+    engine.run(stopped).await?;
+    tracing::info!("daemon stopped cleanly");
+    Ok(Exit::Ok)
+}
+
+async fn signals(stop: watch::Sender<bool>) {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(
+            tokio::signal::unix::SignalKind::terminate(),
+        ) {
+            Ok(term) => term,
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGTERM; only SIGINT stops the daemon cleanly");
+                let _ = ctrl_c.await;
+                let _ = stop.send(true);
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => tracing::info!("SIGINT: stopping"),
+            _ = term.recv() => tracing::info!("SIGTERM: stopping"),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+    let _ = stop.send(true);
+}
+
+async fn stop_when_idle<S: Store>(store: S, stop: watch::Sender<bool>) {
+    loop {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        match store.count_by_status().await {
+            Ok(counts) if counts.get(&SagaStatus::Active).copied().unwrap_or(0) == 0 => {
+                tracing::info!("no active purchase left: stopping (--exit-when-idle)");
+                let _ = stop.send(true);
+                return;
+            }
+            Ok(_) => {}
+            Err(error) => tracing::warn!(%error, "cannot count active purchases"),
+        }
+    }
+}
+
+/// Used by the demo: the same run loop on an existing engine.
+pub async fn run_engine(
+    engine: &Engine<PurchaseWorkflow, pcsaga_engine::SqliteStore>,
+    stopped: watch::Receiver<bool>,
+) -> Result<(), Failed> {
+    engine.run(stopped).await.map_err(Failed::from)
+}

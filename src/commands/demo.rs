@@ -1,0 +1,328 @@
+//! `pcsaga demo`: the whole product on built-in defaults.
+//!
+//! Starts the simulator in-process on loopback with realistic latency and some injected 429s,
+//! 503s and one lost checkout reply; opens a fresh SQLite file; submits the example purchases
+//! of `workflows/examples/`; runs the daemon until every purchase has stopped; prints a
+//! summary and the commands to inspect the one that failed.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use pcsaga_engine::{Engine, EngineConfig, ListFilter, SagaStatus, SystemClock};
+use pcsaga_partner_center::{Client, ClientConfig, Credentials, Secret};
+use pcsaga_purchase::{parse_request, PurchaseContext, PurchaseWorkflow};
+use pcsaga_simulator::{Fault, FaultPlan, FaultRule, SimConfig, Simulator};
+use serde_json::json;
+use tokio::sync::watch;
+
+use crate::cli::DemoArgs;
+use crate::exit::{Exit, Failed};
+use crate::output::{print, print_json, Table};
+
+/// The example purchases, built in so the demo runs from any directory. The last field is
+/// the status the demo expects.
+const EXAMPLES: &[(&str, &str, SagaStatus)] = &[
+    (
+        "ri-with-registration",
+        include_str!("../../workflows/examples/ri-with-registration.json"),
+        SagaStatus::Succeeded,
+    ),
+    (
+        "software-subscription",
+        include_str!("../../workflows/examples/software-subscription.json"),
+        SagaStatus::Succeeded,
+    ),
+    (
+        "perpetual-software",
+        include_str!("../../workflows/examples/perpetual-software.json"),
+        SagaStatus::Succeeded,
+    ),
+    (
+        "multi-item",
+        include_str!("../../workflows/examples/multi-item.json"),
+        SagaStatus::Succeeded,
+    ),
+    (
+        "restricted-region",
+        include_str!("../../workflows/examples/restricted-region.json"),
+        SagaStatus::Failed,
+    ),
+];
+
+/// The demo gives up after this long (its purchases take seconds).
+const DEMO_DEADLINE: Duration = Duration::from_secs(180);
+
+fn rule(endpoint: &str, probability: f64, limit: Option<u64>, fault: Fault) -> FaultRule {
+    FaultRule {
+        endpoint: endpoint.to_owned(),
+        probability,
+        after: 0,
+        limit,
+        fault,
+    }
+}
+
+pub async fn run(args: &DemoArgs) -> Result<Exit, Failed> {
+    let started = Instant::now();
+    let sim_config = SimConfig {
+        registration_polls: 3,
+        order_completion_s: 3,
+        order_list_lag_s: 30,
+        checkout_duration_ms: 150,
+        faults: FaultPlan {
+            seed: args.seed,
+            rules: vec![
+                rule(
+                    "*",
+                    1.0,
+                    None,
+                    Fault::Latency {
+                        min_ms: 20,
+                        max_ms: 150,
+                    },
+                ),
+                rule(
+                    "*",
+                    0.04,
+                    None,
+                    Fault::Throttle {
+                        retry_after_s: 1,
+                        http_date: false,
+                    },
+                ),
+                rule(
+                    "*",
+                    0.03,
+                    None,
+                    Fault::Status {
+                        status: 503,
+                        code: None,
+                    },
+                ),
+                // One checkout reply is lost after the order was placed: the saga re-calls
+                // checkout on the same cart and gets the same order back.
+                rule("checkout", 1.0, Some(1), Fault::Drop),
+            ],
+        },
+        ..SimConfig::default()
+    };
+    let sim = Simulator::start(sim_config)
+        .await
+        .map_err(|e| Failed::new(Exit::Failure, e))?;
+    let dir = std::env::temp_dir().join(format!(
+        "pcsaga-demo-{}-{}",
+        chrono::Utc::now().format("%Y%m%d-%H%M%S"),
+        std::process::id()
+    ));
+    std::fs::create_dir_all(&dir).map_err(|e| {
+        Failed::new(
+            Exit::Database,
+            anyhow::anyhow!("cannot create {}: {e}", dir.display()),
+        )
+    })?;
+    let db = dir.join("pcsaga.db");
+    let c = sim.config();
+    let credentials = Credentials {
+        token_url: sim.token_url(),
+        resource: c.resource.clone(),
+        client_id: c.client_id.clone(),
+        client_secret: Secret::new(c.client_secret.clone()),
+        refresh_token: Some(Secret::new(c.refresh_token.clone())),
+    };
+    let mut client_config = ClientConfig::new(sim.base_url());
+    client_config.timeout = Duration::from_secs(5);
+    let client = Client::new(client_config, credentials)?;
+    let policies = crate::app::policies(None)?.scaled(args.speedup);
+    let store = pcsaga_engine::SqliteStore::open(pcsaga_engine::SqliteConfig::new(&db)).await?;
+    let mut config = EngineConfig::new(crate::app::owner_name("demo"));
+    config.concurrency = 8;
+    config.max_calls_in_flight = 8;
+    config.lease = Duration::from_secs(30);
+    config.idle_poll = Duration::from_millis(100);
+    let engine = Engine::new(
+        PurchaseWorkflow::new(client),
+        store,
+        policies,
+        Arc::new(SystemClock),
+        config,
+    );
+
+    eprintln!(
+        "pcsaga demo: simulator at {}, database {}",
+        sim.base_url(),
+        db.display()
+    );
+    eprintln!("  faults: 20-150 ms latency per call, 4% 429 (Retry-After 1 s), 3% 503, one lost checkout reply; policies sped up {}x", args.speedup);
+    let mut expected = BTreeMap::new();
+    for (name, text, want) in EXAMPLES {
+        let request = parse_request(text).map_err(|e| {
+            Failed::new(
+                Exit::Failure,
+                anyhow::anyhow!("built-in example {name} is invalid: {e}"),
+            )
+        })?;
+        let context = PurchaseContext::new(request.clone());
+        let input = serde_json::to_string(&request).map_err(|e| Failed::new(Exit::Failure, e))?;
+        let submitted = engine
+            .submit(
+                &request.idempotency_key,
+                input,
+                &context,
+                Some(request.customer_id.clone()),
+            )
+            .await?;
+        expected.insert(
+            submitted.saga.id.clone(),
+            (*name, *want, request.items.len()),
+        );
+        eprintln!("  submitted {name:<22} {}", submitted.saga.id);
+    }
+
+    let (stop, stopped) = watch::channel(false);
+    let runner = {
+        let engine = engine.clone();
+        tokio::spawn(async move { super::daemon::run_engine(&engine, stopped).await })
+    };
+    let mut last_line = String::new();
+    let mut timed_out = false;
+    loop {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let sagas = engine.list(&ListFilter::default()).await?;
+        let mut by_status: BTreeMap<String, usize> = BTreeMap::new();
+        let mut active_states: BTreeMap<String, usize> = BTreeMap::new();
+        for saga in &sagas {
+            *by_status.entry(saga.status.to_string()).or_default() += 1;
+            if saga.status == SagaStatus::Active {
+                *active_states.entry(saga.state.clone()).or_default() += 1;
+            }
+        }
+        let line = format!(
+            "{} | active in: {}",
+            by_status
+                .iter()
+                .map(|(s, n)| format!("{n} {s}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            if active_states.is_empty() {
+                "-".to_owned()
+            } else {
+                active_states
+                    .iter()
+                    .map(|(s, n)| format!("{s} {n}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            }
+        );
+        if line != last_line {
+            eprintln!("  [{:>5.1}s] {line}", started.elapsed().as_secs_f64());
+            last_line = line;
+        }
+        if active_states.is_empty() {
+            break;
+        }
+        if started.elapsed() > DEMO_DEADLINE {
+            timed_out = true;
+            eprintln!(
+                "  the demo did not finish within {}s; stopping",
+                DEMO_DEADLINE.as_secs()
+            );
+            break;
+        }
+    }
+    let _ = stop.send(true);
+    match runner.await {
+        Ok(result) => result?,
+        Err(e) => {
+            return Err(Failed::new(
+                Exit::Failure,
+                anyhow::anyhow!("the daemon task failed: {e}"),
+            ))
+        }
+    }
+
+    let ledger = sim.ledger();
+    let sagas = engine.list(&ListFilter::default()).await?;
+    let mut table = Table::new(&[
+        "PURCHASE",
+        "ITEMS",
+        "RESULT",
+        "ORDERS",
+        "ENTITLEMENTS",
+        "ATTEMPTS",
+        "DURATION",
+    ]);
+    let mut mismatches = Vec::new();
+    let mut rows = Vec::new();
+    let mut failed_ids = Vec::new();
+    for saga in &sagas {
+        let ctx: Option<PurchaseContext> = serde_json::from_str(&saga.context).ok();
+        let (name, want, items) =
+            expected
+                .get(&saga.id)
+                .copied()
+                .unwrap_or(("?", SagaStatus::Succeeded, 0));
+        let orders = ctx.as_ref().map_or(0, |c| c.orders.len());
+        let entitlements = ctx.as_ref().map_or(0, |c| c.entitlements.len());
+        let bought = ctx
+            .as_ref()
+            .map_or(0, |c| ledger.checkouts_with_token(&c.token).len());
+        if bought > 1 {
+            mismatches.push(format!("{name}: {bought} carts checked out"));
+        }
+        if saga.status != want {
+            mismatches.push(format!("{name}: {} (expected {want})", saga.status));
+        }
+        if saga.status != SagaStatus::Succeeded {
+            failed_ids.push((
+                name,
+                saga.id.clone(),
+                saga.last_error.clone().unwrap_or_default(),
+            ));
+        }
+        let duration = (saga.updated_at - saga.created_at)
+            .to_std()
+            .unwrap_or_default();
+        table.row(vec![
+            name.to_owned(),
+            items.to_string(),
+            format!("{} in {}", saga.status, saga.state),
+            orders.to_string(),
+            entitlements.to_string(),
+            saga.total_attempts.to_string(),
+            format!("{:.1}s", duration.as_secs_f64()),
+        ]);
+        rows.push(json!({"id": saga.id, "example": name, "items": items, "status": saga.status, "state": saga.state,
+                         "orders": orders, "entitlements": entitlements, "attempts": saga.total_attempts,
+                         "durationMs": duration.as_millis() as u64, "lastError": saga.last_error}));
+    }
+    let checked_out = ledger.checkouts.len();
+    let calls: u32 = ledger.checkouts.iter().map(|c| c.calls).sum();
+    if args.json {
+        print_json(
+            &json!({"database": db, "purchases": rows, "ledger": {"cartsCheckedOut": checked_out, "checkoutCalls": calls, "orders": ledger.orders.len()}, "mismatches": mismatches}),
+        );
+    } else {
+        let mut out = format!("\n{}\n", table.render());
+        out.push_str(&format!(
+            "ledger: {checked_out} carts checked out in {calls} checkout calls, {} orders: no purchase was bought twice\n",
+            ledger.orders.len()
+        ));
+        for (name, id, error) in &failed_ids {
+            out.push_str(&format!("\n{name} did not succeed: {error}\ninspect it:\n  pcsaga --db {} show {id}\n  pcsaga --db {} list --status failed\n", db.display(), db.display()));
+        }
+        out.push_str(&format!(
+            "\nfinished in {:.1}s\n",
+            started.elapsed().as_secs_f64()
+        ));
+        print(&out);
+    }
+    sim.shutdown().await;
+    if timed_out || !mismatches.is_empty() {
+        for m in &mismatches {
+            eprintln!("unexpected: {m}");
+        }
+        return Ok(Exit::DemoMismatch);
+    }
+    Ok(Exit::Ok)
+}

@@ -1,0 +1,314 @@
+//! `pcsaga list` and `pcsaga show`.
+
+use chrono::{Duration, Utc};
+use pcsaga_engine::{ListFilter, SagaRecord, SagaStatus};
+use pcsaga_purchase::{PurchaseContext, State};
+use serde_json::{json, Value};
+
+use crate::cli::{Global, ListArgs, ShowArgs};
+use crate::config::{ConfigError, FileConfig};
+use crate::exit::{Exit, Failed};
+use crate::output::{clip, print, print_json, when, Table};
+
+/// Parses `30m`, `24h`, `7d`, `90s`.
+pub fn parse_age(text: &str) -> Result<Duration, ConfigError> {
+    let text = text.trim();
+    let (number, unit) = text.split_at(
+        text.find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len()),
+    );
+    let n: i64 = number.parse().map_err(|_| {
+        ConfigError(format!(
+            "--since {text:?}: use a number and a unit, e.g. 30m, 24h, 7d"
+        ))
+    })?;
+    match unit {
+        "s" => Ok(Duration::seconds(n)),
+        "m" => Ok(Duration::minutes(n)),
+        "h" | "" => Ok(Duration::hours(n)),
+        "d" => Ok(Duration::days(n)),
+        _ => Err(ConfigError(format!(
+            "--since {text:?}: the unit must be s, m, h or d"
+        ))),
+    }
+}
+
+fn summary(saga: &SagaRecord) -> Value {
+    json!({
+        "id": saga.id,
+        "idempotencyKey": saga.idempotency_key,
+        "customerId": saga.customer_id,
+        "state": saga.state,
+        "status": saga.status,
+        "attempts": saga.total_attempts,
+        "createdAt": saga.created_at,
+        "updatedAt": saga.updated_at,
+        "nextRunAt": saga.next_run_at,
+        "waitingFor": saga.wait_reason,
+        "lastError": saga.last_error,
+    })
+}
+
+pub async fn list(global: &Global, args: &ListArgs, file: &FileConfig) -> Result<Exit, Failed> {
+    let status = match &args.status {
+        Some(s) => Some(SagaStatus::parse(s).ok_or_else(|| {
+            Failed::new(
+                Exit::InvalidInput,
+                ConfigError(format!(
+                    "--status {s:?}: use active, succeeded, failed, needs_attention or cancelled"
+                )),
+            )
+        })?),
+        None => None,
+    };
+    let state = match &args.state {
+        Some(s) => Some(
+            State::parse(s)
+                .ok_or_else(|| {
+                    Failed::new(
+                        Exit::InvalidInput,
+                        ConfigError(format!(
+                            "--state {s:?}: use one of {}",
+                            pcsaga_purchase::STATE_NAMES.join(", ")
+                        )),
+                    )
+                })?
+                .name()
+                .to_owned(),
+        ),
+        None => None,
+    };
+    let created_after = match &args.since {
+        Some(age) => {
+            Some(Utc::now() - parse_age(age).map_err(|e| Failed::new(Exit::InvalidInput, e))?)
+        }
+        None => None,
+    };
+    let (store, _) = crate::app::open_store(global.db.as_deref(), file).await?;
+    let engine = crate::app::offline_engine(store);
+    let filter = ListFilter {
+        status,
+        state,
+        customer_id: args.customer.clone(),
+        created_after,
+        limit: args.limit,
+    };
+    let sagas = engine.list(&filter).await?;
+    if args.json {
+        print_json(&Value::Array(sagas.iter().map(summary).collect()));
+        return Ok(Exit::Ok);
+    }
+    let mut table = Table::new(&[
+        "ID",
+        "IDEMPOTENCY KEY",
+        "CUSTOMER",
+        "STATE",
+        "STATUS",
+        "ATTEMPTS",
+        "UPDATED",
+        "WAITING FOR / LAST ERROR",
+    ]);
+    for saga in &sagas {
+        let note = saga
+            .wait_reason
+            .clone()
+            .or_else(|| saga.last_error.clone())
+            .unwrap_or_default();
+        table.row(vec![
+            saga.id.clone(),
+            saga.idempotency_key.clone(),
+            saga.customer_id.clone().unwrap_or_default(),
+            saga.state.clone(),
+            saga.status.to_string(),
+            saga.total_attempts.to_string(),
+            when(saga.updated_at),
+            clip(&note, 70),
+        ]);
+    }
+    if table.is_empty() {
+        print("no purchases match\n");
+    } else {
+        print(&table.render());
+    }
+    Ok(Exit::Ok)
+}
+
+pub async fn show(global: &Global, args: &ShowArgs, file: &FileConfig) -> Result<Exit, Failed> {
+    let (store, _) = crate::app::open_store(global.db.as_deref(), file).await?;
+    let engine = crate::app::offline_engine(store);
+    let saga = engine.get(&args.id).await?;
+    let history = engine.history(&args.id).await?;
+    let context: Option<PurchaseContext> = serde_json::from_str(&saga.context).ok();
+    if args.json {
+        let mut out = summary(&saga);
+        out["leaseOwner"] = json!(saga.lease_owner);
+        out["leaseExpiresAt"] = json!(saga.lease_expires_at);
+        out["request"] = serde_json::from_str(&saga.input).unwrap_or(Value::Null);
+        out["context"] = serde_json::from_str(&saga.context).unwrap_or(Value::Null);
+        out["history"] = serde_json::to_value(&history).unwrap_or(Value::Null);
+        print_json(&out);
+        return Ok(Exit::Ok);
+    }
+    let mut out = String::new();
+    out.push_str(&format!("purchase      {}\n", saga.id));
+    out.push_str(&format!("idempotency   {}\n", saga.idempotency_key));
+    out.push_str(&format!(
+        "customer      {}\n",
+        saga.customer_id.as_deref().unwrap_or("-")
+    ));
+    out.push_str(&format!(
+        "status        {} in {}\n",
+        saga.status, saga.state
+    ));
+    out.push_str(&format!(
+        "created       {}   updated {}   attempts {}\n",
+        when(saga.created_at),
+        when(saga.updated_at),
+        saga.total_attempts
+    ));
+    if saga.status == SagaStatus::Active {
+        match (&saga.lease_owner, saga.lease_expires_at) {
+            (Some(owner), Some(until)) if until > Utc::now() => out.push_str(&format!(
+                "running       on {owner} (lease until {})\n",
+                when(until)
+            )),
+            _ => out.push_str(&format!(
+                "waiting for   {}\n              until {}\n",
+                saga.wait_reason.as_deref().unwrap_or("its next step"),
+                saga.next_run_at.map(when).unwrap_or_else(|| "-".into())
+            )),
+        }
+    }
+    if let Some(error) = &saga.last_error {
+        out.push_str(&format!("last error    {error}\n"));
+    }
+    if let Some(ctx) = &context {
+        out.push_str(&format!(
+            "correlation   {} (MS-CorrelationId)   token {}\n",
+            ctx.correlation_id, ctx.token
+        ));
+        for (i, (item, state)) in ctx.request.items.iter().zip(&ctx.items).enumerate() {
+            out.push_str(&format!(
+                "item {i}        {}:{} x{}{}{}\n",
+                item.product_id,
+                item.sku_id,
+                item.quantity,
+                item.term_duration
+                    .as_ref()
+                    .map(|t| format!(" {t}"))
+                    .unwrap_or_default(),
+                state
+                    .catalog_item_id
+                    .as_ref()
+                    .map(|c| format!(" -> {c}"))
+                    .unwrap_or_default()
+            ));
+        }
+        if let Some(cart) = &ctx.cart {
+            out.push_str(&format!(
+                "cart          {}{}\n",
+                cart.id,
+                cart.expires_at
+                    .map(|e| format!(" (expires {})", when(e)))
+                    .unwrap_or_default()
+            ));
+        }
+        if ctx.checkout.attempted {
+            out.push_str(&format!(
+                "checkout      sent {} time(s), answered {}{}{}\n",
+                ctx.checkout.sent,
+                ctx.checkout.answered,
+                if ctx.checkout.confirmed {
+                    ", confirmed"
+                } else {
+                    ", not confirmed"
+                },
+                ctx.checkout
+                    .reconcile_reason
+                    .as_ref()
+                    .map(|r| format!("; reconciled because {r}"))
+                    .unwrap_or_default()
+            ));
+        }
+        for order in &ctx.orders {
+            out.push_str(&format!("order         {} {}\n", order.id, order.status));
+        }
+        for error in &ctx.order_errors {
+            out.push_str(&format!(
+                "order error   group {}: {} {}\n",
+                error.group, error.code, error.description
+            ));
+        }
+        for e in &ctx.entitlements {
+            let reservations: Vec<String> = e
+                .artifacts
+                .iter()
+                .filter_map(|a| a.reservation_ids.clone())
+                .flatten()
+                .collect();
+            out.push_str(&format!(
+                "entitlement   order {} line {}: {} x{}{}\n",
+                e.order_id,
+                e.line_item_id,
+                e.kind.as_deref().unwrap_or("?"),
+                e.quantity,
+                if reservations.is_empty() {
+                    String::new()
+                } else {
+                    format!(" reservations {}", reservations.join(", "))
+                }
+            ));
+        }
+    }
+    out.push_str("\ntimeline\n");
+    let mut table = Table::new(&[
+        "TIME",
+        "EVENT",
+        "STATE",
+        "CALL",
+        "HTTP",
+        "MS",
+        "MS-REQUESTID",
+        "DETAIL",
+    ]);
+    for row in &history {
+        let state = match (&row.state, &row.to_state) {
+            (Some(a), Some(b)) if a != b => format!("{a} -> {b}"),
+            (Some(a), _) => a.clone(),
+            (None, Some(b)) => b.clone(),
+            (None, None) => String::new(),
+        };
+        let detail = match (&row.error_class, &row.error, &row.detail) {
+            (Some(class), Some(error), _) => format!("{class}: {error}"),
+            (_, _, Some(detail)) => detail.clone(),
+            _ => String::new(),
+        };
+        table.row(vec![
+            row.at.format("%H:%M:%S%.3f").to_string(),
+            row.kind.clone(),
+            state,
+            row.call.clone().unwrap_or_default(),
+            row.http_status.map(|s| s.to_string()).unwrap_or_default(),
+            row.latency_ms.map(|s| s.to_string()).unwrap_or_default(),
+            row.request_id.clone().unwrap_or_default(),
+            clip(&detail, 120),
+        ]);
+    }
+    out.push_str(&table.render());
+    print(&out);
+    Ok(Exit::Ok)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ages() {
+        assert_eq!(parse_age("30m").expect("ok"), Duration::minutes(30));
+        assert_eq!(parse_age("7d").expect("ok"), Duration::days(7));
+        assert_eq!(parse_age("12").expect("ok"), Duration::hours(12));
+        assert!(parse_age("soon").is_err());
+        assert!(parse_age("3w").is_err());
+    }
+}

@@ -1,0 +1,182 @@
+//! `pcsaga submit FILE|-`: one request or NDJSON of many.
+
+use std::io::Read;
+
+use pcsaga_purchase::{parse_request, PurchaseContext, PurchaseRequest, RequestError};
+use serde_json::json;
+
+use crate::cli::{Global, SubmitArgs};
+use crate::config::{ConfigError, FileConfig};
+use crate::exit::{Exit, Failed};
+use crate::output::{clip, print, print_json, Table};
+
+/// Largest input read, in bytes.
+pub const MAX_INPUT_BYTES: u64 = 64 * 1024 * 1024;
+
+struct Line {
+    number: usize,
+    parsed: Result<PurchaseRequest, RequestError>,
+}
+
+/// Splits the input: a single JSON document, or NDJSON (every non-empty line a request).
+fn split(text: &str) -> Vec<Line> {
+    let first = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
+    let ndjson = serde_json::from_str::<serde_json::Value>(first).is_ok()
+        && text.lines().filter(|l| !l.trim().is_empty()).count() > 1;
+    if !ndjson {
+        return vec![Line {
+            number: 1,
+            parsed: parse_request(text),
+        }];
+    }
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| Line {
+            number: i + 1,
+            parsed: parse_request(l),
+        })
+        .collect()
+}
+
+fn read_input(file: &str) -> Result<String, Failed> {
+    let mut text = String::new();
+    let result = if file == "-" {
+        std::io::stdin()
+            .lock()
+            .take(MAX_INPUT_BYTES + 1)
+            .read_to_string(&mut text)
+    } else {
+        std::fs::File::open(file)
+            .and_then(|f| f.take(MAX_INPUT_BYTES + 1).read_to_string(&mut text))
+    };
+    result.map_err(|e| {
+        Failed::new(
+            Exit::InvalidInput,
+            ConfigError(format!("cannot read {file}: {e}")),
+        )
+    })?;
+    if text.len() as u64 > MAX_INPUT_BYTES {
+        return Err(Failed::new(
+            Exit::InvalidInput,
+            ConfigError(format!(
+                "{file} is larger than {MAX_INPUT_BYTES} bytes; split it"
+            )),
+        ));
+    }
+    if text.trim().is_empty() {
+        return Err(Failed::new(
+            Exit::InvalidInput,
+            ConfigError(format!("{file} is empty: nothing to submit")),
+        ));
+    }
+    Ok(text)
+}
+
+pub async fn run(global: &Global, args: &SubmitArgs, file: &FileConfig) -> Result<Exit, Failed> {
+    let text = read_input(&args.file)?;
+    let lines = split(&text);
+    let valid = lines.iter().filter(|l| l.parsed.is_ok()).count();
+    let mut results = Vec::new();
+    if valid > 0 {
+        // Open the database only when there is something to write.
+        let (store, _) = crate::app::open_store(global.db.as_deref(), file).await?;
+        let engine = crate::app::offline_engine(store);
+        for line in &lines {
+            let Ok(request) = &line.parsed else { continue };
+            let input =
+                serde_json::to_string(request).map_err(|e| Failed::new(Exit::Failure, e))?;
+            let context = PurchaseContext::new(request.clone());
+            let submitted = engine
+                .submit(
+                    &request.idempotency_key,
+                    input,
+                    &context,
+                    Some(request.customer_id.clone()),
+                )
+                .await?;
+            results.push((line.number, submitted));
+        }
+    }
+    let rejected: Vec<&Line> = lines.iter().filter(|l| l.parsed.is_err()).collect();
+    if args.json {
+        let mut out = Vec::new();
+        for (number, s) in &results {
+            out.push(json!({"line": number, "id": s.saga.id, "idempotencyKey": s.saga.idempotency_key, "result": if s.created { "created" } else { "existing" }, "status": s.saga.status, "state": s.saga.state}));
+        }
+        for line in &rejected {
+            if let Err(e) = &line.parsed {
+                out.push(json!({"line": line.number, "result": "rejected", "field": e.field, "error": e.problem}));
+            }
+        }
+        out.sort_by_key(|v| v["line"].as_u64().unwrap_or(0));
+        if lines.len() == 1 && out.len() == 1 {
+            print_json(&out[0]);
+        } else {
+            print_json(&serde_json::Value::Array(out));
+        }
+    } else {
+        let mut table = Table::new(&["LINE", "RESULT", "ID", "IDEMPOTENCY KEY", "DETAIL"]);
+        for (number, s) in &results {
+            let detail = if s.created {
+                "queued".to_owned()
+            } else {
+                format!("already submitted: {} in {}", s.saga.status, s.saga.state)
+            };
+            table.row(vec![
+                number.to_string(),
+                if s.created {
+                    "created".into()
+                } else {
+                    "existing".into()
+                },
+                s.saga.id.clone(),
+                s.saga.idempotency_key.clone(),
+                detail,
+            ]);
+        }
+        for line in &rejected {
+            if let Err(e) = &line.parsed {
+                table.row(vec![
+                    line.number.to_string(),
+                    "rejected".into(),
+                    "-".into(),
+                    "-".into(),
+                    clip(&e.to_string(), 160),
+                ]);
+            }
+        }
+        print(&table.render());
+    }
+    for line in &rejected {
+        if let Err(e) = &line.parsed {
+            eprintln!(
+                "line {}: rejected, nothing written for it: {e}",
+                line.number
+            );
+        }
+    }
+    Ok(match (results.is_empty(), rejected.is_empty()) {
+        (_, true) => Exit::Ok,
+        (true, false) => Exit::InvalidInput,
+        (false, false) => Exit::Partial,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_document_or_ndjson() {
+        let pretty = "{\n  \"idempotencyKey\": \"a\"\n}\n";
+        assert_eq!(split(pretty).len(), 1);
+        let ndjson = "{\"idempotencyKey\":\"a\"}\n\n{\"idempotencyKey\":\"b\"}\nnot json\n";
+        let lines = split(ndjson);
+        assert_eq!(
+            lines.iter().map(|l| l.number).collect::<Vec<_>>(),
+            vec![1, 3, 4]
+        );
+        assert_eq!(lines[2].parsed.as_ref().expect_err("bad line").field, "$");
+    }
+}

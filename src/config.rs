@@ -1,0 +1,247 @@
+//! Configuration: a TOML file plus environment variables. Secrets (client secret, refresh
+//! token) come only from the environment or from files, never from the TOML file, and are
+//! held as `Secret`s that never print.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use pcsaga_partner_center::{Cloud, Credentials, Secret};
+use serde::Deserialize;
+
+/// A configuration problem; the message names the key and what to do.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+fn bad(message: impl Into<String>) -> ConfigError {
+    ConfigError(message.into())
+}
+
+/// The configuration file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    #[serde(default)]
+    pub partner_center: PartnerCenterFile,
+    #[serde(default)]
+    pub daemon: DaemonFile,
+    #[serde(default)]
+    pub database: DatabaseFile,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PartnerCenterFile {
+    pub cloud: Option<String>,
+    pub base_url: Option<String>,
+    pub token_url: Option<String>,
+    pub tenant_id: Option<String>,
+    pub client_id: Option<String>,
+    pub client_secret_file: Option<PathBuf>,
+    pub refresh_token_file: Option<PathBuf>,
+    pub timeout_s: Option<u64>,
+    /// Refused with a clear message: secrets do not belong in this file.
+    pub client_secret: Option<toml::Value>,
+    pub refresh_token: Option<toml::Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DaemonFile {
+    pub concurrency: Option<usize>,
+    pub max_calls_in_flight: Option<usize>,
+    pub lease_s: Option<u64>,
+    pub workflow: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseFile {
+    pub path: Option<PathBuf>,
+    /// `full` (default) or `normal`.
+    pub synchronous: Option<String>,
+}
+
+/// Where Partner Center is and who we are there.
+#[derive(Debug, Clone)]
+pub struct PartnerCenterConfig {
+    pub base_url: String,
+    pub credentials: Credentials,
+    pub timeout: Duration,
+}
+
+/// Reads the file at `path` (if any) into a [`FileConfig`].
+pub fn load_file(path: Option<&Path>) -> Result<FileConfig, ConfigError> {
+    let Some(path) = path else {
+        return Ok(FileConfig::default());
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        bad(format!(
+            "cannot read the configuration file {}: {e}",
+            path.display()
+        ))
+    })?;
+    let config: FileConfig = toml::from_str(&text).map_err(|e| {
+        bad(format!(
+            "configuration file {}: {}",
+            path.display(),
+            e.to_string().trim()
+        ))
+    })?;
+    if config.partner_center.client_secret.is_some() {
+        return Err(bad(format!("{}: partner_center.client_secret may not be in the configuration file; set PCSAGA_CLIENT_SECRET or partner_center.client_secret_file", path.display())));
+    }
+    if config.partner_center.refresh_token.is_some() {
+        return Err(bad(format!("{}: partner_center.refresh_token may not be in the configuration file; set PCSAGA_REFRESH_TOKEN or partner_center.refresh_token_file", path.display())));
+    }
+    Ok(config)
+}
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name)
+        .ok()
+        .map(|v| v.trim().to_owned())
+        .filter(|v| !v.is_empty())
+}
+
+fn secret(
+    env_name: &str,
+    file_env: &str,
+    file: Option<&PathBuf>,
+) -> Result<Option<Secret>, ConfigError> {
+    if let Some(value) = env(env_name) {
+        return Ok(Some(Secret::new(value)));
+    }
+    let path = env(file_env).map(PathBuf::from).or_else(|| file.cloned());
+    match path {
+        Some(path) => {
+            let text = std::fs::read_to_string(&path).map_err(|e| {
+                bad(format!(
+                    "cannot read the secret file {} ({file_env}): {e}",
+                    path.display()
+                ))
+            })?;
+            let value = text.trim().to_owned();
+            if value.is_empty() {
+                return Err(bad(format!("the secret file {} is empty", path.display())));
+            }
+            Ok(Some(Secret::new(value)))
+        }
+        None => Ok(None),
+    }
+}
+
+/// Resolves the Partner Center settings: environment first, then the file, then the cloud's
+/// defaults. Fails naming the first missing or invalid key.
+pub fn partner_center(file: &FileConfig) -> Result<PartnerCenterConfig, ConfigError> {
+    let pc = &file.partner_center;
+    let cloud_name = env("PCSAGA_CLOUD")
+        .or_else(|| pc.cloud.clone())
+        .unwrap_or_else(|| "public".to_owned());
+    let cloud = Cloud::parse(&cloud_name).ok_or_else(|| {
+        bad(format!(
+            "partner_center.cloud (PCSAGA_CLOUD) = {cloud_name:?}: use public, usgov or china"
+        ))
+    })?;
+    let base_url = env("PCSAGA_BASE_URL")
+        .or_else(|| pc.base_url.clone())
+        .unwrap_or_else(|| cloud.base_url().to_owned());
+    if !(base_url.starts_with("https://")
+        || base_url.starts_with("http://127.")
+        || base_url.starts_with("http://localhost")
+        || base_url.starts_with("http://[::1]"))
+    {
+        return Err(bad(format!("partner_center.base_url (PCSAGA_BASE_URL) = {base_url:?}: must be https:// (plain http only to loopback, for the simulator)")));
+    }
+    let tenant_id = env("PCSAGA_TENANT_ID").or_else(|| pc.tenant_id.clone());
+    let token_url = match env("PCSAGA_TOKEN_URL").or_else(|| pc.token_url.clone()) {
+        Some(url) => url,
+        None => cloud.token_url(tenant_id.as_deref().ok_or_else(|| bad("partner_center.tenant_id (PCSAGA_TENANT_ID) is required: the partner's Entra ID tenant"))?),
+    };
+    let client_id = env("PCSAGA_CLIENT_ID")
+        .or_else(|| pc.client_id.clone())
+        .ok_or_else(|| bad("partner_center.client_id (PCSAGA_CLIENT_ID) is required: the application id registered in Partner Center"))?;
+    let client_secret = secret("PCSAGA_CLIENT_SECRET", "PCSAGA_CLIENT_SECRET_FILE", pc.client_secret_file.as_ref())?
+        .ok_or_else(|| bad("the client secret is required: set PCSAGA_CLIENT_SECRET, PCSAGA_CLIENT_SECRET_FILE or partner_center.client_secret_file"))?;
+    let refresh_token = secret(
+        "PCSAGA_REFRESH_TOKEN",
+        "PCSAGA_REFRESH_TOKEN_FILE",
+        pc.refresh_token_file.as_ref(),
+    )?;
+    let timeout_s = match env("PCSAGA_TIMEOUT_S") {
+        Some(v) => v.parse::<u64>().map_err(|_| {
+            bad(format!(
+                "PCSAGA_TIMEOUT_S = {v:?}: a whole number of seconds"
+            ))
+        })?,
+        None => pc.timeout_s.unwrap_or(60),
+    };
+    if !(1..=600).contains(&timeout_s) {
+        return Err(bad(format!(
+            "partner_center.timeout_s = {timeout_s}: must be between 1 and 600"
+        )));
+    }
+    Ok(PartnerCenterConfig {
+        base_url,
+        credentials: Credentials {
+            token_url,
+            resource: cloud.resource().to_owned(),
+            client_id,
+            client_secret,
+            refresh_token,
+        },
+        timeout: Duration::from_secs(timeout_s),
+    })
+}
+
+/// The database path: `--db`, then `PCSAGA_DB` (clap reads both), then the file, then
+/// `pcsaga.db` in the working directory.
+pub fn database_path(flag: Option<&Path>, file: &FileConfig) -> PathBuf {
+    flag.map(Path::to_path_buf)
+        .or_else(|| file.database.path.clone())
+        .unwrap_or_else(|| PathBuf::from("pcsaga.db"))
+}
+
+/// The database durability from the file.
+pub fn durability(file: &FileConfig) -> Result<pcsaga_engine::Durability, ConfigError> {
+    match file
+        .database
+        .synchronous
+        .as_deref()
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
+        None | Some("full") => Ok(pcsaga_engine::Durability::Full),
+        Some("normal") => Ok(pcsaga_engine::Durability::Normal),
+        Some(other) => Err(bad(format!(
+            "database.synchronous = {other:?}: use \"full\" (default) or \"normal\""
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_in_the_file_and_unknown_keys_are_refused_by_name() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("pcsaga.toml");
+        std::fs::write(&path, "[partner_center]\nclient_secret = \"x\"\n").expect("write");
+        assert!(load_file(Some(&path))
+            .expect_err("refused")
+            .0
+            .contains("partner_center.client_secret may not be"));
+        std::fs::write(&path, "[daemon]\nconcurency = 3\n").expect("write");
+        assert!(load_file(Some(&path))
+            .expect_err("refused")
+            .0
+            .contains("concurency"));
+        std::fs::write(&path, "[database]\nsynchronous = \"off\"\n").expect("write");
+        let file = load_file(Some(&path)).expect("parses");
+        assert!(durability(&file)
+            .expect_err("refused")
+            .0
+            .contains("database.synchronous"));
+    }
+}
