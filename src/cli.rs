@@ -17,7 +17,11 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
     name = "pcsaga",
     version,
     propagate_version = true,
-    max_term_width = 100
+    max_term_width = 100,
+    after_help = "Exit codes: 0 done; 1 unexpected failure; 2 bad usage; 3 invalid input (request, \
+                  workflow file or configuration; nothing written); 4 no such purchase; 5 refused as \
+                  unsafe; 6 database unavailable; 7 submit accepted some requests and rejected others; \
+                  8 the demo ended otherwise than expected."
 )]
 pub struct Cli {
     #[command(flatten)]

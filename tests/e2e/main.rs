@@ -1,0 +1,5 @@
+//! End-to-end tests of the `pcsaga` binary: real processes, real HTTP, SIGKILL.
+
+mod cli;
+mod kill;
+mod support;
