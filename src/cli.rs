@@ -80,7 +80,10 @@ pub enum Command {
     /// Run the Partner Center simulator on its own (prints the URL and credentials to use).
     Sim(SimArgs),
     /// Create or upgrade the database schema.
-    Migrate,
+    Migrate {
+        #[arg(long)]
+        json: bool,
+    },
     /// Work with workflow policy files.
     #[command(subcommand)]
     Workflow(WorkflowCommand),

@@ -67,7 +67,7 @@ async fn dispatch(cli: &Cli) -> Result<Exit, Failed> {
         Command::Resume(args) => commands::operator::resume(global, args, &file()?).await,
         Command::Cancel(args) => commands::operator::cancel(global, args, &file()?).await,
         Command::Sim(args) => commands::sim::run(args).await,
-        Command::Migrate => commands::migrate(global, &file()?).await,
+        Command::Migrate { json } => commands::migrate(global, *json, &file()?).await,
         Command::Workflow(WorkflowCommand::Validate { file: path, json }) => {
             commands::workflow::validate(path, *json)
         }

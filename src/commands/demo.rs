@@ -162,16 +162,7 @@ pub async fn run(args: &DemoArgs) -> Result<Exit, Failed> {
                 anyhow::anyhow!("built-in example {name} is invalid: {e}"),
             )
         })?;
-        let context = PurchaseContext::new(request.clone());
-        let input = serde_json::to_string(&request).map_err(|e| Failed::new(Exit::Failure, e))?;
-        let submitted = engine
-            .submit(
-                &request.idempotency_key,
-                input,
-                &context,
-                Some(request.customer_id.clone()),
-            )
-            .await?;
+        let submitted = pcsaga_purchase::submit(&engine, &request).await?;
         expected.insert(
             submitted.saga.id.clone(),
             (*name, *want, request.items.len()),

@@ -2,7 +2,7 @@
 
 use std::io::Read;
 
-use pcsaga_purchase::{parse_request, PurchaseContext, PurchaseRequest, RequestError};
+use pcsaga_purchase::{parse_request, PurchaseRequest, RequestError};
 use serde_json::json;
 
 use crate::cli::{Global, SubmitArgs};
@@ -84,17 +84,7 @@ pub async fn run(global: &Global, args: &SubmitArgs, file: &FileConfig) -> Resul
         let engine = crate::app::offline_engine(store);
         for line in &lines {
             let Ok(request) = &line.parsed else { continue };
-            let input =
-                serde_json::to_string(request).map_err(|e| Failed::new(Exit::Failure, e))?;
-            let context = PurchaseContext::new(request.clone());
-            let submitted = engine
-                .submit(
-                    &request.idempotency_key,
-                    input,
-                    &context,
-                    Some(request.customer_id.clone()),
-                )
-                .await?;
+            let submitted = pcsaga_purchase::submit(&engine, request).await?;
             results.push((line.number, submitted));
         }
     }

@@ -21,4 +21,4 @@ pub mod workflow;
 pub use context::PurchaseContext;
 pub use request::{parse_request, parse_value, PurchaseRequest, RequestError};
 pub use state::{State, STATE_NAMES};
-pub use workflow::{PurchaseWorkflow, WORKFLOW_NAME};
+pub use workflow::{submit, PurchaseWorkflow, WORKFLOW_NAME};

@@ -171,3 +171,22 @@ impl Workflow for PurchaseWorkflow {
         Ok(())
     }
 }
+
+/// Submits a validated request: a new purchase saga, or the existing one with the same
+/// idempotency key.
+pub async fn submit<S: pcsaga_engine::Store>(
+    engine: &pcsaga_engine::Engine<PurchaseWorkflow, S>,
+    request: &crate::PurchaseRequest,
+) -> Result<pcsaga_engine::Submitted, pcsaga_engine::Error> {
+    let input =
+        serde_json::to_string(request).map_err(|e| pcsaga_engine::Error::Context(e.to_string()))?;
+    let context = PurchaseContext::new(request.clone());
+    engine
+        .submit(
+            &request.idempotency_key,
+            input,
+            &context,
+            Some(request.customer_id.clone()),
+        )
+        .await
+}

@@ -66,15 +66,7 @@ async fn world(config: SimConfig) -> World {
 impl World {
     async fn submit(&self, request: Value) -> String {
         let request = parse_value(&request).expect("valid request");
-        let context = PurchaseContext::new(request.clone());
-        let input = serde_json::to_string(&request).expect("json");
-        self.engine
-            .submit(
-                &request.idempotency_key,
-                input,
-                &context,
-                Some(request.customer_id.clone()),
-            )
+        pcsaga_purchase::submit(&self.engine, &request)
             .await
             .expect("submit")
             .saga
