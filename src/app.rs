@@ -23,6 +23,7 @@ pub async fn open_store(
     let path = config::database_path(db, file);
     let mut sqlite = SqliteConfig::new(&path);
     sqlite.durability = config::durability(file)?;
+    sqlite.max_size_mb = config::max_size_mb(file)?;
     let store = SqliteStore::open(sqlite)
         .await
         .with_context(|| format!("opening the database {}", path.display()))?;

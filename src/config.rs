@@ -60,6 +60,8 @@ pub struct DatabaseFile {
     pub path: Option<PathBuf>,
     /// `full` (default) or `normal`.
     pub synchronous: Option<String>,
+    /// Cap on the database size in MiB (beyond it writes fail as on a full disk).
+    pub max_size_mb: Option<u64>,
 }
 
 /// Where Partner Center is and who we are there.
@@ -200,6 +202,18 @@ pub fn database_path(flag: Option<&Path>, file: &FileConfig) -> PathBuf {
     flag.map(Path::to_path_buf)
         .or_else(|| file.database.path.clone())
         .unwrap_or_else(|| PathBuf::from("pcsaga.db"))
+}
+
+/// The database size cap: `PCSAGA_DB_MAX_SIZE_MB`, then the file.
+pub fn max_size_mb(file: &FileConfig) -> Result<Option<u64>, ConfigError> {
+    match env("PCSAGA_DB_MAX_SIZE_MB") {
+        Some(v) => v.parse::<u64>().map(Some).map_err(|_| {
+            bad(format!(
+                "PCSAGA_DB_MAX_SIZE_MB = {v:?}: a whole number of MiB"
+            ))
+        }),
+        None => Ok(file.database.max_size_mb),
+    }
 }
 
 /// The database durability from the file.

@@ -55,6 +55,24 @@ pub async fn run(global: &Global, args: &DaemonArgs, file: &FileConfig) -> Resul
             ConfigError(format!("daemon.lease_s = {lease_s} must be longer than partner_center.timeout_s = {} (plus a second)", timeout.as_secs())),
         ));
     }
+    // Test-only switches of the reliability battery. Loud, because they break guarantees.
+    if let Ok(point) = std::env::var("PCSAGA_TEST_CRASH_AT") {
+        let point = pcsaga_engine::CrashPoint::parse(&point).map_err(|e| {
+            Failed::new(
+                Exit::InvalidInput,
+                ConfigError(format!("PCSAGA_TEST_CRASH_AT {e}")),
+            )
+        })?;
+        tracing::warn!(
+            ?point,
+            "TEST ONLY: this daemon aborts itself at a crash point"
+        );
+        config.crash_at = Some(point);
+    }
+    if std::env::var("PCSAGA_TEST_UNSAFE_SKIP_INTENT").is_ok_and(|v| v == "1") {
+        tracing::error!("TEST ONLY: intents are NOT committed before side-effecting calls; never run this in production");
+        config.unsafe_skip_intent = true;
+    }
     let (store, path) = crate::app::open_store(global.db.as_deref(), file).await?;
     let owner = config.owner.clone();
     let engine = Engine::new(

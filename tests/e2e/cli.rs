@@ -161,7 +161,7 @@ async fn daemon_completes_a_purchase_and_leaks_no_secret() {
     let daemon =
         support::run(
             env.pcsaga(Some(&sim))
-                .args(["daemon", "--exit-when-idle", "--log", "debug"]),
+                .args(["daemon", "--exit-when-idle", "--log", "trace"]),
         );
     assert!(daemon.status.success(), "{}", support::stderr(&daemon));
     let listed = support::run(env.pcsaga(None).args(["list", "--json"]));
@@ -195,4 +195,150 @@ async fn daemon_completes_a_purchase_and_leaks_no_secret() {
             "an access token leaked into the {what}"
         );
     }
+}
+
+/// Goal: every kind of bad request is refused with the field named and nothing written.
+/// Method: one `submit` per case against a fresh database; the database must stay empty.
+#[test]
+fn bad_input_battery() {
+    let env = Env::new();
+    let good = support::request("bad-0", "DZH318Z0BQ3Q", "0001", Some("P1Y"));
+    let edit = |f: &dyn Fn(&mut serde_json::Value)| {
+        let mut v = good.clone();
+        f(&mut v);
+        v.to_string()
+    };
+    let cases: Vec<(&str, String, &str)> = vec![
+        ("malformed JSON", "{\"idempotencyKey\": ".into(), "$"),
+        ("not an object", "[1, 2]".into(), "$"),
+        (
+            "missing customerId",
+            edit(&|v| {
+                v.as_object_mut().map(|o| o.remove("customerId"));
+            }),
+            "customerId",
+        ),
+        (
+            "mistyped country",
+            edit(&|v| v["country"] = serde_json::json!(840)),
+            "country",
+        ),
+        (
+            "unknown field",
+            edit(&|v| v["priority"] = serde_json::json!("high")),
+            "priority",
+        ),
+        (
+            "unknown item field",
+            edit(&|v| v["items"][0]["colour"] = serde_json::json!("red")),
+            "items[0].colour",
+        ),
+        (
+            "invalid customer GUID",
+            edit(&|v| v["customerId"] = serde_json::json!("4c4d0c6e-zzzz")),
+            "customerId",
+        ),
+        (
+            "invalid subscription GUID",
+            edit(&|v| {
+                v["items"][0]["provisioningContext"]["subscriptionId"] = serde_json::json!("nope")
+            }),
+            "items[0].provisioningContext.subscriptionId",
+        ),
+        (
+            "quantity 0",
+            edit(&|v| v["items"][0]["quantity"] = serde_json::json!(0)),
+            "items[0].quantity",
+        ),
+        (
+            "negative quantity",
+            edit(&|v| v["items"][0]["quantity"] = serde_json::json!(-2)),
+            "items[0].quantity",
+        ),
+        (
+            "absurd quantity",
+            edit(&|v| v["items"][0]["quantity"] = serde_json::json!(10_000_000_000_i64)),
+            "items[0].quantity",
+        ),
+        (
+            "empty item list",
+            edit(&|v| v["items"] = serde_json::json!([])),
+            "items",
+        ),
+        (
+            "monthly billing",
+            edit(&|v| v["items"][0]["billingCycle"] = serde_json::json!("monthly")),
+            "items[0].billingCycle",
+        ),
+        (
+            "bad segment",
+            edit(&|v| v["segment"] = serde_json::json!("consumer")),
+            "segment",
+        ),
+        (
+            "oversized body",
+            edit(&|v| v["items"][0]["friendlyName"] = serde_json::json!("x".repeat(300 * 1024))),
+            "$",
+        ),
+    ];
+    for (name, text, field) in &cases {
+        let file = env.write("case.json", text);
+        let output = support::run(env.pcsaga(None).arg("submit").arg(&file).arg("--json"));
+        assert_eq!(
+            output.status.code(),
+            Some(3),
+            "{name}: {}",
+            support::stderr(&output)
+        );
+        let answer = support::json(&output);
+        assert_eq!(answer["field"], *field, "{name}: {answer}");
+        assert!(!env.db.exists(), "{name}: nothing may be written");
+    }
+    assert!(cases.len() >= 15);
+}
+
+#[test]
+fn a_bad_configuration_file_names_the_key() {
+    let env = Env::new();
+    let config = env.write("pcsaga.toml", "[partner_center]\ntenant = \"x\"\n");
+    let output = support::run(env.pcsaga(None).arg("--config").arg(&config).arg("list"));
+    assert_eq!(output.status.code(), Some(3));
+    assert!(
+        support::stderr(&output).contains("unknown field `tenant`"),
+        "{}",
+        support::stderr(&output)
+    );
+}
+
+/// No snapshot in the repository holds a secret or a token of the simulator.
+#[test]
+fn snapshots_hold_no_secret() {
+    let defaults = pcsaga_simulator::SimConfig::default();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut stack = vec![root.join("crates"), root.join("tests")];
+    let mut snapshots = 0;
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).expect("readable").flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|e| e == "snap") {
+                snapshots += 1;
+                let text = std::fs::read_to_string(&path).expect("snapshot");
+                for secret in [&defaults.client_secret, &defaults.refresh_token] {
+                    assert!(
+                        !text.contains(secret.as_str()),
+                        "{} holds a secret",
+                        path.display()
+                    );
+                }
+                assert!(
+                    !text.contains("\"sim."),
+                    "{} holds an access token",
+                    path.display()
+                );
+            }
+        }
+    }
+    assert!(snapshots >= 5, "the scan found the snapshots ({snapshots})");
 }

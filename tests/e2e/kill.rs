@@ -137,5 +137,12 @@ async fn sigkill_during_checkout_loses_nothing_and_buys_nothing_twice() {
         );
     }
     assert_eq!(ledger.checkouts.len(), PURCHASES);
-    assert_eq!(store.integrity_check().await.expect("check"), "ok");
+    let expect = pcsaga_testkit::Expect {
+        purchases: PURCHASES,
+        settled: true,
+        wall_clock: true,
+    };
+    pcsaga_testkit::audit(&store, &ledger, &sim.requests(), &expect)
+        .await
+        .assert_clean("cargo test --test e2e sigkill_during_checkout");
 }

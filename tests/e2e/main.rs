@@ -1,5 +1,6 @@
 //! End-to-end tests of the `pcsaga` binary: real processes, real HTTP, SIGKILL.
 
+mod battery;
 mod cli;
 mod kill;
 mod support;

@@ -125,3 +125,155 @@ pub fn request(key: &str, product: &str, sku: &str, term: Option<&str>) -> serde
     }
     serde_json::json!({"idempotencyKey": key, "customerId": CUSTOMER, "country": "US", "items": [item]})
 }
+
+/// A battery run: a simulator, a database, the binary, and the auditor.
+pub struct Battery {
+    pub sim: pcsaga_simulator::Simulator,
+    pub env: Env,
+    pub store: pcsaga_engine::SqliteStore,
+    pub accepted: usize,
+}
+
+/// Waits for a child process without blocking the runtime (the simulator runs on it too); kills
+/// it if it runs past `deadline` (a harness safeguard, not a timing assertion).
+pub async fn wait_with_deadline(
+    child: &mut std::process::Child,
+    deadline: std::time::Duration,
+) -> Option<std::process::ExitStatus> {
+    let until = std::time::Instant::now() + deadline;
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        if std::time::Instant::now() > until {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// Runs a command to completion without blocking the runtime.
+pub async fn run_async(command: Command) -> Output {
+    let mut command = tokio::process::Command::from(command);
+    command.stdout(Stdio::piped()).stderr(Stdio::piped());
+    command.output().await.expect("pcsaga runs")
+}
+
+impl Battery {
+    pub async fn new(config: pcsaga_simulator::SimConfig) -> Self {
+        let sim = pcsaga_simulator::Simulator::start(config)
+            .await
+            .expect("simulator");
+        let env = Env::new();
+        // Create the database first so the auditor's store can open it alongside the daemons.
+        let store = pcsaga_engine::SqliteStore::open(pcsaga_engine::SqliteConfig::new(&env.db))
+            .await
+            .expect("store");
+        Self {
+            sim,
+            env,
+            store,
+            accepted: 0,
+        }
+    }
+
+    /// Submits requests through `pcsaga submit` (NDJSON); returns how many were accepted.
+    pub async fn submit(&mut self, requests: &[serde_json::Value]) -> usize {
+        let lines: Vec<String> = requests.iter().map(serde_json::Value::to_string).collect();
+        let file = self.env.write(
+            &format!("batch-{}.ndjson", self.accepted),
+            &(lines.join("\n") + "\n"),
+        );
+        let mut command = self.env.pcsaga(Some(&self.sim));
+        command.arg("submit").arg(&file).arg("--json");
+        let output = run_async(command).await;
+        let results = json(&output);
+        let accepted = results.as_array().map_or_else(
+            || usize::from(results["result"] == "created"),
+            |a| a.iter().filter(|r| r["result"] == "created").count(),
+        );
+        self.accepted += accepted;
+        accepted
+    }
+
+    /// Starts a daemon with extra environment, logging to `name`.err.
+    pub fn daemon(&self, name: &str, extra: &[(&str, &str)], args: &[&str]) -> std::process::Child {
+        let mut command = self.env.pcsaga(Some(&self.sim));
+        command.arg("daemon").args(args);
+        for (k, v) in extra {
+            command.env(k, v);
+        }
+        command
+            .stdout(self.env.log(&format!("{name}.out")))
+            .stderr(self.env.log(&format!("{name}.err")))
+            .spawn()
+            .expect("daemon starts")
+    }
+
+    /// Runs a daemon until no purchase is active (at most `deadline`); panics with its log if it fails.
+    pub async fn finish(&self, name: &str, deadline: std::time::Duration) {
+        let mut child = self.daemon(name, &[], &["--exit-when-idle"]);
+        match wait_with_deadline(&mut child, deadline).await {
+            Some(status) if status.success() => {}
+            Some(status) => panic!(
+                "daemon {name} ended {status}:\n{}",
+                self.env.read(&format!("{name}.err"))
+            ),
+            None => panic!(
+                "daemon {name} did not finish within {deadline:?}:\n{}",
+                tail(&self.env.read(&format!("{name}.err")), 40)
+            ),
+        }
+    }
+
+    pub async fn audit(&self, settled: bool) -> pcsaga_testkit::Audit {
+        let expect = pcsaga_testkit::Expect {
+            purchases: self.accepted,
+            settled,
+            wall_clock: true,
+        };
+        pcsaga_testkit::audit(
+            &self.store,
+            &self.sim.ledger(),
+            &self.sim.requests(),
+            &expect,
+        )
+        .await
+    }
+
+    /// Active purchases in a state, right now.
+    pub async fn active_in(&self, state: &str) -> usize {
+        let filter = pcsaga_engine::ListFilter {
+            status: Some(pcsaga_engine::SagaStatus::Active),
+            state: Some(state.into()),
+            ..Default::default()
+        };
+        pcsaga_engine::Store::list(&self.store, &filter)
+            .await
+            .map(|l| l.len())
+            .unwrap_or(0)
+    }
+}
+
+pub fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// A mix of purchases: reservations (registration, inventory), software subscriptions and
+/// perpetual software, keyed `{prefix}-{n}`.
+pub fn mixed(prefix: &str, n: usize) -> Vec<serde_json::Value> {
+    let kinds = [
+        ("DZH318Z0BQ3Q", "0001", Some("P1Y")),
+        ("DG7GMGF0FKZV", "0003", Some("P1Y")),
+        ("DG7GMGF0DWTL", "0001", None),
+    ];
+    (0..n)
+        .map(|i| {
+            let (product, sku, term) = kinds[i % kinds.len()];
+            request(&format!("{prefix}-{i}"), product, sku, term)
+        })
+        .collect()
+}

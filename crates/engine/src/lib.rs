@@ -18,7 +18,7 @@ pub mod workflow;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use policy::{OnExhausted, Policies, PolicyError, StatePolicy};
-pub use runtime::{Driven, Engine, EngineConfig, Submitted};
+pub use runtime::{CrashAt, CrashPoint, Driven, Engine, EngineConfig, Submitted};
 pub use store::sqlite::{Durability, SqliteConfig, SqliteStore};
 pub use store::{HistoryRow, ListFilter, SagaRecord, SagaStatus, Store, StoreError};
 pub use workflow::{AttemptRecord, Decision, Executed, Plan, SagaView, Workflow};

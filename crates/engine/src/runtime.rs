@@ -42,6 +42,57 @@ pub struct EngineConfig {
     pub max_steps_per_claim: u32,
     /// Longest the daemon sleeps before looking for due work again (other processes submit).
     pub idle_poll: Duration,
+    /// Test only (the reliability battery): abort the process at this point, like a crash.
+    pub crash_at: Option<CrashPoint>,
+    /// Test only (the battery's canary): do not commit intents before side-effecting calls.
+    /// This breaks the exactly-once protocol on purpose, so the battery can show it notices.
+    pub unsafe_skip_intent: bool,
+}
+
+/// Where a test-only crash happens, for which call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CrashPoint {
+    pub point: CrashAt,
+    /// The call's name (`checkout`, `create_cart`, `register`, ...).
+    pub call: String,
+}
+
+/// The named crash points of one step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CrashAt {
+    /// The saga is claimed and its next call planned; nothing else happened.
+    AfterClaim,
+    /// The intent is committed; the call was not sent.
+    AfterIntent,
+    /// The call returned; its outcome is not recorded.
+    BeforeRecord,
+    /// The outcome is recorded.
+    AfterRecord,
+}
+
+impl CrashPoint {
+    /// Parses `after_claim:checkout`, `after_intent:create_cart`, `before_record:register`,
+    /// `after_record:checkout`.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let (point, call) = text
+            .split_once(':')
+            .ok_or_else(|| format!("{text:?}: use POINT:CALL, e.g. after_intent:checkout"))?;
+        let point = match point {
+            "after_claim" => CrashAt::AfterClaim,
+            "after_intent" => CrashAt::AfterIntent,
+            "before_record" => CrashAt::BeforeRecord,
+            "after_record" => CrashAt::AfterRecord,
+            other => {
+                return Err(format!(
+                "{other:?}: the points are after_claim, after_intent, before_record, after_record"
+            ))
+            }
+        };
+        Ok(Self {
+            point,
+            call: call.to_owned(),
+        })
+    }
 }
 
 impl EngineConfig {
@@ -53,6 +104,8 @@ impl EngineConfig {
             max_calls_in_flight: 16,
             max_steps_per_claim: 64,
             idle_poll: Duration::from_secs(1),
+            crash_at: None,
+            unsafe_skip_intent: false,
         }
     }
 }
@@ -378,7 +431,9 @@ impl<W: Workflow, S: Store> Engine<W, S> {
                         side_effecting,
                         context,
                     } => {
-                        if side_effecting {
+                        let call = inner.workflow.effect_name(&effect);
+                        self.crash_if(CrashAt::AfterClaim, &call);
+                        if side_effecting && !inner.config.unsafe_skip_intent {
                             // Persist before you send: the intent (and the request id in the
                             // context) is durable before the call leaves.
                             let update = SagaUpdate {
@@ -407,6 +462,9 @@ impl<W: Workflow, S: Store> Engine<W, S> {
                                 return Ok(None);
                             }
                         }
+                        if side_effecting {
+                            self.crash_if(CrashAt::AfterIntent, &call);
+                        }
                         view.context = context;
                         let executed = {
                             let _permit = inner
@@ -416,11 +474,12 @@ impl<W: Workflow, S: Store> Engine<W, S> {
                                 .map_err(|_| Error::Task("call semaphore closed".into()))?;
                             inner.workflow.execute(&view, &effect).await
                         };
+                        self.crash_if(CrashAt::BeforeRecord, &call);
                         let decision =
                             inner
                                 .workflow
                                 .decide(&view, &effect, executed.outcome, self.now());
-                        (decision, Some(executed.attempt))
+                        (decision, Some((call, executed.attempt)))
                     }
                 };
                 Ok::<_, Error>(Some((decision, attempt)))
@@ -470,7 +529,8 @@ impl<W: Workflow, S: Store> Engine<W, S> {
                 },
             };
             let mut events = Vec::with_capacity(2);
-            if let Some(attempt) = attempt {
+            let call = attempt.as_ref().map(|(call, _)| call.clone());
+            if let Some((_, attempt)) = attempt {
                 events.push(
                     HistoryEvent::new(EventKind::Attempt)
                         .state(saga.state.clone())
@@ -494,6 +554,9 @@ impl<W: Workflow, S: Store> Engine<W, S> {
             {
                 return Ok(Driven::Fenced);
             }
+            if let Some(call) = &call {
+                self.crash_if(CrashAt::AfterRecord, call);
+            }
             if !keep {
                 return Ok(if scheduled.run_now {
                     Driven::Released
@@ -504,6 +567,16 @@ impl<W: Workflow, S: Store> Engine<W, S> {
         }
         self.release(&mut saga, "step limit of one claim reached")
             .await
+    }
+
+    /// Aborts the process at a configured crash point (test only).
+    fn crash_if(&self, at: CrashAt, call: &str) {
+        if let Some(point) = &self.inner.config.crash_at {
+            if point.point == at && point.call == call {
+                tracing::error!(?at, call, "test crash point reached: aborting the process");
+                std::process::abort();
+            }
+        }
     }
 
     /// Gives a saga back to the queue, due now.

@@ -137,6 +137,9 @@ pub trait Workflow: Send + Sync + 'static {
     /// The id that ties a saga's calls together in logs (a purchase's `MS-CorrelationId`).
     fn correlation_id(&self, context: &Self::Context) -> String;
 
+    /// A call's short name (`checkout`), for logs and crash points.
+    fn effect_name(&self, effect: &Self::Effect) -> String;
+
     /// Checks a state's policy against the workflow's own rules (for example: a state after
     /// money may have moved must park, never fail, when it runs out of attempts).
     fn validate_policy(&self, state: &str, policy: &StatePolicy) -> Result<(), String>;

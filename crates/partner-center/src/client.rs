@@ -21,8 +21,8 @@ use crate::config::ClientConfig;
 use crate::error::{classify_lost_reply, classify_status, CallContext, Effect, Error};
 use crate::ids::{CorrelationId, RequestId};
 use crate::models::{
-    ApiFault, Availability, Cart, CartCheckoutResult, Collection, Entitlement, EntitlementType,
-    InventoryCheckRequest, InventoryItem, Link, Order, OrderCancellation,
+    ApiFault, Availability, Cart, CartCheckoutResult, Checked, Collection, Entitlement,
+    EntitlementType, InventoryCheckRequest, InventoryItem, Link, Order, OrderCancellation,
     OrderLineItemProvisioningStatus, Product, ReservedInstanceArtifactDetails, Sku,
     SubscriptionRegistrationStatus, ThrottleFault,
 };
@@ -529,7 +529,7 @@ impl Client {
 
     // ---- plumbing --------------------------------------------------------------------------
 
-    async fn get<T: DeserializeOwned>(
+    async fn get<T: DeserializeOwned + Checked>(
         &self,
         correlation_id: CorrelationId,
         target: String,
@@ -538,7 +538,7 @@ impl Client {
             .await
     }
 
-    async fn list<T: DeserializeOwned>(
+    async fn list<T: DeserializeOwned + Checked>(
         &self,
         correlation_id: CorrelationId,
         target: String,
@@ -548,7 +548,7 @@ impl Client {
     }
 
     /// Reads a collection and follows `links.next` up to `max_pages` pages (spec ambiguity 12).
-    async fn list_as<T: DeserializeOwned>(
+    async fn list_as<T: DeserializeOwned + Checked>(
         &self,
         correlation_id: CorrelationId,
         first: String,
@@ -582,7 +582,7 @@ impl Client {
         )))
     }
 
-    async fn json<T: DeserializeOwned>(&self, call: Call) -> Result<Reply<T>, Error> {
+    async fn json<T: DeserializeOwned + Checked>(&self, call: Call) -> Result<Reply<T>, Error> {
         let started = Instant::now();
         let effect = call.effect;
         let raw = self.execute(call).await?;
@@ -600,6 +600,15 @@ impl Client {
             }
         }
         match serde_json::from_slice::<T>(&raw.body) {
+            Ok(value) if value.missing().is_some() => Err(classify_lost_reply(
+                effect,
+                format!(
+                    "HTTP {} with a reply that is not usable: {}",
+                    raw.status,
+                    value.missing().unwrap_or_default()
+                ),
+                raw.context,
+            )),
             Ok(value) => Ok(Reply {
                 value,
                 meta: meta(&raw, started),

@@ -56,6 +56,10 @@ impl Workflow for PurchaseWorkflow {
         context.correlation_id.to_string()
     }
 
+    fn effect_name(&self, effect: &Call) -> String {
+        effect.name().to_owned()
+    }
+
     fn validate_policy(&self, state: &str, policy: &StatePolicy) -> Result<(), String> {
         let state = State::parse(state).ok_or_else(|| format!("unknown state {state}"))?;
         if state.after_checkout_began() {

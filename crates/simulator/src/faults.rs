@@ -95,6 +95,30 @@ pub enum Fault {
     Drop,
     /// Process the request, then answer 200 with truncated JSON.
     Malformed,
+    /// Answer with exactly this status, body and headers (for malformed-response tests:
+    /// HTML with 200, missing fields, odd `Retry-After` values, huge bodies, ...).
+    /// `processed` says whether the request took effect first.
+    Respond {
+        status: u16,
+        #[serde(default)]
+        body: String,
+        /// Repeat `body` this many times (a huge body without a huge plan).
+        #[serde(default = "one_u32")]
+        repeat: u32,
+        #[serde(default)]
+        content_type: Option<String>,
+        #[serde(default)]
+        retry_after: Option<String>,
+        #[serde(default)]
+        processed: bool,
+    },
+    /// Process the request, send the status line, headers and half of the body, then drop
+    /// the connection.
+    BodyDrop,
+}
+
+fn one_u32() -> u32 {
+    1
 }
 
 impl FaultRule {
@@ -117,8 +141,15 @@ impl FaultRule {
             Fault::Latency { min_ms, max_ms } if min_ms > max_ms => {
                 Err(format!("latency min_ms {min_ms} is above max_ms {max_ms}"))
             }
-            Fault::Status { status, .. } if !(200..=599).contains(status) => {
+            Fault::Status { status, .. } | Fault::Respond { status, .. }
+                if !(200..=599).contains(status) =>
+            {
                 Err(format!("status {status} is not between 200 and 599"))
+            }
+            Fault::Respond { repeat, body, .. }
+                if u64::from(*repeat) * body.len() as u64 > 256 * 1024 * 1024 =>
+            {
+                Err("a response body above 256 MiB is not served".to_owned())
             }
             _ => Ok(()),
         }

@@ -107,6 +107,8 @@ impl Simulator {
             injector,
             world: std::sync::Mutex::new(world::World::default()),
             checkout_started: tokio::sync::Notify::new(),
+            in_flight: std::sync::atomic::AtomicU64::new(0),
+            max_in_flight: std::sync::atomic::AtomicU64::new(0),
         });
         let (shutdown, receiver) = watch::channel(false);
         let task = tokio::spawn(server::serve(listener, shared.clone(), receiver));
@@ -164,6 +166,13 @@ impl Simulator {
         }
         self.shared.injector.replace(plan);
         Ok(())
+    }
+
+    /// The most Partner Center requests ever handled at once (token requests excluded).
+    pub fn max_in_flight(&self) -> u64 {
+        self.shared
+            .max_in_flight
+            .load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Resolves when a checkout has started processing (each start is remembered once).

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
+use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
@@ -181,7 +182,7 @@ async fn handle(
     shared: Arc<Shared>,
     kill: Arc<Notify>,
     request: Request<Incoming>,
-) -> Response<Full<Bytes>> {
+) -> Response<Body> {
     let (parts, body) = request.into_parts();
     let path = parts.uri.path().to_owned();
     let segments: Vec<String> = path
@@ -251,6 +252,9 @@ async fn handle(
         }
     };
 
+    // A hung request stops counting as in flight once it hangs: its client gives up at its own
+    // timeout and moves on, and the in-flight measure is about what clients keep open.
+    let mut in_flight = matches!(route, Route::Api { .. }).then(|| InFlight::enter(&shared));
     let decision = shared.injector.decide(endpoint);
     if !decision.latency.is_zero() {
         tokio::time::sleep(decision.latency).await;
@@ -266,6 +270,7 @@ async fn handle(
         status: None,
         fault: decision.fault.as_ref().map(fault_name),
         processed: false,
+        retry_after_s: None,
     };
 
     // Faults that strike before the request takes effect.
@@ -304,8 +309,20 @@ async fn handle(
             );
             return render(&resp, Some(&request_id), correlation_id.as_deref());
         }
+        Some(Fault::Respond {
+            processed: false, ..
+        }) => {
+            return respond_as_told(
+                &shared,
+                record,
+                decision.fault.as_ref(),
+                &request_id,
+                correlation_id.as_deref(),
+            );
+        }
         Some(Fault::Hang { processed: false }) => {
             shared.world().log(record);
+            in_flight.take();
             tokio::time::sleep(Duration::from_secs(shared.config.hang_s)).await;
             return render(
                 &Resp::error(504, "800003", "Gateway timeout (injected hang)."),
@@ -341,12 +358,43 @@ async fn handle(
         }
         Some(Fault::Hang { processed: true }) => {
             shared.world().log(record);
+            in_flight.take();
             tokio::time::sleep(Duration::from_secs(shared.config.hang_s)).await;
             render(
                 &Resp::error(504, "800003", "Gateway timeout (injected hang)."),
                 Some(&request_id),
                 correlation_id.as_deref(),
             )
+        }
+        Some(Fault::Respond {
+            processed: true, ..
+        }) => respond_as_told(
+            &shared,
+            record,
+            decision.fault.as_ref(),
+            &request_id,
+            correlation_id.as_deref(),
+        ),
+        Some(Fault::BodyDrop) => {
+            record.status = Some(resp.status);
+            shared.world().log(record);
+            let full = resp
+                .body
+                .as_ref()
+                .map_or_else(|| "{}".to_owned(), Value::to_string);
+            let mut response = render(&resp, Some(&request_id), correlation_id.as_deref());
+            let half = Bytes::from(full.as_bytes()[..full.len() / 2].to_vec());
+            if let Ok(length) = http::HeaderValue::from_str(&full.len().to_string()) {
+                response
+                    .headers_mut()
+                    .insert(http::header::CONTENT_LENGTH, length);
+            }
+            *response.body_mut() = PartialBody {
+                data: Some(half),
+                done: false,
+            }
+            .boxed_unsync();
+            response
         }
         Some(Fault::Malformed) => {
             record.status = Some(200);
@@ -365,7 +413,7 @@ async fn handle(
                 Some(&request_id),
                 correlation_id.as_deref(),
             );
-            *response.body_mut() = Full::new(Bytes::from(truncated));
+            *response.body_mut() = full_body(Bytes::from(truncated));
             response.headers_mut().insert(
                 http::header::CONTENT_TYPE,
                 http::HeaderValue::from_static("application/json"),
@@ -422,6 +470,26 @@ async fn dispatch(
     }
 }
 
+/// Counts a request in flight for as long as it lives.
+struct InFlight<'a>(&'a Shared);
+
+impl<'a> InFlight<'a> {
+    fn enter(shared: &'a Shared) -> Self {
+        use std::sync::atomic::Ordering::SeqCst;
+        let now = shared.in_flight.fetch_add(1, SeqCst) + 1;
+        shared.max_in_flight.fetch_max(now, SeqCst);
+        Self(shared)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0
+            .in_flight
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
 struct CheckoutGuard {
     shared: Arc<Shared>,
     cart_id: String,
@@ -451,21 +519,103 @@ fn fault_name(fault: &Fault) -> String {
         Fault::Hang { processed: true } => "hang_after_processing",
         Fault::Drop => "drop",
         Fault::Malformed => "malformed",
+        Fault::Respond { .. } => "respond",
+        Fault::BodyDrop => "body_drop",
     }
     .to_owned()
 }
 
-fn render(
-    resp: &Resp,
-    request_id: Option<&str>,
+/// The response body type: whole bodies, or one that breaks off (the `body_drop` fault).
+pub(crate) type Body = UnsyncBoxBody<Bytes, std::io::Error>;
+
+fn full_body(bytes: Bytes) -> Body {
+    Full::new(bytes)
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
+
+/// A body that yields its data and then fails, which makes hyper abort the connection
+/// mid-body.
+struct PartialBody {
+    data: Option<Bytes>,
+    done: bool,
+}
+
+impl hyper::body::Body for PartialBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, std::io::Error>>> {
+        if let Some(data) = self.data.take() {
+            return std::task::Poll::Ready(Some(Ok(hyper::body::Frame::data(data))));
+        }
+        if self.done {
+            return std::task::Poll::Ready(None);
+        }
+        self.done = true;
+        std::task::Poll::Ready(Some(Err(std::io::Error::new(
+            std::io::ErrorKind::ConnectionAborted,
+            "injected body_drop",
+        ))))
+    }
+}
+
+fn respond_as_told(
+    shared: &Shared,
+    mut record: RequestRecord,
+    fault: Option<&Fault>,
+    request_id: &str,
     correlation_id: Option<&str>,
-) -> Response<Full<Bytes>> {
+) -> Response<Body> {
+    let Some(Fault::Respond {
+        status,
+        body,
+        repeat,
+        content_type,
+        retry_after,
+        ..
+    }) = fault
+    else {
+        return render(
+            &Resp::error(
+                500,
+                "800003",
+                "internal: respond_as_told without a Respond fault",
+            ),
+            Some(request_id),
+            correlation_id,
+        );
+    };
+    record.status = Some(*status);
+    record.retry_after_s = retry_after.as_deref().and_then(|r| r.trim().parse().ok());
+    shared.world().log(record);
+    let mut response = render(&Resp::empty(*status), Some(request_id), correlation_id);
+    *response.body_mut() = full_body(Bytes::from(body.repeat(*repeat as usize)));
+    if let Some(v) = content_type
+        .as_deref()
+        .and_then(|c| http::HeaderValue::from_str(c).ok())
+    {
+        response.headers_mut().insert(http::header::CONTENT_TYPE, v);
+    }
+    if let Some(v) = retry_after
+        .as_deref()
+        .and_then(|r| http::HeaderValue::from_str(r).ok())
+    {
+        response.headers_mut().insert(http::header::RETRY_AFTER, v);
+    }
+    response
+}
+
+fn render(resp: &Resp, request_id: Option<&str>, correlation_id: Option<&str>) -> Response<Body> {
     let body = resp
         .body
         .as_ref()
         .map(|b| Bytes::from(b.to_string()))
         .unwrap_or_default();
-    let mut response = Response::new(Full::new(body));
+    let mut response = Response::new(full_body(body));
     *response.status_mut() =
         StatusCode::from_u16(resp.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let headers = response.headers_mut();
@@ -520,6 +670,13 @@ fn percent_decode(segment: &str) -> String {
 fn admin(shared: &Shared, req: &Req, action: &str) -> Resp {
     match (req.method.clone(), action) {
         (Method::GET, "health") => Resp::json(200, json!({"status": "ok"})),
+        (Method::GET, "stats") => {
+            use std::sync::atomic::Ordering::SeqCst;
+            Resp::json(
+                200,
+                json!({"inFlight": shared.in_flight.load(SeqCst), "maxInFlight": shared.max_in_flight.load(SeqCst)}),
+            )
+        }
         (Method::GET, "ledger") => Resp::json(
             200,
             serde_json::to_value(&shared.world().ledger).unwrap_or(Value::Null),

@@ -32,6 +32,9 @@ pub struct Shared {
     pub world: Mutex<World>,
     /// Signalled each time a checkout starts processing, so tests can act while it runs.
     pub checkout_started: tokio::sync::Notify,
+    /// Partner Center (`/v1`) requests being handled now, and the most ever at once.
+    pub in_flight: std::sync::atomic::AtomicU64,
+    pub max_in_flight: std::sync::atomic::AtomicU64,
 }
 
 impl Shared {

@@ -173,6 +173,8 @@ pub struct RequestRecord {
     pub fault: Option<String>,
     /// Whether the request took effect.
     pub processed: bool,
+    /// The `Retry-After` sent with a 429, in seconds (an HTTP date is converted).
+    pub retry_after_s: Option<u64>,
 }
 
 #[derive(Debug, Default)]

@@ -49,6 +49,9 @@ pub struct SqliteConfig {
     pub durability: Durability,
     pub busy_timeout: Duration,
     pub readers: u32,
+    /// A cap on the database file's size, in MiB (`PRAGMA max_page_count`); writes beyond it
+    /// fail as a full disk would, and the daemon stops claiming until there is room.
+    pub max_size_mb: Option<u64>,
 }
 
 impl SqliteConfig {
@@ -58,6 +61,7 @@ impl SqliteConfig {
             durability: Durability::Full,
             busy_timeout: Duration::from_secs(10),
             readers: 4,
+            max_size_mb: None,
         }
     }
 }
@@ -140,6 +144,17 @@ impl SqliteStore {
             path: display.clone(),
             reason: e.to_string(),
         })?;
+        if let Some(mb) = config.max_size_mb {
+            // max_page_count is per connection: only this process's writer is capped.
+            let pages = (mb * 1024 * 1024 / 4096).max(1);
+            sqlx::query(&format!("PRAGMA max_page_count = {pages}"))
+                .execute(&mut writer)
+                .await
+                .map_err(|e| StoreError::Open {
+                    path: display.clone(),
+                    reason: e.to_string(),
+                })?;
+        }
         MIGRATOR
             .run(&mut writer)
             .await
@@ -247,6 +262,15 @@ enum Pending {
     ),
 }
 
+/// An operation's error text, and whether it means the database cannot be written.
+fn failure_of(error: &StoreError) -> (String, bool) {
+    let message = match error {
+        StoreError::Unwritable(m) => m.clone(),
+        other => other.to_string(),
+    };
+    (message, matches!(error, StoreError::Unwritable(_)))
+}
+
 async fn run_batch(conn: &mut SqliteConnection, batch: &mut Vec<WriteOp>) {
     let begun = sqlx::query("BEGIN IMMEDIATE")
         .execute(&mut *conn)
@@ -272,14 +296,16 @@ async fn run_batch(conn: &mut SqliteConnection, batch: &mut Vec<WriteOp>) {
         return;
     }
     let mut pending = Vec::with_capacity(batch.len());
-    for op in batch.drain(..) {
+    let mut ops = batch.drain(..);
+    let mut unwritable: Option<String> = None;
+    for op in ops.by_ref() {
         // A savepoint per write: one failing write rolls back alone, not the whole batch.
         let _ = sqlx::query("SAVEPOINT op").execute(&mut *conn).await;
-        let (entry, ok) = match op {
+        let (entry, error) = match op {
             WriteOp::Insert { saga, event, reply } => {
                 let result = insert(conn, &saga, &event).await;
-                let ok = result.is_ok();
-                (Pending::Insert(reply, result), ok)
+                let error = result.as_ref().err().map(failure_of);
+                (Pending::Insert(reply, result), error)
             }
             WriteOp::Claim {
                 owner,
@@ -289,21 +315,52 @@ async fn run_batch(conn: &mut SqliteConnection, batch: &mut Vec<WriteOp>) {
                 reply,
             } => {
                 let result = claim(conn, &owner, now, lease_until, limit).await;
-                let ok = result.is_ok();
-                (Pending::Claim(reply, result), ok)
+                let error = result.as_ref().err().map(failure_of);
+                (Pending::Claim(reply, result), error)
             }
             WriteOp::Commit { commit, reply } => {
                 let result = apply_commit(conn, &commit).await;
-                let ok = result.is_ok();
-                (Pending::Commit(reply, result), ok)
+                let error = result.as_ref().err().map(failure_of);
+                (Pending::Commit(reply, result), error)
             }
         };
-        if !ok {
-            let _ = sqlx::query("ROLLBACK TO op").execute(&mut *conn).await;
-        }
-        let _ = sqlx::query("RELEASE op").execute(&mut *conn).await;
         pending.push(entry);
+        match error {
+            // A full or read-only database: SQLite may already have rolled the whole
+            // transaction back, so no write of this batch can be trusted. Stop here.
+            Some((message, true)) => {
+                unwritable = Some(message);
+                break;
+            }
+            Some((_, false)) => {
+                let _ = sqlx::query("ROLLBACK TO op").execute(&mut *conn).await;
+                let _ = sqlx::query("RELEASE op").execute(&mut *conn).await;
+            }
+            None => {
+                let _ = sqlx::query("RELEASE op").execute(&mut *conn).await;
+            }
+        }
     }
+    if let Some(message) = unwritable {
+        let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+        let err = || StoreError::Unwritable(message.clone());
+        for entry in pending {
+            match entry {
+                Pending::Insert(reply, _) => drop(reply.send(Err(err()))),
+                Pending::Claim(reply, _) => drop(reply.send(Err(err()))),
+                Pending::Commit(reply, _) => drop(reply.send(Err(err()))),
+            }
+        }
+        for op in ops {
+            match op {
+                WriteOp::Insert { reply, .. } => drop(reply.send(Err(err()))),
+                WriteOp::Claim { reply, .. } => drop(reply.send(Err(err()))),
+                WriteOp::Commit { reply, .. } => drop(reply.send(Err(err()))),
+            }
+        }
+        return;
+    }
+    drop(ops);
     match sqlx::query("COMMIT")
         .execute(&mut *conn)
         .await

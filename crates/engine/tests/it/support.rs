@@ -68,6 +68,13 @@ impl Workflow for TestWorkflow {
         "corr".into()
     }
 
+    fn effect_name(&self, effect: &Effect) -> String {
+        match effect {
+            Effect::Pay { .. } => "pay".into(),
+            Effect::Look => "look".into(),
+        }
+    }
+
     fn validate_policy(&self, state: &str, policy: &StatePolicy) -> Result<(), String> {
         if state == "Pay" && policy.retry.on_exhausted == OnExhausted::Fail {
             return Err("retry.on_exhausted must be \"park\" once money may move".into());

@@ -7,6 +7,7 @@
 
 pub mod cart;
 pub mod catalog;
+pub mod checked;
 pub mod common;
 pub mod datetime;
 pub mod entitlement;
@@ -22,6 +23,7 @@ pub use catalog::{
     AttestationProperties, Availability, BillingCycle, Currency, ItemType, Product,
     PurchasePrerequisite, Sku, Term,
 };
+pub use checked::Checked;
 pub use common::{ApiFault, Collection, KeyValue, Link, Links, ResourceAttributes, ThrottleFault};
 pub use entitlement::{
     Artifact, Entitlement, EntitlementType, QuantityDetail, ReferenceOrder, Reservation,

@@ -5,5 +5,6 @@ mod auth;
 mod classification;
 mod faults;
 mod flow;
+mod malformed;
 mod spec_examples;
 mod support;

@@ -349,3 +349,110 @@ async fn the_same_idempotency_key_is_one_purchase() {
     w.settle().await;
     assert_eq!(w.sim.ledger().checkouts.len(), 1);
 }
+
+/// Goal: every checkout reply that leaves the outcome in doubt (the checkout took effect, the
+/// reply was lost, cut or garbled) ends with one order, never two. Method: one purchase per
+/// case with the fault on its first checkout; the auditor checks the ledger and history.
+#[tokio::test]
+async fn ambiguous_checkout_replies_never_buy_twice() {
+    let garbled = |status: u16, body: &str| Fault::Respond {
+        status,
+        body: body.into(),
+        repeat: 1,
+        content_type: None,
+        retry_after: None,
+        processed: true,
+    };
+    let cases = vec![
+        ("lost reply", Fault::Drop),
+        ("truncated JSON", Fault::Malformed),
+        ("dropped mid-body", Fault::BodyDrop),
+        ("hung after processing", Fault::Hang { processed: true }),
+        ("HTML with 200", garbled(200, "<html>ok</html>")),
+        ("500 after processing", garbled(500, "<html>error</html>")),
+        ("503 after processing", garbled(503, "")),
+        ("empty 201", garbled(201, "")),
+        (
+            "orders without ids",
+            garbled(201, "{\"orders\":[{}],\"orderErrors\":[]}"),
+        ),
+    ];
+    for (name, fault) in cases {
+        let w = world(SimConfig {
+            hang_s: 3,
+            ..SimConfig::default()
+        })
+        .await;
+        w.sim
+            .set_faults(FaultPlan {
+                seed: 1,
+                rules: vec![FaultRule {
+                    endpoint: "checkout".into(),
+                    probability: 1.0,
+                    after: 0,
+                    limit: Some(1),
+                    fault,
+                }],
+            })
+            .expect("plan");
+        let id = w
+            .submit(perpetual(&format!("ambiguous-{}", name.replace(' ', "-"))))
+            .await;
+        w.settle().await;
+        let (saga, _) = w.saga(&id).await;
+        assert_eq!(
+            saga.status,
+            SagaStatus::Succeeded,
+            "{name}: {:?}",
+            saga.last_error
+        );
+        let expect = pcsaga_testkit::Expect {
+            purchases: 1,
+            settled: true,
+            wall_clock: false,
+        };
+        let audit = pcsaga_testkit::audit(
+            w.engine.store(),
+            &w.sim.ledger(),
+            &w.sim.requests(),
+            &expect,
+        )
+        .await;
+        audit.assert_clean(&format!(
+            "cargo test -p pcsaga-purchase ambiguous_checkout_replies ({name})"
+        ));
+        assert_eq!((audit.checkouts, audit.orders), (1, 1), "{name}");
+    }
+}
+
+/// What submission cannot know without the catalog is refused at discovery, before any cart,
+/// with the field named: a quantity above the SKU's maximum, a software subscription in a
+/// market where it is not sold.
+#[tokio::test]
+async fn catalog_rules_fail_before_any_cart() {
+    let w = world(SimConfig::default()).await;
+    let mut too_many = perpetual("too-many");
+    too_many["items"][0]["quantity"] = json!(101);
+    let too_many = w.submit(too_many).await;
+    let brazil = w
+        .submit(json!({"idempotencyKey": "brazil", "customerId": "d6bf25b7-e0a8-4f2d-a31b-97b55cfc774d", "country": "BR",
+                       "items": [{"productId": "DG7GMGF0FKZV", "skuId": "0003", "quantity": 1, "termDuration": "P1Y"}]}))
+        .await;
+    w.settle().await;
+    let (saga, _) = w.saga(&too_many).await;
+    assert_eq!(
+        (saga.status, saga.state.as_str()),
+        (SagaStatus::Failed, "Discovery")
+    );
+    assert!(saga.last_error.as_deref().is_some_and(|e| e.contains("items[0]") && e.contains("above the SKU's maximum of 100")), "{:?}", saga.last_error);
+    let (saga, _) = w.saga(&brazil).await;
+    assert_eq!(saga.status, SagaStatus::Failed);
+    assert!(
+        saga.last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("items[0]") && e.contains("in BR")),
+        "{:?}",
+        saga.last_error
+    );
+    assert!(w.sim.ledger().carts.is_empty());
+}
