@@ -491,10 +491,8 @@ async fn the_database_under_stress() {
         .await
         .expect("counts");
     assert!(
-        counts.get(&pcsaga_engine::SagaStatus::Failed).is_none()
-            && counts
-                .get(&pcsaga_engine::SagaStatus::NeedsAttention)
-                .is_none(),
+        !counts.contains_key(&pcsaga_engine::SagaStatus::Failed)
+            && !counts.contains_key(&pcsaga_engine::SagaStatus::NeedsAttention),
         "a full disk stopped a purchase: {counts:?}"
     );
     b.finish("roomy", Duration::from_secs(120)).await;

@@ -242,19 +242,6 @@ impl Battery {
         )
         .await
     }
-
-    /// Active purchases in a state, right now.
-    pub async fn active_in(&self, state: &str) -> usize {
-        let filter = pcsaga_engine::ListFilter {
-            status: Some(pcsaga_engine::SagaStatus::Active),
-            state: Some(state.into()),
-            ..Default::default()
-        };
-        pcsaga_engine::Store::list(&self.store, &filter)
-            .await
-            .map(|l| l.len())
-            .unwrap_or(0)
-    }
 }
 
 pub fn tail(text: &str, lines: usize) -> String {
