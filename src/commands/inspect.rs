@@ -204,6 +204,12 @@ pub async fn show(global: &Global, args: &ShowArgs, file: &FileConfig) -> Result
                     .unwrap_or_default()
             ));
         }
+        if let Some(intent) = &ctx.pending {
+            out.push_str(&format!(
+                "in doubt      {} sent with MS-RequestId {} and no reply recorded yet; it is sent again with the same id\n",
+                intent.call, intent.request_id
+            ));
+        }
         if let Some(cart) = &ctx.cart {
             out.push_str(&format!(
                 "cart          {}{}\n",

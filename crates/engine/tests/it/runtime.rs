@@ -346,3 +346,54 @@ async fn two_engines_on_one_file_never_run_a_saga_twice() {
         .count();
     assert_eq!(pays, 40, "each saga paid exactly once across both engines");
 }
+
+/// Goal: a worker stalled past its lease cannot commit what it did. Method: the first worker's
+/// call stalls; the clock passes the lease; a second worker claims the saga and finishes it;
+/// then the first worker's call returns and its commit must be refused (fenced).
+#[tokio::test]
+async fn a_worker_stalled_past_its_lease_is_fenced() {
+    let h = harness("slow").await;
+    let id = h.submit("k").await;
+    let stall = std::sync::Arc::new(tokio::sync::Notify::new());
+    h.script.lock().expect("script").stall = Some(stall.clone());
+    let now = h.clock.now();
+    let claimed = h
+        .store
+        .claim_due("slow", now, now + chrono::Duration::seconds(30), 1)
+        .await
+        .expect("claim");
+    let saga = claimed.into_iter().next().expect("claimed");
+    let (_tx, shutdown) = tokio::sync::watch::channel(false);
+    let engine = h.engine.clone();
+    let slow = tokio::spawn(async move { engine.drive(saga, &shutdown).await });
+    // Let the slow worker reach its stalled call (it commits Start -> Pay and the intent first).
+    while h.calls().is_empty() {
+        tokio::task::yield_now().await;
+    }
+    h.clock.advance(Duration::from_secs(31));
+    let fast = harness_on(
+        tempfile::tempdir().expect("dir"),
+        h.store.clone(),
+        "fast",
+        h.clock.clone(),
+    )
+    .await;
+    fast.answer(&[Answer::Ok, Answer::Ok]);
+    assert_eq!(fast.engine.run_due().await.expect("run"), 1);
+    assert_eq!(
+        h.engine.get(&id).await.expect("saga").status,
+        SagaStatus::Succeeded
+    );
+    stall.notify_one();
+    let outcome = slow.await.expect("task").expect("drive");
+    assert_eq!(
+        outcome,
+        pcsaga_engine::Driven::Fenced,
+        "the stalled worker's commit was refused"
+    );
+    assert_eq!(
+        h.engine.get(&id).await.expect("saga").status,
+        SagaStatus::Succeeded,
+        "and changed nothing"
+    );
+}

@@ -41,6 +41,8 @@ pub enum Answer {
 /// Everything the workflow saw, for assertions.
 #[derive(Debug, Default)]
 pub struct Script {
+    /// When set, the next call waits for this before answering (a stalled worker).
+    pub stall: Option<Arc<tokio::sync::Notify>>,
     pub answers: VecDeque<Answer>,
     /// (effect, request id, was the intent committed when the call ran?)
     pub calls: Vec<(String, Option<String>, bool)>,
@@ -120,13 +122,19 @@ impl Workflow for TestWorkflow {
                 .as_ref()
                 .is_some_and(|id| s.context.contains(id.as_str()))
         });
-        let answer = {
+        let (answer, stall) = {
             let mut script = self.script.lock().expect("script");
             script
                 .calls
                 .push((name.into(), request_id.clone(), intent_committed));
-            script.answers.pop_front().unwrap_or(Answer::Ok)
+            (
+                script.answers.pop_front().unwrap_or(Answer::Ok),
+                script.stall.take(),
+            )
         };
+        if let Some(stall) = stall {
+            stall.notified().await;
+        }
         Executed {
             outcome: answer,
             attempt: AttemptRecord {
