@@ -87,6 +87,11 @@ pub enum Command {
     /// Work with workflow policy files.
     #[command(subcommand)]
     Workflow(WorkflowCommand),
+    /// Run the benchmark harness and print its figures (see BENCHMARKS.md).
+    ///
+    /// Build with --release. Every figure is printed next to the raw SQLite ceiling measured
+    /// in the same run, so results compare across machines.
+    Bench(BenchArgs),
     /// Run the whole product on built-in defaults: simulator, fresh database, example
     /// purchases, the daemon, and a summary.
     Demo(DemoArgs),
@@ -206,6 +211,18 @@ pub struct DemoArgs {
     /// Seed of the simulator's injected faults.
     #[arg(long, default_value_t = 7)]
     pub seed: u64,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Purchases for the throughput rows (concurrency 1 uses at most 1000).
+    #[arg(long, default_value_t = 10_000)]
+    pub n: usize,
+    /// Only these measurements: raw, orchestration, e2e, backlog, recovery (comma-separated).
+    #[arg(long)]
+    pub only: Option<String>,
     #[arg(long)]
     pub json: bool,
 }

@@ -1,6 +1,7 @@
 //! The `pcsaga` binary: CLI verbs, daemon wiring, configuration and the demo.
 
 mod app;
+mod bench;
 mod cli;
 mod commands;
 mod config;
@@ -72,5 +73,6 @@ async fn dispatch(cli: &Cli) -> Result<Exit, Failed> {
             commands::workflow::validate(path, *json)
         }
         Command::Demo(args) => commands::demo::run(args).await,
+        Command::Bench(args) => commands::bench::run(args).await,
     }
 }

@@ -1,5 +1,6 @@
 //! One module per verb.
 
+pub mod bench;
 pub mod daemon;
 pub mod demo;
 pub mod inspect;

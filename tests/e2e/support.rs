@@ -260,7 +260,12 @@ pub fn mixed(prefix: &str, n: usize) -> Vec<serde_json::Value> {
     (0..n)
         .map(|i| {
             let (product, sku, term) = kinds[i % kinds.len()];
-            request(&format!("{prefix}-{i}"), product, sku, term)
+            let mut r = request(&format!("{prefix}-{i}"), product, sku, term);
+            // A customer per purchase, as in a partner's book: each customer's order and
+            // entitlement lists stay short.
+            r["customerId"] =
+                serde_json::json!(format!("{:08x}-0000-4000-8000-{:012x}", i % 0xffff_ffff, i));
+            r
         })
         .collect()
 }

@@ -467,11 +467,26 @@ impl<W: Workflow, S: Store> Engine<W, S> {
                         }
                         view.context = context;
                         let executed = {
-                            let _permit = inner
-                                .calls
-                                .acquire()
-                                .await
-                                .map_err(|_| Error::Task("call semaphore closed".into()))?;
+                            // Waiting for a call slot can take a while when many sagas share
+                            // few slots: keep the lease alive while waiting, and renew it
+                            // before the call if a quarter of it is gone, so the call's outcome
+                            // can still be committed.
+                            let acquire = inner.calls.acquire();
+                            tokio::pin!(acquire);
+                            let _permit = loop {
+                                tokio::select! {
+                                    permit = &mut acquire => break permit.map_err(|_| Error::Task("call semaphore closed".into()))?,
+                                    () = tokio::time::sleep(inner.config.lease / 4) => {
+                                        if self.renew(&mut saga, &owner).await? == Driven::Fenced {
+                                            return Ok(None);
+                                        }
+                                    }
+                                }
+                            };
+                            let lease = chrono::Duration::from_std(inner.config.lease).unwrap_or(chrono::Duration::MAX);
+                            if saga.lease_expires_at.is_none_or(|until| until - self.now() < lease * 3 / 4) && self.renew(&mut saga, &owner).await? == Driven::Fenced {
+                                return Ok(None);
+                            }
                             inner.workflow.execute(&view, &effect).await
                         };
                         self.crash_if(CrashAt::BeforeRecord, &call);
@@ -579,6 +594,21 @@ impl<W: Workflow, S: Store> Engine<W, S> {
         }
     }
 
+    /// Extends a saga's lease (a fenced write that changes nothing else).
+    async fn renew(&self, saga: &mut SagaRecord, owner: &str) -> Result<Driven, Error> {
+        let now = self.now();
+        let lease_until = after(now, self.inner.config.lease);
+        let update = SagaUpdate {
+            next_run_at: Some(lease_until),
+            ..update_of(saga)
+        };
+        let writer = Writer::Worker {
+            owner: owner.to_owned(),
+            lease_until: Some(lease_until),
+        };
+        self.commit(saga, writer, now, update, Vec::new()).await
+    }
+
     /// Gives a saga back to the queue, due now.
     async fn release(&self, saga: &mut SagaRecord, why: &str) -> Result<Driven, Error> {
         let now = self.now();
@@ -616,9 +646,14 @@ impl<W: Workflow, S: Store> Engine<W, S> {
             update: update.clone(),
             events,
         };
+        let lease_until = match &commit.writer {
+            Writer::Worker { lease_until, .. } => *lease_until,
+            Writer::Operator => None,
+        };
         match self.inner.store.commit(commit).await {
             Ok(version) => {
                 saga.version = version;
+                saga.lease_expires_at = lease_until;
                 saga.state = update.state;
                 saga.status = update.status;
                 saga.context = update.context;

@@ -262,138 +262,113 @@ enum Pending {
     ),
 }
 
-/// An operation's error text, and whether it means the database cannot be written.
-fn failure_of(error: &StoreError) -> (String, bool) {
-    let message = match error {
-        StoreError::Unwritable(m) => m.clone(),
-        other => other.to_string(),
-    };
-    (message, matches!(error, StoreError::Unwritable(_)))
+impl Pending {
+    /// Answers the caller: the result if the batch committed, else the batch's error.
+    fn answer(self, failure: Option<&StoreError>) {
+        let fail = |e: &StoreError| match e {
+            StoreError::Unwritable(m) => StoreError::Unwritable(m.clone()),
+            other => StoreError::Database(other.to_string()),
+        };
+        match (self, failure) {
+            (Self::Insert(reply, result), None) => drop(reply.send(result)),
+            (Self::Claim(reply, result), None) => drop(reply.send(result)),
+            (Self::Commit(reply, result), None) => drop(reply.send(result)),
+            (Self::Insert(reply, _), Some(e)) => drop(reply.send(Err(fail(e)))),
+            (Self::Claim(reply, _), Some(e)) => drop(reply.send(Err(fail(e)))),
+            (Self::Commit(reply, _), Some(e)) => drop(reply.send(Err(fail(e)))),
+        }
+    }
 }
 
+/// Runs one write and keeps its answer for after the commit. A refused (fenced) write is an
+/// answer, not a failure: it wrote nothing, and the batch goes on.
+async fn run_one(conn: &mut SqliteConnection, op: WriteOp) -> (Pending, Option<StoreError>) {
+    fn split<T>(result: Result<T, StoreError>) -> (Result<T, StoreError>, Option<StoreError>) {
+        match result {
+            Err(StoreError::Fenced { id, expected }) => {
+                (Err(StoreError::Fenced { id, expected }), None)
+            }
+            Err(StoreError::NotFound(id)) => (Err(StoreError::NotFound(id)), None),
+            Err(e) => {
+                let copy = match &e {
+                    StoreError::Unwritable(m) => StoreError::Unwritable(m.clone()),
+                    other => StoreError::Database(other.to_string()),
+                };
+                (Err(e), Some(copy))
+            }
+            ok => (ok, None),
+        }
+    }
+    match op {
+        WriteOp::Insert { saga, event, reply } => {
+            let (result, failure) = split(insert(conn, &saga, &event).await);
+            (Pending::Insert(reply, result), failure)
+        }
+        WriteOp::Claim {
+            owner,
+            now,
+            lease_until,
+            limit,
+            reply,
+        } => {
+            let (result, failure) = split(claim(conn, &owner, now, lease_until, limit).await);
+            (Pending::Claim(reply, result), failure)
+        }
+        WriteOp::Commit { commit, reply } => {
+            let (result, failure) = split(apply_commit(conn, &commit).await);
+            (Pending::Commit(reply, result), failure)
+        }
+    }
+}
+
+fn pending_of(op: WriteOp) -> Pending {
+    match op {
+        WriteOp::Insert { reply, .. } => Pending::Insert(reply, Err(StoreError::WriterGone)),
+        WriteOp::Claim { reply, .. } => Pending::Claim(reply, Err(StoreError::WriterGone)),
+        WriteOp::Commit { reply, .. } => Pending::Commit(reply, Err(StoreError::WriterGone)),
+    }
+}
+
+/// Runs a batch in one transaction. Any database error (as opposed to a fenced write) fails
+/// the whole batch: SQLite may have rolled the transaction back already (a full disk does), so
+/// none of its writes can be trusted, and every caller is told so and tries again later.
 async fn run_batch(conn: &mut SqliteConnection, batch: &mut Vec<WriteOp>) {
-    let begun = sqlx::query("BEGIN IMMEDIATE")
+    if let Err(e) = sqlx::query("BEGIN IMMEDIATE")
         .execute(&mut *conn)
         .await
-        .map_err(db_error);
-    if let Err(e) = begun {
-        let message = e.to_string();
-        let unwritable = matches!(e, StoreError::Unwritable(_));
+        .map_err(db_error)
+    {
         for op in batch.drain(..) {
-            let err = || {
-                if unwritable {
-                    StoreError::Unwritable(message.clone())
-                } else {
-                    StoreError::Database(message.clone())
-                }
-            };
-            match op {
-                WriteOp::Insert { reply, .. } => drop(reply.send(Err(err()))),
-                WriteOp::Claim { reply, .. } => drop(reply.send(Err(err()))),
-                WriteOp::Commit { reply, .. } => drop(reply.send(Err(err()))),
-            }
+            pending_of(op).answer(Some(&e));
         }
         return;
     }
     let mut pending = Vec::with_capacity(batch.len());
     let mut ops = batch.drain(..);
-    let mut unwritable: Option<String> = None;
+    let mut failure = None;
     for op in ops.by_ref() {
-        // A savepoint per write: one failing write rolls back alone, not the whole batch.
-        let _ = sqlx::query("SAVEPOINT op").execute(&mut *conn).await;
-        let (entry, error) = match op {
-            WriteOp::Insert { saga, event, reply } => {
-                let result = insert(conn, &saga, &event).await;
-                let error = result.as_ref().err().map(failure_of);
-                (Pending::Insert(reply, result), error)
-            }
-            WriteOp::Claim {
-                owner,
-                now,
-                lease_until,
-                limit,
-                reply,
-            } => {
-                let result = claim(conn, &owner, now, lease_until, limit).await;
-                let error = result.as_ref().err().map(failure_of);
-                (Pending::Claim(reply, result), error)
-            }
-            WriteOp::Commit { commit, reply } => {
-                let result = apply_commit(conn, &commit).await;
-                let error = result.as_ref().err().map(failure_of);
-                (Pending::Commit(reply, result), error)
-            }
-        };
+        let (entry, error) = run_one(conn, op).await;
         pending.push(entry);
-        match error {
-            // A full or read-only database: SQLite may already have rolled the whole
-            // transaction back, so no write of this batch can be trusted. Stop here.
-            Some((message, true)) => {
-                unwritable = Some(message);
-                break;
-            }
-            Some((_, false)) => {
-                let _ = sqlx::query("ROLLBACK TO op").execute(&mut *conn).await;
-                let _ = sqlx::query("RELEASE op").execute(&mut *conn).await;
-            }
-            None => {
-                let _ = sqlx::query("RELEASE op").execute(&mut *conn).await;
-            }
+        if error.is_some() {
+            failure = error;
+            break;
         }
     }
-    if let Some(message) = unwritable {
+    pending.extend(ops.map(pending_of));
+    if failure.is_none() {
+        if let Err(e) = sqlx::query("COMMIT")
+            .execute(&mut *conn)
+            .await
+            .map_err(db_error)
+        {
+            failure = Some(e);
+        }
+    }
+    if failure.is_some() {
         let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
-        let err = || StoreError::Unwritable(message.clone());
-        for entry in pending {
-            match entry {
-                Pending::Insert(reply, _) => drop(reply.send(Err(err()))),
-                Pending::Claim(reply, _) => drop(reply.send(Err(err()))),
-                Pending::Commit(reply, _) => drop(reply.send(Err(err()))),
-            }
-        }
-        for op in ops {
-            match op {
-                WriteOp::Insert { reply, .. } => drop(reply.send(Err(err()))),
-                WriteOp::Claim { reply, .. } => drop(reply.send(Err(err()))),
-                WriteOp::Commit { reply, .. } => drop(reply.send(Err(err()))),
-            }
-        }
-        return;
     }
-    drop(ops);
-    match sqlx::query("COMMIT")
-        .execute(&mut *conn)
-        .await
-        .map_err(db_error)
-    {
-        Ok(_) => {
-            for entry in pending {
-                match entry {
-                    Pending::Insert(reply, result) => drop(reply.send(result)),
-                    Pending::Claim(reply, result) => drop(reply.send(result)),
-                    Pending::Commit(reply, result) => drop(reply.send(result)),
-                }
-            }
-        }
-        Err(e) => {
-            let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
-            let message = e.to_string();
-            let unwritable = matches!(e, StoreError::Unwritable(_));
-            let err = || {
-                if unwritable {
-                    StoreError::Unwritable(message.clone())
-                } else {
-                    StoreError::Database(message.clone())
-                }
-            };
-            for entry in pending {
-                match entry {
-                    Pending::Insert(reply, _) => drop(reply.send(Err(err()))),
-                    Pending::Claim(reply, _) => drop(reply.send(Err(err()))),
-                    Pending::Commit(reply, _) => drop(reply.send(Err(err()))),
-                }
-            }
-        }
+    for entry in pending {
+        entry.answer(failure.as_ref());
     }
 }
 
@@ -563,10 +538,45 @@ async fn apply_commit(conn: &mut SqliteConnection, commit: &Commit) -> Result<i6
             expected: commit.expected_version,
         });
     }
-    for event in &commit.events {
-        append_history(conn, &commit.id, commit.now, event).await?;
-    }
+    append_history_many(conn, &commit.id, commit.now, &commit.events).await?;
     Ok(commit.expected_version + 1)
+}
+
+/// Appends several history rows in one statement (a commit usually carries two).
+async fn append_history_many(
+    conn: &mut SqliteConnection,
+    saga_id: &str,
+    at: DateTime<Utc>,
+    events: &[HistoryEvent],
+) -> Result<(), StoreError> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let row = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+    let sql = format!(
+        "INSERT INTO history (saga_id, at, kind, state, to_state, call, http_status, latency_ms, request_id, \
+         error_class, error, detail) VALUES {}",
+        vec![row; events.len()].join(", ")
+    );
+    let mut query = sqlx::query(&sql);
+    for event in events {
+        let attempt = event.attempt.as_ref();
+        query = query
+            .bind(saga_id)
+            .bind(to_millis(at))
+            .bind(event.kind.map_or("transition", EventKind::as_str))
+            .bind(event.state.clone())
+            .bind(event.to_state.clone())
+            .bind(attempt.map(|a| a.call.clone()))
+            .bind(attempt.and_then(|a| a.http_status).map(i64::from))
+            .bind(attempt.map(|a| i64::try_from(a.latency_ms).unwrap_or(i64::MAX)))
+            .bind(attempt.and_then(|a| a.request_id.clone()))
+            .bind(attempt.and_then(|a| a.error_class.clone()))
+            .bind(attempt.and_then(|a| a.error.clone()))
+            .bind(event.detail.clone());
+    }
+    query.execute(&mut *conn).await.map_err(db_error)?;
+    Ok(())
 }
 
 async fn append_history(
@@ -717,5 +727,98 @@ impl Store for SqliteStore {
             }
         }
         Ok(out)
+    }
+}
+
+/// The raw SQLite ceiling on this machine, with the engine's settings (WAL and the given
+/// durability): single-row commits per second, and rows per second when `batch` rows share
+/// one commit. The benchmark prints every other figure as a ratio to these.
+pub async fn raw_ceiling(
+    path: &Path,
+    durability: Durability,
+    commits: u32,
+    batch: u32,
+) -> Result<(f64, f64), StoreError> {
+    let display = path.display().to_string();
+    let open = |e: sqlx::Error| StoreError::Open {
+        path: display.clone(),
+        reason: e.to_string(),
+    };
+    let mut conn = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))
+        .map_err(open)?
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(match durability {
+            Durability::Full => SqliteSynchronous::Full,
+            Durability::Normal => SqliteSynchronous::Normal,
+        })
+        .disable_statement_logging()
+        .connect()
+        .await
+        .map_err(open)?;
+    sqlx::query("CREATE TABLE IF NOT EXISTS raw (id INTEGER PRIMARY KEY, body TEXT NOT NULL)")
+        .execute(&mut conn)
+        .await
+        .map_err(db_error)?;
+    let body = "x".repeat(200);
+    let started = std::time::Instant::now();
+    for _ in 0..commits {
+        sqlx::query("BEGIN IMMEDIATE")
+            .execute(&mut conn)
+            .await
+            .map_err(db_error)?;
+        sqlx::query("INSERT INTO raw (body) VALUES (?)")
+            .bind(&body)
+            .execute(&mut conn)
+            .await
+            .map_err(db_error)?;
+        sqlx::query("COMMIT")
+            .execute(&mut conn)
+            .await
+            .map_err(db_error)?;
+    }
+    let single = f64::from(commits) / started.elapsed().as_secs_f64();
+    let started = std::time::Instant::now();
+    for _ in 0..commits {
+        sqlx::query("BEGIN IMMEDIATE")
+            .execute(&mut conn)
+            .await
+            .map_err(db_error)?;
+        for _ in 0..batch {
+            sqlx::query("INSERT INTO raw (body) VALUES (?)")
+                .bind(&body)
+                .execute(&mut conn)
+                .await
+                .map_err(db_error)?;
+        }
+        sqlx::query("COMMIT")
+            .execute(&mut conn)
+            .await
+            .map_err(db_error)?;
+    }
+    let batched = f64::from(commits * batch) / started.elapsed().as_secs_f64();
+    let _ = conn.close().await;
+    Ok((single, batched))
+}
+
+impl SqliteStore {
+    /// Moves every active saga's next run to `until` (a maintenance operation: pause the
+    /// queue; the benchmark uses it to park a backlog). Returns how many moved.
+    pub async fn defer_all(&self, until: DateTime<Utc>) -> Result<u64, StoreError> {
+        let options = self.readers.connect_options();
+        let mut conn = options
+            .as_ref()
+            .clone()
+            .read_only(false)
+            .connect()
+            .await
+            .map_err(db_error)?;
+        let result = sqlx::query("UPDATE sagas SET next_run_at = ? WHERE status = 'active'")
+            .bind(to_millis(until))
+            .execute(&mut conn)
+            .await
+            .map_err(db_error)?;
+        let _ = conn.close().await;
+        Ok(result.rows_affected())
     }
 }

@@ -355,7 +355,11 @@ async fn a_worker_stalled_past_its_lease_is_fenced() {
     let h = harness("slow").await;
     let id = h.submit("k").await;
     let stall = std::sync::Arc::new(tokio::sync::Notify::new());
-    h.script.lock().expect("script").stall = Some(stall.clone());
+    h.script
+        .lock()
+        .expect("script")
+        .stall
+        .push_back(stall.clone());
     let now = h.clock.now();
     let claimed = h
         .store
@@ -395,5 +399,73 @@ async fn a_worker_stalled_past_its_lease_is_fenced() {
         h.engine.get(&id).await.expect("saga").status,
         SagaStatus::Succeeded,
         "and changed nothing"
+    );
+}
+
+/// Goal: a saga waiting for a call slot keeps its lease, so its call's outcome can be
+/// committed. Method: one call slot; A's call stalls while B waits; the clock moves 25 s of
+/// B's 30 s lease; A is released, B gets the slot and renews its lease before calling; B's
+/// call stalls past the original lease; B's outcome still commits.
+#[tokio::test]
+async fn a_saga_waiting_for_a_call_slot_keeps_its_lease() {
+    let dir = tempfile::tempdir().expect("dir");
+    let store =
+        pcsaga_engine::SqliteStore::open(pcsaga_engine::SqliteConfig::new(dir.path().join("t.db")))
+            .await
+            .expect("store");
+    let clock = std::sync::Arc::new(pcsaga_engine::ManualClock::at(crate::support::t0()));
+    let h = crate::support::harness_with(dir, store, "w", clock, |c| {
+        c.max_calls_in_flight = 1;
+        c.concurrency = 2;
+    })
+    .await;
+    let a = h.submit("a").await;
+    let b = h.submit("b").await;
+    let (stall_a, stall_b) = (
+        std::sync::Arc::new(tokio::sync::Notify::new()),
+        std::sync::Arc::new(tokio::sync::Notify::new()),
+    );
+    h.script
+        .lock()
+        .expect("script")
+        .stall
+        .extend([stall_a.clone(), stall_b.clone()]);
+    let engine = h.engine.clone();
+    let run = tokio::spawn(async move { engine.run_due().await });
+    while h.calls().is_empty() {
+        tokio::task::yield_now().await;
+    }
+    h.clock.advance(Duration::from_secs(25));
+    stall_a.notify_one();
+    while h.calls().len() < 2 {
+        tokio::task::yield_now().await;
+    }
+    h.clock.advance(Duration::from_secs(10));
+    stall_b.notify_one();
+    h.answer(&[Answer::Ok; 4]);
+    run.await.expect("task").expect("run");
+    let (first, second) = (
+        h.engine.get(&a).await.expect("a"),
+        h.engine.get(&b).await.expect("b"),
+    );
+    // Neither lost its lease: each was claimed once and committed everything in that claim.
+    for saga in [&first, &second] {
+        let history = h.engine.history(&saga.id).await.expect("history");
+        let claims = history.iter().filter(|r| r.kind == "claimed").count();
+        assert_eq!(
+            claims, 1,
+            "{} was fenced and claimed again: {history:#?}",
+            saga.idempotency_key
+        );
+    }
+    assert!(
+        [first.status, second.status]
+            .iter()
+            .all(|s| *s == SagaStatus::Succeeded),
+        "both finished: {:?} {:?} / {:?} {:?}",
+        first.status,
+        first.last_error,
+        second.status,
+        second.last_error
     );
 }

@@ -41,8 +41,8 @@ pub enum Answer {
 /// Everything the workflow saw, for assertions.
 #[derive(Debug, Default)]
 pub struct Script {
-    /// When set, the next call waits for this before answering (a stalled worker).
-    pub stall: Option<Arc<tokio::sync::Notify>>,
+    /// Calls wait for these, one each, before answering (stalled workers).
+    pub stall: VecDeque<Arc<tokio::sync::Notify>>,
     pub answers: VecDeque<Answer>,
     /// (effect, request id, was the intent committed when the call ran?)
     pub calls: Vec<(String, Option<String>, bool)>,
@@ -129,7 +129,7 @@ impl Workflow for TestWorkflow {
                 .push((name.into(), request_id.clone(), intent_committed));
             (
                 script.answers.pop_front().unwrap_or(Answer::Ok),
-                script.stall.take(),
+                script.stall.pop_front(),
             )
         };
         if let Some(stall) = stall {
@@ -254,6 +254,16 @@ pub async fn harness_on(
     owner: &str,
     clock: Arc<ManualClock>,
 ) -> Harness {
+    harness_with(dir, store, owner, clock, |_| {}).await
+}
+
+pub async fn harness_with(
+    dir: tempfile::TempDir,
+    store: SqliteStore,
+    owner: &str,
+    clock: Arc<ManualClock>,
+    tune: impl FnOnce(&mut EngineConfig),
+) -> Harness {
     let script = Arc::new(Mutex::new(Script::default()));
     let workflow = TestWorkflow {
         script: script.clone(),
@@ -265,6 +275,7 @@ pub async fn harness_on(
     .expect("policy");
     let mut config = EngineConfig::new(owner);
     config.lease = Duration::from_secs(30);
+    tune(&mut config);
     let engine = Engine::new(workflow, store.clone(), policies, clock.clone(), config);
     Harness {
         engine,

@@ -1,0 +1,148 @@
+//! `pcsaga bench`: runs the benchmark harness and prints its figures (see BENCHMARKS.md).
+
+use serde_json::json;
+
+use crate::bench::run;
+use crate::cli::BenchArgs;
+use crate::exit::{Exit, Failed};
+use crate::output::{print, print_json, Table};
+
+const ALL: &[&str] = &["raw", "orchestration", "e2e", "backlog", "recovery"];
+
+pub async fn run(args: &BenchArgs) -> Result<Exit, Failed> {
+    let only: Vec<String> = match &args.only {
+        Some(list) => list
+            .split(',')
+            .map(|s| s.trim().to_ascii_lowercase())
+            .collect(),
+        None => ALL.iter().map(|s| (*s).to_owned()).collect(),
+    };
+    if let Some(bad) = only.iter().find(|s| !ALL.contains(&s.as_str())) {
+        return Err(Failed::new(
+            Exit::InvalidInput,
+            crate::config::ConfigError(format!("--only {bad:?}: choose from {}", ALL.join(", "))),
+        ));
+    }
+    let n = args.n.max(10);
+    let wants = |name: &str| only.iter().any(|s| s == name);
+    let mut table = Table::new(&["MEASUREMENT", "FIGURE", "RATIO TO RAW"]);
+    let mut out = json!({"n": n});
+    // The ceiling is always measured: every ratio needs it.
+    eprintln!("bench: raw SQLite ceiling (WAL, synchronous=FULL)...");
+    let scratch = run::Scratch::new("raw")?;
+    let (single, batched) = run::raw(&scratch).await?;
+    drop(scratch);
+    table.row(vec![
+        "raw: single-row commits/s".into(),
+        format!("{single:.0}"),
+        "1.00".into(),
+    ]);
+    table.row(vec![
+        "raw: rows/s, 100 rows per commit".into(),
+        format!("{batched:.0}"),
+        format!("{:.2}", batched / single),
+    ]);
+    out["raw"] = json!({"singleCommitsPerSecond": single, "batchedRowsPerSecond": batched});
+    let commit_us = 1e6 / single;
+    if wants("orchestration") {
+        let c1_n = n.min(1000);
+        for (label, purchases, concurrency) in [
+            ("concurrency 1", c1_n, 1),
+            ("concurrency 32 (default)", n, 32),
+        ] {
+            eprintln!("bench: orchestration, {purchases} no-op purchases at {label}...");
+            let o = run::orchestration(purchases, concurrency).await?;
+            let tps = o.transitions as f64 / o.seconds;
+            table.row(vec![
+                format!("orchestration {label}: purchases/s (n={purchases})"),
+                format!("{:.0}", purchases as f64 / o.seconds),
+                String::new(),
+            ]);
+            table.row(vec![
+                format!("orchestration {label}: transitions/s"),
+                format!("{tps:.0}"),
+                format!("{:.2}", tps / single),
+            ]);
+            table.row(vec![
+                format!("orchestration {label}: per-transition p50 / p99"),
+                format!("{:.0} µs / {:.0} µs", o.p50_us, o.p99_us),
+                format!("{:.2} / {:.2}", o.p50_us / commit_us, o.p99_us / commit_us),
+            ]);
+            out[format!("orchestrationC{concurrency}")] = json!({"purchases": purchases, "seconds": o.seconds, "transitionsPerSecond": tps, "p50Micros": o.p50_us, "p99Micros": o.p99_us});
+        }
+    }
+    if wants("e2e") {
+        for (latency, purchases) in [(0, n), (50, (n / 20).clamp(50, 500))] {
+            eprintln!("bench: end to end, {purchases} purchases, {latency} ms latency per call...");
+            let e = run::end_to_end(purchases, latency).await?;
+            table.row(vec![
+                format!(
+                    "e2e {latency} ms: purchases/s (n={purchases}, {} succeeded)",
+                    e.succeeded
+                ),
+                format!("{:.0}", purchases as f64 / e.seconds),
+                format!("{:.3}", purchases as f64 / e.seconds / single),
+            ]);
+            table.row(vec![
+                format!("e2e {latency} ms: Partner Center calls/s"),
+                format!("{:.0}", e.calls as f64 / e.seconds),
+                format!("{:.2}", e.calls as f64 / e.seconds / single),
+            ]);
+            table.row(vec![
+                format!("e2e {latency} ms: purchase latency p50 / p99"),
+                format!("{:.3} s / {:.3} s", e.p50_s, e.p99_s),
+                String::new(),
+            ]);
+            table.row(vec![
+                format!("e2e {latency} ms: peak RSS (process, simulator included)"),
+                format!("{:.0} MB", e.peak_rss_mb),
+                String::new(),
+            ]);
+            out[format!("e2e{latency}ms")] = json!({"purchases": purchases, "succeeded": e.succeeded, "seconds": e.seconds, "calls": e.calls, "p50Seconds": e.p50_s, "p99Seconds": e.p99_s, "peakRssMb": e.peak_rss_mb});
+        }
+    }
+    if wants("backlog") {
+        for parked in [1_000, 10_000, 100_000] {
+            eprintln!("bench: backlog of {parked} parked sagas...");
+            let b = run::backlog(parked, 200).await?;
+            table.row(vec![
+                format!("backlog {parked}: claim a due saga p50 / p99"),
+                format!("{:.0} µs / {:.0} µs", b.claim_p50_us, b.claim_p99_us),
+                format!(
+                    "{:.2} / {:.2}",
+                    b.claim_p50_us / commit_us,
+                    b.claim_p99_us / commit_us
+                ),
+            ]);
+            table.row(vec![
+                format!("backlog {parked}: RSS"),
+                format!("{:.0} MB", b.rss_mb),
+                String::new(),
+            ]);
+            out[format!("backlog{parked}")] = json!({"claimP50Micros": b.claim_p50_us, "claimP99Micros": b.claim_p99_us, "rssMb": b.rss_mb});
+        }
+    }
+    if wants("recovery") {
+        eprintln!("bench: recovery with 10000 sagas in flight...");
+        let r = run::recovery(10_000).await?;
+        table.row(vec![
+            "recovery 10000 in flight: first step after start".into(),
+            format!("{:.0} ms", r.first_step_ms),
+            String::new(),
+        ]);
+        table.row(vec![
+            "recovery 10000 in flight: all due work claimed".into(),
+            format!("{:.0} ms", r.all_claimed_ms),
+            String::new(),
+        ]);
+        out["recovery"] = json!({"inFlight": r.in_flight, "firstStepMs": r.first_step_ms, "allClaimedMs": r.all_claimed_ms});
+    }
+    let (_, peak) = run::rss_mb();
+    out["peakRssMb"] = json!(peak);
+    if args.json {
+        print_json(&out);
+    } else {
+        print(&format!("{}\nmachine: {} cores; ratios: rates are divided by raw single-row commits/s, times by one raw commit ({commit_us:.0} µs)\n", table.render(), std::thread::available_parallelism().map_or(0, |n| n.get())));
+    }
+    Ok(Exit::Ok)
+}
