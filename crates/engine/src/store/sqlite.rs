@@ -343,18 +343,62 @@ async fn run_batch(conn: &mut SqliteConnection, batch: &mut Vec<WriteOp>) {
         }
         return;
     }
+    // Inserts and claims run one by one, in order; the batch's commits (distinct sagas: a
+    // worker waits for each commit before the next) run together in two statements.
     let mut pending = Vec::with_capacity(batch.len());
-    let mut ops = batch.drain(..);
+    let mut commits = Vec::new();
     let mut failure = None;
-    for op in ops.by_ref() {
-        let (entry, error) = run_one(conn, op).await;
-        pending.push(entry);
-        if error.is_some() {
-            failure = error;
-            break;
+    for op in batch.drain(..) {
+        if failure.is_some() {
+            pending.push(pending_of(op));
+            continue;
+        }
+        match op {
+            WriteOp::Commit { commit, reply } => commits.push((commit, reply)),
+            other => {
+                let (entry, error) = run_one(conn, other).await;
+                pending.push(entry);
+                failure = error;
+            }
         }
     }
-    pending.extend(ops.map(pending_of));
+    if failure.is_some() {
+        for (_, reply) in commits.drain(..) {
+            pending.push(Pending::Commit(reply, Err(StoreError::WriterGone)));
+        }
+    }
+    if failure.is_none() && !commits.is_empty() {
+        let distinct: std::collections::HashSet<&str> =
+            commits.iter().map(|(c, _)| c.id.as_str()).collect();
+        if distinct.len() == commits.len() {
+            let refs: Vec<&Commit> = commits.iter().map(|(c, _)| c).collect();
+            match apply_commits(conn, &refs).await {
+                Ok(results) => {
+                    for ((_, reply), result) in commits.into_iter().zip(results) {
+                        pending.push(Pending::Commit(reply, result));
+                    }
+                }
+                Err(e) => {
+                    failure = Some(e);
+                    for (_, reply) in commits {
+                        pending.push(Pending::Commit(reply, Err(StoreError::WriterGone)));
+                    }
+                }
+            }
+        } else {
+            // Two writes for one saga in a batch (two processes' operators cannot share a
+            // writer, so this is rare): one by one, in order, so the fence sees each.
+            for (commit, reply) in commits {
+                if failure.is_some() {
+                    pending.push(Pending::Commit(reply, Err(StoreError::WriterGone)));
+                    continue;
+                }
+                let (entry, error) = run_one(conn, WriteOp::Commit { commit, reply }).await;
+                pending.push(entry);
+                failure = error;
+            }
+        }
+    }
     if failure.is_none() {
         if let Err(e) = sqlx::query("COMMIT")
             .execute(&mut *conn)
@@ -464,10 +508,12 @@ async fn claim(
     lease_until: DateTime<Utc>,
     limit: u32,
 ) -> Result<Vec<SagaRecord>, StoreError> {
+    // INDEXED BY: with every saga active, the planner would otherwise pick the status index
+    // and scan the whole backlog; the due index makes the cost that of the due rows only.
     let rows = sqlx::query(&format!(
         "UPDATE sagas SET lease_owner = ?1, lease_expires_at = ?2, next_run_at = ?2, version = version + 1, \
          updated_at = ?3 \
-         WHERE id IN (SELECT id FROM sagas WHERE next_run_at IS NOT NULL AND next_run_at <= ?3 AND status = 'active' \
+         WHERE id IN (SELECT id FROM sagas INDEXED BY sagas_due WHERE next_run_at IS NOT NULL AND next_run_at <= ?3 AND status = 'active' \
                       ORDER BY next_run_at LIMIT ?4) \
          RETURNING {SAGA_COLUMNS}"
     ))
@@ -479,11 +525,22 @@ async fn claim(
     .await
     .map_err(db_error)?;
     let claimed: Vec<SagaRecord> = rows.iter().map(saga_from_row).collect::<Result<_, _>>()?;
-    for saga in &claimed {
-        let event = HistoryEvent::new(EventKind::Claimed)
-            .state(saga.state.clone())
-            .detail(format!("lease to {owner}"));
-        append_history(conn, &saga.id, now, &event).await?;
+    // One statement per 500 claims for their history rows (SQLite caps bound variables).
+    let detail = format!("lease to {owner}");
+    for chunk in claimed.chunks(500) {
+        let sql = format!(
+            "INSERT INTO history (saga_id, at, kind, state, detail) VALUES {}",
+            vec!["(?, ?, 'claimed', ?, ?)"; chunk.len()].join(", ")
+        );
+        let mut query = sqlx::query(&sql);
+        for saga in chunk {
+            query = query
+                .bind(&saga.id)
+                .bind(to_millis(now))
+                .bind(&saga.state)
+                .bind(&detail);
+        }
+        query.execute(&mut *conn).await.map_err(db_error)?;
     }
     Ok(claimed)
 }
@@ -540,6 +597,107 @@ async fn apply_commit(conn: &mut SqliteConnection, commit: &Commit) -> Result<i6
     }
     append_history_many(conn, &commit.id, commit.now, &commit.events).await?;
     Ok(commit.expected_version + 1)
+}
+
+/// Applies many fenced commits (of distinct sagas) in one UPDATE and one history INSERT.
+/// Each commit's answer is its new version, or `Fenced` if its row did not match.
+async fn apply_commits(
+    conn: &mut SqliteConnection,
+    commits: &[&Commit],
+) -> Result<Vec<Result<i64, StoreError>>, StoreError> {
+    let mut updated: std::collections::HashSet<String> = std::collections::HashSet::new();
+    for chunk in commits.chunks(256) {
+        let sql = format!(
+            "UPDATE sagas SET state = v.column2, status = v.column3, context = v.column4, attempt = v.column5, \
+             total_attempts = v.column6, state_entered_at = v.column7, next_run_at = v.column8, \
+             last_error = v.column9, wait_reason = v.column10, lease_owner = v.column11, \
+             lease_expires_at = v.column12, updated_at = v.column13, version = sagas.version + 1 \
+             FROM (VALUES {}) AS v \
+             WHERE sagas.id = v.column1 AND sagas.version = v.column14 AND ( \
+               (v.column16 = 0 AND sagas.lease_owner = v.column15 AND sagas.lease_expires_at >= v.column13) \
+               OR (v.column16 = 1 AND (sagas.lease_owner IS NULL OR sagas.lease_expires_at < v.column13))) \
+             RETURNING sagas.id",
+            vec!["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"; chunk.len()].join(", ")
+        );
+        let mut query = sqlx::query(&sql);
+        for commit in chunk {
+            let u = &commit.update;
+            let (owner, lease_until, fence_owner, operator) = match &commit.writer {
+                Writer::Worker { owner, lease_until } => (
+                    lease_until.map(|_| owner.clone()),
+                    lease_until.map(to_millis),
+                    Some(owner.clone()),
+                    0_i64,
+                ),
+                Writer::Operator => (None, None, None, 1_i64),
+            };
+            query = query
+                .bind(&commit.id)
+                .bind(&u.state)
+                .bind(u.status.as_str())
+                .bind(&u.context)
+                .bind(i64::from(u.attempt))
+                .bind(i64::from(u.total_attempts))
+                .bind(to_millis(u.state_entered_at))
+                .bind(u.next_run_at.map(to_millis))
+                .bind(&u.last_error)
+                .bind(&u.wait_reason)
+                .bind(owner)
+                .bind(lease_until)
+                .bind(to_millis(commit.now))
+                .bind(commit.expected_version)
+                .bind(fence_owner)
+                .bind(operator);
+        }
+        let rows = query.fetch_all(&mut *conn).await.map_err(db_error)?;
+        for row in rows {
+            updated.insert(row.try_get::<String, _>(0).map_err(db_error)?);
+        }
+    }
+    // The history of the commits that went through, in one statement per 500 rows.
+    let rows: Vec<(&Commit, &HistoryEvent)> = commits
+        .iter()
+        .filter(|c| updated.contains(&c.id))
+        .flat_map(|c| c.events.iter().map(move |e| (*c, e)))
+        .collect();
+    for chunk in rows.chunks(500) {
+        let sql = format!(
+            "INSERT INTO history (saga_id, at, kind, state, to_state, call, http_status, latency_ms, request_id, \
+             error_class, error, detail) VALUES {}",
+            vec!["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"; chunk.len()].join(", ")
+        );
+        let mut query = sqlx::query(&sql);
+        for (commit, event) in chunk {
+            let attempt = event.attempt.as_ref();
+            query = query
+                .bind(&commit.id)
+                .bind(to_millis(commit.now))
+                .bind(event.kind.map_or("transition", EventKind::as_str))
+                .bind(event.state.clone())
+                .bind(event.to_state.clone())
+                .bind(attempt.map(|a| a.call.clone()))
+                .bind(attempt.and_then(|a| a.http_status).map(i64::from))
+                .bind(attempt.map(|a| i64::try_from(a.latency_ms).unwrap_or(i64::MAX)))
+                .bind(attempt.and_then(|a| a.request_id.clone()))
+                .bind(attempt.and_then(|a| a.error_class.clone()))
+                .bind(attempt.and_then(|a| a.error.clone()))
+                .bind(event.detail.clone());
+        }
+        query.execute(&mut *conn).await.map_err(db_error)?;
+    }
+    Ok(commits
+        .iter()
+        .map(|c| {
+            if updated.contains(&c.id) {
+                Ok(c.expected_version + 1)
+            } else {
+                Err(StoreError::Fenced {
+                    id: c.id.clone(),
+                    expected: c.expected_version,
+                })
+            }
+        })
+        .collect())
 }
 
 /// Appends several history rows in one statement (a commit usually carries two).
