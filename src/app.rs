@@ -89,3 +89,21 @@ pub fn owner_name(role: &str) -> String {
         &uuid::Uuid::new_v4().simple().to_string()[..8]
     )
 }
+
+/// A client for an in-process simulator, with its credentials (app-only and app+user).
+pub fn simulator_client(
+    sim: &pcsaga_simulator::Simulator,
+    timeout: std::time::Duration,
+) -> anyhow::Result<Client> {
+    let c = sim.config();
+    let credentials = pcsaga_partner_center::Credentials {
+        token_url: sim.token_url(),
+        resource: c.resource.clone(),
+        client_id: c.client_id.clone(),
+        client_secret: pcsaga_partner_center::Secret::new(c.client_secret.clone()),
+        refresh_token: Some(pcsaga_partner_center::Secret::new(c.refresh_token.clone())),
+    };
+    let mut config = ClientConfig::new(sim.base_url());
+    config.timeout = timeout;
+    Ok(Client::new(config, credentials)?)
+}

@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 use pcsaga_engine::{
     Engine, EngineConfig, SagaStatus, SqliteConfig, SqliteStore, Store, SystemClock,
 };
-use pcsaga_partner_center::{Client, ClientConfig, Credentials, Secret};
 use pcsaga_purchase::PurchaseWorkflow;
 use pcsaga_simulator::{Fault, FaultPlan, FaultRule, SimConfig, Simulator};
 use serde_json::json;
@@ -231,15 +230,7 @@ pub async fn end_to_end(n: usize, latency_ms: u64) -> Result<EndToEnd, Failure> 
         ..SimConfig::default()
     })
     .await?;
-    let c = sim.config();
-    let credentials = Credentials {
-        token_url: sim.token_url(),
-        resource: c.resource.clone(),
-        client_id: c.client_id.clone(),
-        client_secret: Secret::new(c.client_secret.clone()),
-        refresh_token: Some(Secret::new(c.refresh_token.clone())),
-    };
-    let client = Client::new(ClientConfig::new(sim.base_url()), credentials)?;
+    let client = crate::app::simulator_client(&sim, Duration::from_secs(60))?;
     let store = open(&scratch.db()).await?;
     let engine = Engine::new(
         PurchaseWorkflow::new(client),

@@ -10,7 +10,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pcsaga_engine::{Engine, EngineConfig, ListFilter, SagaStatus, SystemClock};
-use pcsaga_partner_center::{Client, ClientConfig, Credentials, Secret};
 use pcsaga_purchase::{parse_request, PurchaseContext, PurchaseWorkflow};
 use pcsaga_simulator::{Fault, FaultPlan, FaultRule, SimConfig, Simulator};
 use serde_json::json;
@@ -122,17 +121,7 @@ pub async fn run(args: &DemoArgs) -> Result<Exit, Failed> {
         )
     })?;
     let db = dir.join("pcsaga.db");
-    let c = sim.config();
-    let credentials = Credentials {
-        token_url: sim.token_url(),
-        resource: c.resource.clone(),
-        client_id: c.client_id.clone(),
-        client_secret: Secret::new(c.client_secret.clone()),
-        refresh_token: Some(Secret::new(c.refresh_token.clone())),
-    };
-    let mut client_config = ClientConfig::new(sim.base_url());
-    client_config.timeout = Duration::from_secs(5);
-    let client = Client::new(client_config, credentials)?;
+    let client = crate::app::simulator_client(&sim, Duration::from_secs(5))?;
     let policies = crate::app::policies(None)?.scaled(args.speedup);
     let store = pcsaga_engine::SqliteStore::open(pcsaga_engine::SqliteConfig::new(&db)).await?;
     let mut config = EngineConfig::new(crate::app::owner_name("demo"));

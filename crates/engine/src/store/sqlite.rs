@@ -660,31 +660,11 @@ async fn apply_commits(
         .filter(|c| updated.contains(&c.id))
         .flat_map(|c| c.events.iter().map(move |e| (*c, e)))
         .collect();
-    for chunk in rows.chunks(500) {
-        let sql = format!(
-            "INSERT INTO history (saga_id, at, kind, state, to_state, call, http_status, latency_ms, request_id, \
-             error_class, error, detail) VALUES {}",
-            vec!["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"; chunk.len()].join(", ")
-        );
-        let mut query = sqlx::query(&sql);
-        for (commit, event) in chunk {
-            let attempt = event.attempt.as_ref();
-            query = query
-                .bind(&commit.id)
-                .bind(to_millis(commit.now))
-                .bind(event.kind.map_or("transition", EventKind::as_str))
-                .bind(event.state.clone())
-                .bind(event.to_state.clone())
-                .bind(attempt.map(|a| a.call.clone()))
-                .bind(attempt.and_then(|a| a.http_status).map(i64::from))
-                .bind(attempt.map(|a| i64::try_from(a.latency_ms).unwrap_or(i64::MAX)))
-                .bind(attempt.and_then(|a| a.request_id.clone()))
-                .bind(attempt.and_then(|a| a.error_class.clone()))
-                .bind(attempt.and_then(|a| a.error.clone()))
-                .bind(event.detail.clone());
-        }
-        query.execute(&mut *conn).await.map_err(db_error)?;
-    }
+    let rows: Vec<(&str, DateTime<Utc>, &HistoryEvent)> = rows
+        .into_iter()
+        .map(|(c, e)| (c.id.as_str(), c.now, e))
+        .collect();
+    insert_history(conn, &rows).await?;
     Ok(commits
         .iter()
         .map(|c| {
@@ -700,40 +680,48 @@ async fn apply_commits(
         .collect())
 }
 
-/// Appends several history rows in one statement (a commit usually carries two).
+/// Appends a commit's history rows in one statement (a commit usually carries two).
 async fn append_history_many(
     conn: &mut SqliteConnection,
     saga_id: &str,
     at: DateTime<Utc>,
     events: &[HistoryEvent],
 ) -> Result<(), StoreError> {
-    if events.is_empty() {
-        return Ok(());
+    let rows: Vec<(&str, DateTime<Utc>, &HistoryEvent)> =
+        events.iter().map(|e| (saga_id, at, e)).collect();
+    insert_history(conn, &rows).await
+}
+
+/// Inserts history rows, 500 to a statement (SQLite caps the variables of one statement).
+async fn insert_history(
+    conn: &mut SqliteConnection,
+    rows: &[(&str, DateTime<Utc>, &HistoryEvent)],
+) -> Result<(), StoreError> {
+    for chunk in rows.chunks(500) {
+        let sql = format!(
+            "INSERT INTO history (saga_id, at, kind, state, to_state, call, http_status, latency_ms, request_id, \
+             error_class, error, detail) VALUES {}",
+            vec!["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"; chunk.len()].join(", ")
+        );
+        let mut query = sqlx::query(&sql);
+        for (saga_id, at, event) in chunk {
+            let attempt = event.attempt.as_ref();
+            query = query
+                .bind(*saga_id)
+                .bind(to_millis(*at))
+                .bind(event.kind.map_or("transition", EventKind::as_str))
+                .bind(event.state.clone())
+                .bind(event.to_state.clone())
+                .bind(attempt.map(|a| a.call.clone()))
+                .bind(attempt.and_then(|a| a.http_status).map(i64::from))
+                .bind(attempt.map(|a| i64::try_from(a.latency_ms).unwrap_or(i64::MAX)))
+                .bind(attempt.and_then(|a| a.request_id.clone()))
+                .bind(attempt.and_then(|a| a.error_class.clone()))
+                .bind(attempt.and_then(|a| a.error.clone()))
+                .bind(event.detail.clone());
+        }
+        query.execute(&mut *conn).await.map_err(db_error)?;
     }
-    let row = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
-    let sql = format!(
-        "INSERT INTO history (saga_id, at, kind, state, to_state, call, http_status, latency_ms, request_id, \
-         error_class, error, detail) VALUES {}",
-        vec![row; events.len()].join(", ")
-    );
-    let mut query = sqlx::query(&sql);
-    for event in events {
-        let attempt = event.attempt.as_ref();
-        query = query
-            .bind(saga_id)
-            .bind(to_millis(at))
-            .bind(event.kind.map_or("transition", EventKind::as_str))
-            .bind(event.state.clone())
-            .bind(event.to_state.clone())
-            .bind(attempt.map(|a| a.call.clone()))
-            .bind(attempt.and_then(|a| a.http_status).map(i64::from))
-            .bind(attempt.map(|a| i64::try_from(a.latency_ms).unwrap_or(i64::MAX)))
-            .bind(attempt.and_then(|a| a.request_id.clone()))
-            .bind(attempt.and_then(|a| a.error_class.clone()))
-            .bind(attempt.and_then(|a| a.error.clone()))
-            .bind(event.detail.clone());
-    }
-    query.execute(&mut *conn).await.map_err(db_error)?;
     Ok(())
 }
 
@@ -743,27 +731,7 @@ async fn append_history(
     at: DateTime<Utc>,
     event: &HistoryEvent,
 ) -> Result<(), StoreError> {
-    let attempt = event.attempt.as_ref();
-    sqlx::query(
-        "INSERT INTO history (saga_id, at, kind, state, to_state, call, http_status, latency_ms, request_id, \
-         error_class, error, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-    )
-    .bind(saga_id)
-    .bind(to_millis(at))
-    .bind(event.kind.map_or("transition", EventKind::as_str))
-    .bind(&event.state)
-    .bind(&event.to_state)
-    .bind(attempt.map(|a| a.call.clone()))
-    .bind(attempt.and_then(|a| a.http_status).map(i64::from))
-    .bind(attempt.map(|a| i64::try_from(a.latency_ms).unwrap_or(i64::MAX)))
-    .bind(attempt.and_then(|a| a.request_id.clone()))
-    .bind(attempt.and_then(|a| a.error_class.clone()))
-    .bind(attempt.and_then(|a| a.error.clone()))
-    .bind(&event.detail)
-    .execute(&mut *conn)
-    .await
-    .map_err(db_error)?;
-    Ok(())
+    insert_history(conn, &[(saga_id, at, event)]).await
 }
 
 impl Store for SqliteStore {
