@@ -371,6 +371,9 @@ impl<W: Workflow, S: Store> Engine<W, S> {
     ) -> Result<Driven, Error> {
         let inner = &self.inner;
         let owner = inner.config.owner.clone();
+        // The next step's plan, when it was made while committing the previous step, and
+        // whether its intent went into that commit.
+        let mut planned: Option<(Plan<W::Effect, W::Context>, bool)> = None;
         for _ in 0..inner.config.max_steps_per_claim.max(1) {
             if *shutdown.borrow() {
                 return self.release(&mut saga, "shutdown").await;
@@ -422,9 +425,14 @@ impl<W: Workflow, S: Store> Engine<W, S> {
                 correlation = %inner.workflow.correlation_id(&view.context),
                 state = %saga.state,
             );
+            let prepared = planned.take();
             let stepped = async {
                 let now = self.now();
-                let (decision, attempt) = match inner.workflow.plan(&view, now) {
+                let (plan, intent_done) = match prepared {
+                    Some(prepared) => prepared,
+                    None => (inner.workflow.plan(&view, now), false),
+                };
+                let (decision, attempt) = match plan {
                     Plan::Decide(decision) => (decision, None),
                     Plan::Call {
                         effect,
@@ -433,7 +441,7 @@ impl<W: Workflow, S: Store> Engine<W, S> {
                     } => {
                         let call = inner.workflow.effect_name(&effect);
                         self.crash_if(CrashAt::AfterClaim, &call);
-                        if side_effecting && !inner.config.unsafe_skip_intent {
+                        if side_effecting && !inner.config.unsafe_skip_intent && !intent_done {
                             // Persist before you send: the intent (and the request id in the
                             // context) is durable before the call leaves.
                             let update = SagaUpdate {
@@ -543,7 +551,8 @@ impl<W: Workflow, S: Store> Engine<W, S> {
                     scheduled.wait_reason.clone()
                 },
             };
-            let mut events = Vec::with_capacity(2);
+            let mut update = update;
+            let mut events = Vec::with_capacity(3);
             let call = attempt.as_ref().map(|(call, _)| call.clone());
             if let Some((_, attempt)) = attempt {
                 events.push(
@@ -553,6 +562,36 @@ impl<W: Workflow, S: Store> Engine<W, S> {
                 );
             }
             events.push(scheduled.event);
+            if keep {
+                // Plan the next step now (plans are pure) and, when it is side-effecting, put its
+                // intent into this commit: still durable before the call, one commit fewer.
+                let next_view = SagaView {
+                    id: saga.id.clone(),
+                    state: scheduled.state.clone(),
+                    context: scheduled.context.clone(),
+                    attempt: scheduled.attempt,
+                    state_entered_at: scheduled.state_entered_at,
+                    created_at: saga.created_at,
+                };
+                let next = inner.workflow.plan(&next_view, now);
+                let folded = match &next {
+                    Plan::Call {
+                        effect,
+                        side_effecting: true,
+                        context,
+                    } if !inner.config.unsafe_skip_intent => {
+                        update.context = to_json(context)?;
+                        events.push(
+                            HistoryEvent::new(EventKind::Intent)
+                                .state(scheduled.state.clone())
+                                .detail(serde_json::to_string(effect).unwrap_or_default()),
+                        );
+                        true
+                    }
+                    _ => false,
+                };
+                planned = Some((next, folded));
+            }
             if self
                 .commit(
                     &mut saga,
