@@ -110,6 +110,12 @@ impl EngineConfig {
     }
 }
 
+/// A plan made ahead of its step, and whether its intent is already committed.
+type Prepared<W> = (
+    Plan<<W as Workflow>::Effect, <W as Workflow>::Context>,
+    bool,
+);
+
 /// The result of a submission.
 #[derive(Debug, Clone)]
 pub struct Submitted {
@@ -373,7 +379,7 @@ impl<W: Workflow, S: Store> Engine<W, S> {
         let owner = inner.config.owner.clone();
         // The next step's plan, when it was made while committing the previous step, and
         // whether its intent went into that commit.
-        let mut planned: Option<(Plan<W::Effect, W::Context>, bool)> = None;
+        let mut planned: Option<Prepared<W>> = None;
         for _ in 0..inner.config.max_steps_per_claim.max(1) {
             if *shutdown.borrow() {
                 return self.release(&mut saga, "shutdown").await;
