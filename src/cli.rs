@@ -223,6 +223,9 @@ pub struct BenchArgs {
     /// Only these measurements: raw, orchestration, e2e, backlog, recovery (comma-separated).
     #[arg(long)]
     pub only: Option<String>,
+    /// Concurrency of the second orchestration row (the daemon's default is 64).
+    #[arg(long, default_value_t = 64)]
+    pub concurrency: usize,
     #[arg(long)]
     pub json: bool,
 }

@@ -46,9 +46,10 @@ pub async fn run(args: &BenchArgs) -> Result<Exit, Failed> {
     let commit_us = 1e6 / single;
     if wants("orchestration") {
         let c1_n = n.min(1000);
+        let high = format!("concurrency {}", args.concurrency.max(1));
         for (label, purchases, concurrency) in [
             ("concurrency 1", c1_n, 1),
-            ("concurrency 32 (default)", n, 32),
+            (high.as_str(), n, args.concurrency.max(1)),
         ] {
             eprintln!("bench: orchestration, {purchases} no-op purchases at {label}...");
             let o = run::orchestration(purchases, concurrency).await?;

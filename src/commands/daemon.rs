@@ -19,7 +19,7 @@ pub async fn run(global: &Global, args: &DaemonArgs, file: &FileConfig) -> Resul
         .or_else(|| file.daemon.workflow.clone());
     let policies = crate::app::policies(workflow_path.as_deref())?;
     let mut config = EngineConfig::new(crate::app::owner_name("daemon"));
-    config.concurrency = args.concurrency.or(file.daemon.concurrency).unwrap_or(32);
+    config.concurrency = args.concurrency.or(file.daemon.concurrency).unwrap_or(64);
     config.max_calls_in_flight = args
         .max_calls
         .or(file.daemon.max_calls_in_flight)

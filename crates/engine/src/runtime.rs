@@ -100,7 +100,7 @@ impl EngineConfig {
         Self {
             owner: owner.into(),
             lease: Duration::from_secs(120),
-            concurrency: 32,
+            concurrency: 64,
             max_calls_in_flight: 16,
             max_steps_per_claim: 64,
             idle_poll: Duration::from_secs(1),
