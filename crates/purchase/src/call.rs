@@ -1,6 +1,6 @@
 //! Calls as data (effects), their replies, and failures summarised for decisions.
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use uuid::Uuid;
 
 use pcsaga_partner_center::models::{
@@ -132,9 +132,3 @@ impl From<&ApiFailure> for Failure {
 
 /// What a call returned.
 pub type Outcome = Result<Reply, Failure>;
-
-/// The serialisable form of a decision's effect summary, for history rows.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CallSummary {
-    pub call: String,
-}
