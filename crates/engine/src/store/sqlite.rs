@@ -315,7 +315,10 @@ async fn run_one(conn: &mut SqliteConnection, op: WriteOp) -> (Pending, Option<S
             (Pending::Claim(reply, result), failure)
         }
         WriteOp::Commit { commit, reply } => {
-            let (result, failure) = split(apply_commit(conn, &commit).await);
+            let result = apply_commits(conn, &[&commit])
+                .await
+                .and_then(|mut results| results.pop().unwrap_or(Err(StoreError::WriterGone)));
+            let (result, failure) = split(result);
             (Pending::Commit(reply, result), failure)
         }
     }
@@ -545,60 +548,6 @@ async fn claim(
     Ok(claimed)
 }
 
-async fn apply_commit(conn: &mut SqliteConnection, commit: &Commit) -> Result<i64, StoreError> {
-    let u = &commit.update;
-    let now = to_millis(commit.now);
-    let (owner, lease_until, fence) = match &commit.writer {
-        Writer::Worker { owner, lease_until } => (
-            lease_until.map(|_| owner.clone()),
-            lease_until.map(to_millis),
-            "AND lease_owner = ?14 AND lease_expires_at >= ?12",
-        ),
-        Writer::Operator => (
-            None,
-            None,
-            "AND (lease_owner IS NULL OR lease_expires_at < ?12)",
-        ),
-    };
-    let fence_owner = match &commit.writer {
-        Writer::Worker { owner, .. } => Some(owner.clone()),
-        Writer::Operator => None,
-    };
-    let sql = format!(
-        "UPDATE sagas SET state = ?1, status = ?2, context = ?3, attempt = ?4, total_attempts = ?5, \
-         state_entered_at = ?6, next_run_at = ?7, last_error = ?8, wait_reason = ?9, lease_owner = ?10, \
-         lease_expires_at = ?11, updated_at = ?12, version = version + 1 \
-         WHERE id = ?13 AND version = ?15 {fence}"
-    );
-    let result = sqlx::query(&sql)
-        .bind(&u.state)
-        .bind(u.status.as_str())
-        .bind(&u.context)
-        .bind(i64::from(u.attempt))
-        .bind(i64::from(u.total_attempts))
-        .bind(to_millis(u.state_entered_at))
-        .bind(u.next_run_at.map(to_millis))
-        .bind(&u.last_error)
-        .bind(&u.wait_reason)
-        .bind(owner)
-        .bind(lease_until)
-        .bind(now)
-        .bind(&commit.id)
-        .bind(fence_owner)
-        .bind(commit.expected_version)
-        .execute(&mut *conn)
-        .await
-        .map_err(db_error)?;
-    if result.rows_affected() != 1 {
-        return Err(StoreError::Fenced {
-            id: commit.id.clone(),
-            expected: commit.expected_version,
-        });
-    }
-    append_history_many(conn, &commit.id, commit.now, &commit.events).await?;
-    Ok(commit.expected_version + 1)
-}
-
 /// Applies many fenced commits (of distinct sagas) in one UPDATE and one history INSERT.
 /// Each commit's answer is its new version, or `Fenced` if its row did not match.
 async fn apply_commits(
@@ -678,18 +627,6 @@ async fn apply_commits(
             }
         })
         .collect())
-}
-
-/// Appends a commit's history rows in one statement (a commit usually carries two).
-async fn append_history_many(
-    conn: &mut SqliteConnection,
-    saga_id: &str,
-    at: DateTime<Utc>,
-    events: &[HistoryEvent],
-) -> Result<(), StoreError> {
-    let rows: Vec<(&str, DateTime<Utc>, &HistoryEvent)> =
-        events.iter().map(|e| (saga_id, at, e)).collect();
-    insert_history(conn, &rows).await
 }
 
 /// Inserts history rows, 500 to a statement (SQLite caps the variables of one statement).
