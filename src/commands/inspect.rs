@@ -285,7 +285,8 @@ pub async fn show(global: &Global, args: &ShowArgs, file: &FileConfig) -> Result
             (None, None) => String::new(),
         };
         let detail = match (&row.error_class, &row.error, &row.detail) {
-            (Some(class), Some(error), _) => format!("{class}: {error}"),
+            (Some(class), Some(error), Some(detail)) => format!("{class}: {error}; {detail}"),
+            (Some(class), Some(error), None) => format!("{class}: {error}"),
             (_, _, Some(detail)) => detail.clone(),
             _ => String::new(),
         };

@@ -211,7 +211,7 @@ impl<W: Workflow, S: Store> Engine<W, S> {
         let workflow = &self.inner.workflow;
         let now = self.now();
         let saga = NewSaga {
-            id: uuid::Uuid::new_v4().to_string(),
+            id: uuid::Uuid::now_v7().to_string(),
             workflow: workflow.name().to_owned(),
             idempotency_key: idempotency_key.to_owned(),
             state: workflow
@@ -380,11 +380,18 @@ impl<W: Workflow, S: Store> Engine<W, S> {
         // The next step's plan, when it was made while committing the previous step, and
         // whether its intent went into that commit.
         let mut planned: Option<Prepared<W>> = None;
+        // The context as last committed, kept typed between the steps of one claim: the JSON
+        // in the row is its exact encoding, so reading it back would only cost time.
+        let mut carried: Option<W::Context> = None;
         for _ in 0..inner.config.max_steps_per_claim.max(1) {
             if *shutdown.borrow() {
                 return self.release(&mut saga, "shutdown").await;
             }
-            let context: W::Context = match serde_json::from_str(&saga.context) {
+            let read = match carried.take() {
+                Some(context) => Ok(context),
+                None => serde_json::from_str::<W::Context>(&saga.context),
+            };
+            let context: W::Context = match read {
                 Ok(context) => context,
                 Err(e) => {
                     // Never guess with a context we cannot read: park it for an operator.
@@ -538,10 +545,11 @@ impl<W: Workflow, S: Store> Engine<W, S> {
             drop(_entered);
             let keep = scheduled.run_now && !*shutdown.borrow();
             let lease_until = keep.then(|| after(now, inner.config.lease));
-            let update = SagaUpdate {
+            let mut update = SagaUpdate {
                 state: scheduled.state.clone(),
                 status: scheduled.status,
-                context: to_json(&scheduled.context)?,
+                // Encoded below, once: the next plan may change it.
+                context: String::new(),
                 attempt: scheduled.attempt,
                 total_attempts: scheduled.total_attempts,
                 state_entered_at: scheduled.state_entered_at,
@@ -557,36 +565,36 @@ impl<W: Workflow, S: Store> Engine<W, S> {
                     scheduled.wait_reason.clone()
                 },
             };
-            let mut update = update;
-            let mut events = Vec::with_capacity(3);
+            let mut events = Vec::with_capacity(2);
             let call = attempt.as_ref().map(|(call, _)| call.clone());
+            // One history row per step: the call and its outcome ride on the transition they
+            // led to (one row fewer to write per call).
+            let mut event = scheduled.event;
             if let Some((_, attempt)) = attempt {
-                events.push(
-                    HistoryEvent::new(EventKind::Attempt)
-                        .state(saga.state.clone())
-                        .attempt(attempt),
-                );
+                event.attempt = Some(attempt);
             }
-            events.push(scheduled.event);
+            events.push(event);
+            let mut written = scheduled.context;
             if keep {
                 // Plan the next step now (plans are pure) and, when it is side-effecting, put its
                 // intent into this commit: still durable before the call, one commit fewer.
                 let next_view = SagaView {
                     id: saga.id.clone(),
                     state: scheduled.state.clone(),
-                    context: scheduled.context.clone(),
+                    context: written,
                     attempt: scheduled.attempt,
                     state_entered_at: scheduled.state_entered_at,
                     created_at: saga.created_at,
                 };
                 let next = inner.workflow.plan(&next_view, now);
+                written = next_view.context;
                 let folded = match &next {
                     Plan::Call {
                         effect,
                         side_effecting: true,
                         context,
                     } if !inner.config.unsafe_skip_intent => {
-                        update.context = to_json(context)?;
+                        written = context.clone();
                         events.push(
                             HistoryEvent::new(EventKind::Intent)
                                 .state(scheduled.state.clone())
@@ -598,6 +606,7 @@ impl<W: Workflow, S: Store> Engine<W, S> {
                 };
                 planned = Some((next, folded));
             }
+            update.context = to_json(&written)?;
             if self
                 .commit(
                     &mut saga,
@@ -617,6 +626,7 @@ impl<W: Workflow, S: Store> Engine<W, S> {
             if let Some(call) = &call {
                 self.crash_if(CrashAt::AfterRecord, call);
             }
+            carried = Some(written);
             if !keep {
                 return Ok(if scheduled.run_now {
                     Driven::Released

@@ -159,8 +159,7 @@ pub enum EventKind {
     Claimed,
     /// A side-effecting call is about to be sent with this request id.
     Intent,
-    /// A call and its outcome.
-    Attempt,
+    /// A step's decision, with the call it made and its outcome, if any.
     Transition,
     Released,
     Operator,
@@ -172,7 +171,6 @@ impl EventKind {
             Self::Submitted => "submitted",
             Self::Claimed => "claimed",
             Self::Intent => "intent",
-            Self::Attempt => "attempt",
             Self::Transition => "transition",
             Self::Released => "released",
             Self::Operator => "operator",
@@ -184,7 +182,6 @@ impl EventKind {
             "submitted" => Self::Submitted,
             "claimed" => Self::Claimed,
             "intent" => Self::Intent,
-            "attempt" => Self::Attempt,
             "transition" => Self::Transition,
             "released" => Self::Released,
             "operator" => Self::Operator,

@@ -46,12 +46,9 @@ async fn a_saga_runs_to_its_timer_and_the_clock_moves_it_on() {
             "claimed",
             "transition",
             "intent",
-            "attempt",
             "transition",
-            "attempt",
             "transition",
             "claimed",
-            "attempt",
             "transition"
         ]
     );

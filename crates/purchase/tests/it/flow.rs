@@ -175,7 +175,7 @@ async fn each_kind_of_purchase_succeeds_with_one_order() {
         .expect("intent");
     let checkout_attempt = history
         .iter()
-        .position(|r| r.kind == "attempt" && r.call.as_deref() == Some("checkout"))
+        .position(|r| r.kind == "transition" && r.call.as_deref() == Some("checkout"))
         .expect("attempt");
     assert!(checkout_intent < checkout_attempt);
     assert_eq!(w.sim.ledger().checkouts.len(), 3);
