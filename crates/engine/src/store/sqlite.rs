@@ -3,10 +3,12 @@
 //!
 //! Every write goes through one task that owns the only writing connection. It takes whatever
 //! writes are queued (up to [`MAX_BATCH`]), runs them in one `BEGIN IMMEDIATE` transaction
-//! with a savepoint each, commits once, and only then answers each caller. So a transition is
-//! durable before its caller acts on it, and many sagas share one fsync. Other processes (a
-//! second daemon, the CLI) have their own writer; SQLite's lock and the busy timeout order
-//! them, and version fencing keeps them from overwriting each other.
+//! (the batch's commits as one multi-row `UPDATE` and one multi-row history `INSERT`), commits
+//! once, and only then answers each caller. So a transition is durable before its caller acts
+//! on it, and many sagas share one fsync. Other processes (a second daemon, the CLI) have their
+//! own writer; SQLite's lock and the busy timeout order them, and version fencing keeps them
+//! from overwriting each other. A background task checkpoints the WAL on a connection of its
+//! own, so the writer rarely stops to copy pages.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -44,9 +46,11 @@ fn statement_rows(rows: usize) -> usize {
 
 /// How often the background checkpointer copies the WAL into the database file.
 pub const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
-/// The WAL size (in 4 KiB pages) at which the writer checkpoints by itself: a backstop for a
-/// checkpointer that cannot keep up or fails, so the WAL stays bounded (64 MiB).
-pub const WRITER_CHECKPOINT_PAGES: u32 = 16_384;
+/// The WAL size (in 4 KiB pages, so 16 MiB) at which the writer checkpoints by itself. Under a
+/// steady stream of commits a `PASSIVE` checkpoint never catches up with the last frame, so
+/// the WAL cannot start over by itself; the writer's own checkpoint then has little left to
+/// copy, and the WAL starts over. It is also the backstop if the checkpointer fails.
+pub const WRITER_CHECKPOINT_PAGES: u32 = 4_096;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations");
 
@@ -275,10 +279,7 @@ async fn checkpointer_task(mut conn: SqliteConnection, alive: mpsc::WeakSender<W
         if alive.upgrade().is_none() {
             break;
         }
-        match sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
-            .execute(&mut conn)
-            .await
-        {
+        match checkpoint(&mut conn).await {
             Ok(_) => failures = 0,
             Err(error) => {
                 // Not fatal: the writer's own checkpoint (beyond WRITER_CHECKPOINT_PAGES) is
@@ -291,6 +292,27 @@ async fn checkpointer_task(mut conn: SqliteConnection, alive: mpsc::WeakSender<W
         }
     }
     let _ = conn.close().await;
+}
+
+/// What one checkpoint did, in WAL frames (pages).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Checkpointed {
+    /// Frames in the WAL.
+    pub log_frames: i64,
+    /// Of those, frames now copied into the database file.
+    pub copied_frames: i64,
+}
+
+/// Runs a `PASSIVE` checkpoint: copies what it can without waiting for anyone.
+async fn checkpoint(conn: &mut SqliteConnection) -> Result<Checkpointed, StoreError> {
+    let row = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(db_error)?;
+    Ok(Checkpointed {
+        log_frames: row.try_get(1).map_err(db_error)?,
+        copied_frames: row.try_get(2).map_err(db_error)?,
+    })
 }
 
 async fn writer_task(mut conn: SqliteConnection, mut queue: mpsc::Receiver<WriteOp>) {
@@ -944,17 +966,31 @@ pub async fn raw_ceiling(
 }
 
 impl SqliteStore {
-    /// Moves every active saga's next run to `until` (a maintenance operation: pause the
-    /// queue; the benchmark uses it to park a backlog). Returns how many moved.
-    pub async fn defer_all(&self, until: DateTime<Utc>) -> Result<u64, StoreError> {
+    /// Runs one checkpoint now, as the background checkpointer does every
+    /// [`CHECKPOINT_EVERY`]: copies committed pages from the WAL into the database file.
+    pub async fn checkpoint(&self) -> Result<Checkpointed, StoreError> {
+        let mut conn = self.maintenance_connection().await?;
+        let done = checkpoint(&mut conn).await;
+        let _ = conn.close().await;
+        done
+    }
+
+    /// A writable connection of its own, for maintenance outside the writer.
+    async fn maintenance_connection(&self) -> Result<SqliteConnection, StoreError> {
         let options = self.readers.connect_options();
-        let mut conn = options
+        options
             .as_ref()
             .clone()
             .read_only(false)
             .connect()
             .await
-            .map_err(db_error)?;
+            .map_err(db_error)
+    }
+
+    /// Moves every active saga's next run to `until` (a maintenance operation: pause the
+    /// queue; the benchmark uses it to park a backlog). Returns how many moved.
+    pub async fn defer_all(&self, until: DateTime<Utc>) -> Result<u64, StoreError> {
+        let mut conn = self.maintenance_connection().await?;
         let result = sqlx::query("UPDATE sagas SET next_run_at = ? WHERE status = 'active'")
             .bind(to_millis(until))
             .execute(&mut conn)

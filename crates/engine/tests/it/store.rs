@@ -1,6 +1,6 @@
 //! The SQLite store on its own: durability settings, permissions, integrity, group commit.
 
-use pcsaga_engine::{SqliteConfig, SqliteStore, Store};
+use pcsaga_engine::{SqliteConfig, SqliteStore, Store, StoreError};
 
 use crate::support::harness;
 
@@ -49,4 +49,100 @@ async fn a_missing_directory_is_a_clear_error() {
         .await
         .expect_err("refused");
     assert!(err.to_string().contains("does not exist"), "{err}");
+}
+
+/// Commits of many sagas sent at once share one batch: a size that is not a power of two (the
+/// statements are padded), a stale version among them, and two history rows per commit whose
+/// order must survive.
+#[tokio::test]
+async fn a_batch_of_commits_applies_each_fences_the_stale_one_and_keeps_history_order() {
+    use pcsaga_engine::store::{Commit, EventKind, HistoryEvent, SagaUpdate, Writer};
+
+    let h = harness("w1").await;
+    let sagas = 37;
+    for n in 0..sagas {
+        h.submit(&format!("k{n}")).await;
+    }
+    let now = crate::support::t0();
+    let lease_until = now + chrono::Duration::seconds(30);
+    let claimed = h
+        .store
+        .claim_due("w1", now, lease_until, 100)
+        .await
+        .expect("claim");
+    assert_eq!(claimed.len(), sagas);
+    let stale = claimed[5].id.clone();
+    let mut tasks = tokio::task::JoinSet::new();
+    for (n, saga) in claimed.iter().enumerate() {
+        let store = h.store.clone();
+        let expected_version = if saga.id == stale {
+            saga.version - 1
+        } else {
+            saga.version
+        };
+        let commit = Commit {
+            id: saga.id.clone(),
+            expected_version,
+            writer: Writer::Worker {
+                owner: "w1".into(),
+                lease_until: Some(lease_until),
+            },
+            now,
+            update: SagaUpdate {
+                state: "Pay".into(),
+                status: saga.status,
+                context: format!("{{\"polls\":{n}}}"),
+                attempt: 0,
+                total_attempts: 0,
+                state_entered_at: now,
+                next_run_at: Some(lease_until),
+                last_error: None,
+                wait_reason: None,
+            },
+            events: vec![
+                HistoryEvent::new(EventKind::Transition)
+                    .state("Start")
+                    .to_state("Pay"),
+                HistoryEvent::new(EventKind::Intent)
+                    .state("Pay")
+                    .detail(format!("call {n}")),
+            ],
+        };
+        tasks.spawn(async move { (commit.id.clone(), store.commit(commit).await) });
+    }
+    while let Some(done) = tasks.join_next().await {
+        let (id, result) = done.expect("task");
+        let saga = h.store.get(&id).await.expect("read").expect("saga");
+        let history = h.store.history(&id).await.expect("history");
+        let kinds: Vec<&str> = history.iter().map(|r| r.kind.as_str()).collect();
+        if id == stale {
+            assert!(
+                matches!(result, Err(StoreError::Fenced { .. })),
+                "{result:?}"
+            );
+            assert_eq!(saga.state, "Start", "a fenced write changes nothing");
+            assert_eq!(kinds, ["submitted", "claimed"]);
+        } else {
+            assert_eq!(result.expect("applied"), saga.version);
+            assert_eq!(saga.state, "Pay");
+            assert_eq!(kinds, ["submitted", "claimed", "transition", "intent"]);
+            let n: usize = saga.context[9..saga.context.len() - 1].parse().expect("n");
+            assert_eq!(history[3].detail.as_deref(), Some(&*format!("call {n}")));
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_checkpoint_copies_every_committed_page_into_the_database() {
+    let h = harness("w1").await;
+    for n in 0..50 {
+        h.submit(&format!("k{n}")).await;
+    }
+    let done = h.store.checkpoint().await.expect("checkpoint");
+    assert!(done.log_frames > 0, "the submissions went through the WAL");
+    assert_eq!(
+        done.copied_frames, done.log_frames,
+        "with no reader or writer busy, every frame is copied"
+    );
+    assert_eq!(h.store.integrity_check().await.expect("check"), "ok");
 }
