@@ -60,6 +60,22 @@ async fn dispatch(cli: &Cli) -> Result<Exit, Failed> {
         crate::config::load_file(global.config.as_deref())
             .map_err(|e| Failed::new(Exit::InvalidInput, e))
     };
+    if let Some((verb, world)) = self_contained(&cli.command) {
+        // These verbs build their own world. Saying so beats silently ignoring the options: a
+        // demo or a benchmark must never queue purchases in a real database.
+        if let Some(db) = &global.db {
+            eprintln!(
+                "note: `pcsaga {verb}` does not use --db/PCSAGA_DB ({}): {world}",
+                db.display()
+            );
+        }
+        if let Some(config) = &global.config {
+            eprintln!(
+                "note: `pcsaga {verb}` does not read --config/PCSAGA_CONFIG ({}): {world}",
+                config.display()
+            );
+        }
+    }
     match &cli.command {
         Command::Daemon(args) => commands::daemon::run(global, args, &file()?).await,
         Command::Submit(args) => commands::submit::run(global, args, &file()?).await,
@@ -74,5 +90,24 @@ async fn dispatch(cli: &Cli) -> Result<Exit, Failed> {
         }
         Command::Demo(args) => commands::demo::run(args).await,
         Command::Bench(args) => commands::bench::run(args).await,
+    }
+}
+
+/// The verbs that use neither the database nor the configuration file, and what they use.
+fn self_contained(command: &Command) -> Option<(&'static str, &'static str)> {
+    match command {
+        Command::Demo(_) => Some((
+            "demo",
+            "it runs on a fresh database and built-in settings of its own",
+        )),
+        Command::Bench(_) => Some((
+            "bench",
+            "it measures on scratch databases and built-in settings of its own",
+        )),
+        Command::Sim(_) => Some((
+            "sim",
+            "the simulator keeps its state in memory and takes its settings as options",
+        )),
+        _ => None,
     }
 }

@@ -127,6 +127,22 @@ fn workflow_validate_names_the_bad_key() {
     );
 }
 
+/// `demo` and `bench` build their own databases: an operator's PCSAGA_DB is named, not used,
+/// and nothing is written to it.
+#[test]
+fn self_contained_verbs_say_they_do_not_use_the_database() {
+    let env = Env::new();
+    let output = support::run(env.pcsaga(None).args(["bench", "--only", "nothing"]));
+    assert_eq!(output.status.code(), Some(3), "{}", support::stderr(&output));
+    let stderr = support::stderr(&output);
+    assert!(
+        stderr.contains("`pcsaga bench` does not use --db/PCSAGA_DB"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("choose from raw, orchestration"), "{stderr}");
+    assert!(!env.db.exists(), "nothing was written to the named database");
+}
+
 #[test]
 fn the_daemon_refuses_incomplete_configuration() {
     let env = Env::new();
