@@ -18,7 +18,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
     version,
     propagate_version = true,
     max_term_width = 100,
-    after_help = "Exit codes: 0 done; 1 unexpected failure; 2 bad usage; 3 invalid input (request, \
+    after_help = "Exit codes: 0 done; 1 unexpected failure; 2 bad usage or an ambiguous id prefix; 3 invalid input (request, \
                   workflow file or configuration; nothing written); 4 no such purchase; 5 refused as \
                   unsafe; 6 database unavailable; 7 submit accepted some requests and rejected others; \
                   8 the demo ended otherwise than expected."
@@ -148,7 +148,7 @@ pub struct ListArgs {
 
 #[derive(Debug, Args)]
 pub struct ShowArgs {
-    /// The purchase id (from `submit` or `list`).
+    /// The purchase id (from `submit` or `list`), or a prefix of it that no other id has.
     pub id: String,
     #[arg(long)]
     pub json: bool,
@@ -156,6 +156,7 @@ pub struct ShowArgs {
 
 #[derive(Debug, Args)]
 pub struct ResumeArgs {
+    /// The purchase id, or a prefix of it that no other id has.
     pub id: String,
     /// The state to resume in (default: where it stopped).
     #[arg(long)]
@@ -169,6 +170,7 @@ pub struct ResumeArgs {
 
 #[derive(Debug, Args)]
 pub struct CancelArgs {
+    /// The purchase id, or a prefix of it that no other id has.
     pub id: String,
     /// Why, for the purchase's history.
     #[arg(long)]

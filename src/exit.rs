@@ -60,6 +60,7 @@ fn classify(error: &anyhow::Error) -> Exit {
         if let Some(e) = cause.downcast_ref::<pcsaga_engine::Error>() {
             return match e {
                 pcsaga_engine::Error::NotFound(_) => Exit::NotFound,
+                pcsaga_engine::Error::Ambiguous { .. } => Exit::Usage,
                 pcsaga_engine::Error::Refused(_) => Exit::Refused,
                 pcsaga_engine::Error::Policy(_) => Exit::InvalidInput,
                 pcsaga_engine::Error::Store(_) => Exit::Database,

@@ -136,8 +136,9 @@ pub async fn list(global: &Global, args: &ListArgs, file: &FileConfig) -> Result
 pub async fn show(global: &Global, args: &ShowArgs, file: &FileConfig) -> Result<Exit, Failed> {
     let (store, _) = crate::app::open_store(global.db.as_deref(), file).await?;
     let engine = crate::app::offline_engine(store);
-    let saga = engine.get(&args.id).await?;
-    let history = engine.history(&args.id).await?;
+    let id = engine.resolve(&args.id).await?;
+    let saga = engine.get(&id).await?;
+    let history = engine.history(&id).await?;
     let context: Option<PurchaseContext> = serde_json::from_str(&saga.context).ok();
     if args.json {
         let mut out = summary(&saga);

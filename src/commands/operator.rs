@@ -35,7 +35,8 @@ pub async fn resume(global: &Global, args: &ResumeArgs, file: &FileConfig) -> Re
     };
     let (store, _) = crate::app::open_store(global.db.as_deref(), file).await?;
     let engine = crate::app::offline_engine(store);
-    let saga = engine.resume(&args.id, from.map(State::name), why).await?;
+    let id = engine.resolve(&args.id).await?;
+    let saga = engine.resume(&id, from.map(State::name), why).await?;
     if args.json {
         print_json(&json!({"id": saga.id, "status": saga.status, "state": saga.state}));
     } else {
@@ -51,7 +52,8 @@ pub async fn cancel(global: &Global, args: &CancelArgs, file: &FileConfig) -> Re
     let why = reason(&args.reason)?;
     let (store, _) = crate::app::open_store(global.db.as_deref(), file).await?;
     let engine = crate::app::offline_engine(store);
-    let saga = engine.cancel(&args.id, why).await?;
+    let id = engine.resolve(&args.id).await?;
+    let saga = engine.cancel(&id, why).await?;
     if args.json {
         print_json(&json!({"id": saga.id, "status": saga.status, "state": saga.state}));
     } else {

@@ -75,6 +75,14 @@ fn show_and_operator_verbs_have_documented_exit_codes() {
         "{}",
         support::stdout(&shown)
     );
+    // A unique prefix of the id names the purchase, as in git.
+    let by_prefix = support::run(env.pcsaga(None).args(["show", &id[..8], "--json"]));
+    assert!(
+        by_prefix.status.success(),
+        "{}",
+        support::stderr(&by_prefix)
+    );
+    assert_eq!(support::json(&by_prefix)["id"], id.as_str());
     let missing = support::run(
         env.pcsaga(None)
             .args(["show", "00000000-0000-0000-0000-000000000000"]),
@@ -133,14 +141,25 @@ fn workflow_validate_names_the_bad_key() {
 fn self_contained_verbs_say_they_do_not_use_the_database() {
     let env = Env::new();
     let output = support::run(env.pcsaga(None).args(["bench", "--only", "nothing"]));
-    assert_eq!(output.status.code(), Some(3), "{}", support::stderr(&output));
+    assert_eq!(
+        output.status.code(),
+        Some(3),
+        "{}",
+        support::stderr(&output)
+    );
     let stderr = support::stderr(&output);
     assert!(
         stderr.contains("`pcsaga bench` does not use --db/PCSAGA_DB"),
         "{stderr}"
     );
-    assert!(stderr.contains("choose from raw, orchestration"), "{stderr}");
-    assert!(!env.db.exists(), "nothing was written to the named database");
+    assert!(
+        stderr.contains("choose from raw, orchestration"),
+        "{stderr}"
+    );
+    assert!(
+        !env.db.exists(),
+        "nothing was written to the named database"
+    );
 }
 
 #[test]

@@ -32,6 +32,13 @@ pub enum Error {
     Policy(#[from] PolicyError),
     #[error("no purchase with id {0}; `pcsaga list` shows the ids")]
     NotFound(String),
+    /// An id prefix that more than one saga has.
+    #[error("{prefix} is the start of {} purchase ids ({}{}); give more of the id", if *more { format!("more than {}", matches.len()) } else { matches.len().to_string() }, matches.join(", "), if *more { ", ..." } else { "" })]
+    Ambiguous {
+        prefix: String,
+        matches: Vec<String>,
+        more: bool,
+    },
     /// An operator action that would be unsafe or makes no sense; the text says why.
     #[error("refused: {0}")]
     Refused(String),

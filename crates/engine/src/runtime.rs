@@ -730,6 +730,33 @@ impl<W: Workflow, S: Store> Engine<W, S> {
 
     // ---- operator actions --------------------------------------------------------------
 
+    /// The full id of the saga `given` names: its id, or a prefix of exactly one saga's id
+    /// (as `git` takes commit ids). An ambiguous prefix is an error that lists some matches.
+    pub async fn resolve(&self, given: &str) -> Result<String, Error> {
+        let given = given.trim();
+        if given.is_empty() {
+            return Err(Error::NotFound("\"\"".into()));
+        }
+        if self.inner.store.get(given).await?.is_some() {
+            return Ok(given.to_owned());
+        }
+        const SHOWN: u32 = 5;
+        let mut matches = self.inner.store.ids_with_prefix(given, SHOWN + 1).await?;
+        match matches.len() {
+            0 => Err(Error::NotFound(given.to_owned())),
+            1 => Ok(matches.remove(0)),
+            n => {
+                let more = n > SHOWN as usize;
+                matches.truncate(SHOWN as usize);
+                Err(Error::Ambiguous {
+                    prefix: given.to_owned(),
+                    matches,
+                    more,
+                })
+            }
+        }
+    }
+
     pub async fn get(&self, id: &str) -> Result<SagaRecord, Error> {
         self.inner
             .store

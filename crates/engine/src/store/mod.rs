@@ -304,6 +304,13 @@ pub trait Store: Send + Sync + 'static {
 
     fn get(&self, id: &str) -> impl Future<Output = Result<Option<SagaRecord>, StoreError>> + Send;
 
+    /// Up to `limit` ids that start with `prefix`, in order.
+    fn ids_with_prefix(
+        &self,
+        prefix: &str,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send;
+
     fn list(
         &self,
         filter: &ListFilter,

@@ -813,6 +813,22 @@ impl Store for SqliteStore {
         row.as_ref().map(saga_from_row).transpose()
     }
 
+    async fn ids_with_prefix(&self, prefix: &str, limit: u32) -> Result<Vec<String>, StoreError> {
+        // A range on the primary key's index: every id that starts with `prefix` sorts between
+        // it and `prefix` followed by the highest character.
+        let rows =
+            sqlx::query("SELECT id FROM sagas WHERE id >= ?1 AND id < ?2 ORDER BY id LIMIT ?3")
+                .bind(prefix)
+                .bind(format!("{prefix}\u{10FFFF}"))
+                .bind(i64::from(limit))
+                .fetch_all(&self.readers)
+                .await
+                .map_err(db_error)?;
+        rows.iter()
+            .map(|row| row.try_get::<String, _>(0).map_err(db_error))
+            .collect()
+    }
+
     async fn list(&self, filter: &ListFilter) -> Result<Vec<SagaRecord>, StoreError> {
         let rows = sqlx::query(&format!(
             "SELECT {SAGA_COLUMNS} FROM sagas WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR state = ?2) \

@@ -466,3 +466,37 @@ async fn a_saga_waiting_for_a_call_slot_keeps_its_lease() {
         second.last_error
     );
 }
+
+#[tokio::test]
+async fn an_id_or_a_unique_prefix_names_a_saga() {
+    let h = harness("w1").await;
+    let ids = [
+        h.submit("a").await,
+        h.submit("b").await,
+        h.submit("c").await,
+    ];
+    for id in &ids {
+        assert_eq!(&h.engine.resolve(id).await.expect("exact"), id);
+        let prefix = &id[..id.len() - 1];
+        assert_eq!(&h.engine.resolve(prefix).await.expect("prefix"), id);
+    }
+    // Time-ordered ids of sagas submitted together share their first characters.
+    let common = &ids[0][..1];
+    match h.engine.resolve(common).await {
+        Err(pcsaga_engine::Error::Ambiguous { matches, more, .. }) => {
+            let mut sorted = ids.to_vec();
+            sorted.sort();
+            assert_eq!(matches, sorted);
+            assert!(!more);
+        }
+        other => panic!("expected an ambiguous prefix, got {other:?}"),
+    }
+    assert!(matches!(
+        h.engine.resolve("zz").await,
+        Err(pcsaga_engine::Error::NotFound(_))
+    ));
+    assert!(matches!(
+        h.engine.resolve(" ").await,
+        Err(pcsaga_engine::Error::NotFound(_))
+    ));
+}
