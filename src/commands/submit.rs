@@ -78,15 +78,12 @@ pub async fn run(global: &Global, args: &SubmitArgs, file: &FileConfig) -> Resul
     let lines = split(&text);
     let valid = lines.iter().filter(|l| l.parsed.is_ok()).count();
     let mut results = Vec::new();
+    let mut failure = None;
     if valid > 0 {
         // Open the database only when there is something to write.
         let (store, _) = crate::app::open_store(global.db.as_deref(), file).await?;
         let engine = crate::app::offline_engine(store);
-        for line in &lines {
-            let Ok(request) = &line.parsed else { continue };
-            let submitted = pcsaga_purchase::submit(&engine, request).await?;
-            results.push((line.number, submitted));
-        }
+        (results, failure) = write_all(&engine, &lines, valid).await;
     }
     let rejected: Vec<&Line> = lines.iter().filter(|l| l.parsed.is_err()).collect();
     if args.json {
@@ -146,11 +143,130 @@ pub async fn run(global: &Global, args: &SubmitArgs, file: &FileConfig) -> Resul
             );
         }
     }
+    if let Some(error) = failure {
+        let written = results.len();
+        // The engine error stays the cause, so the exit code is the database's.
+        return Err(Failed::from(anyhow::Error::new(error).context(format!(
+            "submit stopped after writing {written} of {valid} valid requests (listed above; the \
+             others were not written). Once the cause is fixed, submit the same input again: \
+             requests already written come back as `existing`, never twice. The cause"
+        ))));
+    }
     Ok(match (results.is_empty(), rejected.is_empty()) {
         (_, true) => Exit::Ok,
         (true, false) => Exit::InvalidInput,
         (false, false) => Exit::Partial,
     })
+}
+
+/// Submissions in flight at once: they share the store's commits, so a batch of thousands
+/// takes seconds instead of one fsync each.
+const IN_FLIGHT: usize = 64;
+
+/// Writes every valid line, [`IN_FLIGHT`] at a time, and reports them in line order. After the
+/// first failure nothing new is started; submissions already under way finish and are reported,
+/// so the list of what was written is exact.
+async fn write_all<S: pcsaga_engine::Store>(
+    engine: &pcsaga_engine::Engine<pcsaga_purchase::PurchaseWorkflow, S>,
+    lines: &[Line],
+    valid: usize,
+) -> (
+    Vec<(usize, pcsaga_engine::Submitted)>,
+    Option<pcsaga_engine::Error>,
+) {
+    use futures_util::StreamExt;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let failed = AtomicBool::new(false);
+    let mut results = Vec::with_capacity(valid);
+    let mut failure = None;
+    // A key repeated in the input is written once, by its first line; the later lines are
+    // answered like a resubmission. Concurrent writes would otherwise let either line win.
+    let mut first_line = std::collections::HashMap::new();
+    let mut repeats = Vec::new();
+    let mut unique = Vec::with_capacity(valid);
+    for line in lines {
+        let Ok(request) = &line.parsed else { continue };
+        match first_line.entry(request.idempotency_key.as_str()) {
+            std::collections::hash_map::Entry::Occupied(first) => {
+                repeats.push((line.number, *first.get()));
+            }
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                slot.insert(line.number);
+                unique.push((line.number, request));
+            }
+        }
+    }
+    let mut progress = Progress::new(unique.len());
+    let mut written = futures_util::stream::iter(unique)
+        .map(|(number, request)| {
+            let failed = &failed;
+            async move {
+                if failed.load(Ordering::SeqCst) {
+                    return (number, None);
+                }
+                let outcome = pcsaga_purchase::submit(engine, request).await;
+                if outcome.is_err() {
+                    failed.store(true, Ordering::SeqCst);
+                }
+                (number, Some(outcome))
+            }
+        })
+        .buffered(IN_FLIGHT);
+    while let Some((number, outcome)) = written.next().await {
+        match outcome {
+            Some(Ok(submitted)) => {
+                results.push((number, submitted));
+                progress.tick(results.len());
+            }
+            Some(Err(error)) => {
+                failure.get_or_insert(error);
+            }
+            None => {}
+        }
+    }
+    let by_line: std::collections::HashMap<usize, usize> = results
+        .iter()
+        .enumerate()
+        .map(|(index, (number, _))| (*number, index))
+        .collect();
+    for (number, first) in repeats {
+        // A repeat of a line that was not written (the batch stopped first) is not reported.
+        if let Some(&index) = by_line.get(&first) {
+            let mut again = results[index].1.clone();
+            again.created = false;
+            results.push((number, again));
+        }
+    }
+    results.sort_by_key(|(number, _)| *number);
+    (results, failure)
+}
+
+/// A line on stderr now and then while a large batch is written.
+struct Progress {
+    total: usize,
+    last: std::time::Instant,
+}
+
+impl Progress {
+    /// Batches smaller than this finish too fast to need progress.
+    const FROM: usize = 1_000;
+
+    fn new(total: usize) -> Self {
+        Self {
+            total,
+            last: std::time::Instant::now(),
+        }
+    }
+
+    fn tick(&mut self, done: usize) {
+        if self.total >= Self::FROM
+            && (done == self.total || self.last.elapsed() >= std::time::Duration::from_secs(1))
+        {
+            self.last = std::time::Instant::now();
+            eprintln!("submit: {done} of {} written", self.total);
+        }
+    }
 }
 
 #[cfg(test)]

@@ -135,6 +135,74 @@ fn workflow_validate_names_the_bad_key() {
     );
 }
 
+/// A large batch is written concurrently and in line order; when the disk fills midway, the
+/// report lists exactly what was written, and the same file submitted again completes the rest
+/// without writing anything twice.
+#[test]
+fn a_batch_that_fills_the_disk_reports_exactly_what_was_written() {
+    let env = Env::new();
+    let total = 3_000;
+    let ndjson: String = (0..total)
+        .map(|i| {
+            format!(
+                "{}\n",
+                support::request(&format!("q4-{i}"), "DG7GMGF0DWTL", "0001", None)
+            )
+        })
+        .collect();
+    let file = env.write("batch.ndjson", &ndjson);
+    let capped = support::run(
+        env.pcsaga(None)
+            .env("PCSAGA_DB_MAX_SIZE_MB", "1")
+            .arg("submit")
+            .arg(&file)
+            .arg("--json"),
+    );
+    let stderr = support::stderr(&capped);
+    assert_eq!(capped.status.code(), Some(6), "{stderr}");
+    assert!(stderr.contains("submit stopped after writing"), "{stderr}");
+    assert!(stderr.contains("cannot be written"), "{stderr}");
+    let reported: Vec<serde_json::Value> =
+        support::json(&capped).as_array().expect("a list").clone();
+    let lines: Vec<u64> = reported
+        .iter()
+        .map(|r| r["line"].as_u64().expect("line"))
+        .collect();
+    assert!(
+        !lines.is_empty() && lines.len() < total,
+        "{} written",
+        lines.len()
+    );
+    assert!(lines.windows(2).all(|w| w[0] < w[1]), "in line order");
+    let listed = support::run(env.pcsaga(None).args(["list", "--json", "--limit", "0"]));
+    let listed = support::json(&listed);
+    assert_eq!(
+        listed.as_array().expect("a list").len(),
+        lines.len(),
+        "the report is exactly what the database holds"
+    );
+
+    let again = support::run(env.pcsaga(None).arg("submit").arg(&file).arg("--json"));
+    assert!(again.status.success(), "{}", support::stderr(&again));
+    let again = support::json(&again);
+    let results: Vec<&str> = again
+        .as_array()
+        .expect("a list")
+        .iter()
+        .map(|r| r["result"].as_str().expect("result"))
+        .collect();
+    assert_eq!(results.len(), total);
+    assert_eq!(
+        results.iter().filter(|r| **r == "existing").count(),
+        lines.len()
+    );
+    let listed = support::run(env.pcsaga(None).args(["list", "--json", "--limit", "0"]));
+    assert_eq!(
+        support::json(&listed).as_array().expect("a list").len(),
+        total
+    );
+}
+
 /// `demo` and `bench` build their own databases: an operator's PCSAGA_DB is named, not used,
 /// and nothing is written to it.
 #[test]
