@@ -364,28 +364,40 @@ impl Pending {
     }
 }
 
-/// Runs one write and keeps its answer for after the commit. A refused (fenced) write is an
-/// answer, not a failure: it wrote nothing, and the batch goes on.
-async fn run_one(conn: &mut SqliteConnection, op: WriteOp) -> (Pending, Option<StoreError>) {
-    fn split<T>(result: Result<T, StoreError>) -> (Result<T, StoreError>, Option<StoreError>) {
-        match result {
-            Err(StoreError::Fenced { id, expected }) => {
-                (Err(StoreError::Fenced { id, expected }), None)
-            }
-            Err(StoreError::NotFound(id)) => (Err(StoreError::NotFound(id)), None),
-            Err(e) => {
-                let copy = match &e {
-                    StoreError::Unwritable(m) => StoreError::Unwritable(m.clone()),
-                    other => StoreError::Database(other.to_string()),
-                };
-                (Err(e), Some(copy))
-            }
-            ok => (ok, None),
+/// Splits a write's result into its answer and, for a database error (not a refusal), the
+/// failure that sinks the whole batch. A refused (fenced) write is an answer, not a failure: it
+/// wrote nothing, and the batch goes on.
+fn split<T>(result: Result<T, StoreError>) -> (Result<T, StoreError>, Option<StoreError>) {
+    match result {
+        Err(StoreError::Fenced { id, expected }) => {
+            (Err(StoreError::Fenced { id, expected }), None)
         }
+        Err(StoreError::NotFound(id)) => (Err(StoreError::NotFound(id)), None),
+        Err(e) => {
+            let copy = match &e {
+                StoreError::Unwritable(m) => StoreError::Unwritable(m.clone()),
+                other => StoreError::Database(other.to_string()),
+            };
+            (Err(e), Some(copy))
+        }
+        ok => (ok, None),
     }
+}
+
+/// Runs one write and keeps its answer for after the commit.
+async fn run_one(conn: &mut SqliteConnection, op: WriteOp) -> (Pending, Option<StoreError>) {
     match op {
         WriteOp::Insert { saga, event, reply } => {
-            let (result, failure) = split(insert(conn, &saga, &event).await);
+            // The batch writes inserts itself (with their history rows together); this is the
+            // same write for one.
+            let mut result = insert(conn, &saga).await;
+            if let Ok(Inserted::Created(_)) = &result {
+                if let Err(e) = insert_history(conn, &[(saga.id.as_str(), saga.now, &event)]).await
+                {
+                    result = Err(e);
+                }
+            }
+            let (result, failure) = split(result);
             (Pending::Insert(reply, result), failure)
         }
         WriteOp::Claim {
@@ -406,6 +418,23 @@ async fn run_one(conn: &mut SqliteConnection, op: WriteOp) -> (Pending, Option<S
             (Pending::Commit(reply, result), failure)
         }
     }
+}
+
+/// Writes the `submitted` history rows of the batch's new sagas, in one statement.
+async fn flush_submitted(
+    conn: &mut SqliteConnection,
+    submitted: &mut Vec<(String, DateTime<Utc>, HistoryEvent)>,
+) -> Option<StoreError> {
+    if submitted.is_empty() {
+        return None;
+    }
+    let rows: Vec<(&str, DateTime<Utc>, &HistoryEvent)> = submitted
+        .iter()
+        .map(|(id, at, event)| (id.as_str(), *at, event))
+        .collect();
+    let failure = insert_history(conn, &rows).await.err();
+    submitted.clear();
+    failure
 }
 
 fn pending_of(op: WriteOp) -> Pending {
@@ -432,8 +461,12 @@ async fn run_batch(conn: &mut SqliteConnection, batch: &mut Vec<WriteOp>) {
     }
     // Inserts and claims run one by one, in order; the batch's commits (distinct sagas: a
     // worker waits for each commit before the next) run together in two statements.
+    // A new saga's `submitted` row waits for the next claim or the commits, so a burst of
+    // submissions writes its history in one statement; flushing before a claim keeps each
+    // saga's history in order.
     let mut pending = Vec::with_capacity(batch.len());
     let mut commits = Vec::new();
+    let mut submitted = Vec::new();
     let mut failure = None;
     for op in batch.drain(..) {
         if failure.is_some() {
@@ -442,12 +475,28 @@ async fn run_batch(conn: &mut SqliteConnection, batch: &mut Vec<WriteOp>) {
         }
         match op {
             WriteOp::Commit { commit, reply } => commits.push((commit, reply)),
-            other => {
-                let (entry, error) = run_one(conn, other).await;
+            WriteOp::Insert { saga, event, reply } => {
+                let (result, error) = split(insert(conn, &saga).await);
+                if let Ok(Inserted::Created(_)) = &result {
+                    submitted.push((saga.id, saga.now, event));
+                }
+                pending.push(Pending::Insert(reply, result));
+                failure = error;
+            }
+            claim @ WriteOp::Claim { .. } => {
+                failure = flush_submitted(conn, &mut submitted).await;
+                if failure.is_some() {
+                    pending.push(pending_of(claim));
+                    continue;
+                }
+                let (entry, error) = run_one(conn, claim).await;
                 pending.push(entry);
                 failure = error;
             }
         }
+    }
+    if failure.is_none() {
+        failure = flush_submitted(conn, &mut submitted).await;
     }
     if failure.is_some() {
         for (_, reply) in commits.drain(..) {
@@ -542,18 +591,17 @@ fn saga_from_row(row: &SqliteRow) -> Result<SagaRecord, StoreError> {
     })
 }
 
-async fn insert(
-    conn: &mut SqliteConnection,
-    saga: &NewSaga,
-    event: &HistoryEvent,
-) -> Result<Inserted, StoreError> {
+/// Creates a saga unless its workflow already has the idempotency key; its history row is
+/// the caller's to write (the batch writes them together).
+async fn insert(conn: &mut SqliteConnection, saga: &NewSaga) -> Result<Inserted, StoreError> {
     let now = to_millis(saga.now);
-    let inserted = sqlx::query(
+    let created = sqlx::query(&format!(
         "INSERT INTO sagas (id, workflow, idempotency_key, state, status, context, input, customer_id, attempt, \
          total_attempts, state_entered_at, next_run_at, version, created_at, updated_at) \
          VALUES (?, ?, ?, ?, 'active', ?, ?, ?, 0, 0, ?, ?, 0, ?, ?) \
-         ON CONFLICT (workflow, idempotency_key) DO NOTHING",
-    )
+         ON CONFLICT (workflow, idempotency_key) DO NOTHING \
+         RETURNING {SAGA_COLUMNS}"
+    ))
     .bind(&saga.id)
     .bind(&saga.workflow)
     .bind(&saga.idempotency_key)
@@ -565,12 +613,11 @@ async fn insert(
     .bind(now)
     .bind(now)
     .bind(now)
-    .execute(&mut *conn)
+    .fetch_optional(&mut *conn)
     .await
     .map_err(db_error)?;
-    let created = inserted.rows_affected() == 1;
-    if created {
-        append_history(conn, &saga.id, saga.now, event).await?;
+    if let Some(row) = created {
+        return Ok(Inserted::Created(saga_from_row(&row)?));
     }
     let row = sqlx::query(&format!(
         "SELECT {SAGA_COLUMNS} FROM sagas WHERE workflow = ? AND idempotency_key = ?"
@@ -580,12 +627,7 @@ async fn insert(
     .fetch_one(&mut *conn)
     .await
     .map_err(db_error)?;
-    let record = saga_from_row(&row)?;
-    Ok(if created {
-        Inserted::Created(record)
-    } else {
-        Inserted::Existing(record)
-    })
+    Ok(Inserted::Existing(saga_from_row(&row)?))
 }
 
 async fn claim(
@@ -761,15 +803,6 @@ async fn insert_history(
         query.execute(&mut *conn).await.map_err(db_error)?;
     }
     Ok(())
-}
-
-async fn append_history(
-    conn: &mut SqliteConnection,
-    saga_id: &str,
-    at: DateTime<Utc>,
-    event: &HistoryEvent,
-) -> Result<(), StoreError> {
-    insert_history(conn, &[(saga_id, at, event)]).await
 }
 
 impl Store for SqliteStore {

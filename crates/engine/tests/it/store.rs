@@ -43,6 +43,60 @@ async fn concurrent_writes_share_commits_and_all_land() {
     assert_eq!(counts.values().sum::<u64>(), 200);
 }
 
+/// A burst of submissions writes its `submitted` rows together; a claim in the same batch must
+/// still come after them in each saga's history.
+#[tokio::test]
+async fn submissions_and_claims_in_one_batch_keep_each_history_in_order() {
+    let h = harness("w1").await;
+    let now = crate::support::t0();
+    let mut tasks = tokio::task::JoinSet::new();
+    for n in 0..100 {
+        let engine = h.engine.clone();
+        tasks.spawn(async move {
+            engine
+                .submit(&format!("k{n}"), "{}".into(), &Default::default(), None)
+                .await
+                .map(|_| ())
+        });
+        if n % 10 == 9 {
+            let store = h.store.clone();
+            tasks.spawn(async move {
+                store
+                    .claim_due("w1", now, now + chrono::Duration::seconds(30), 5)
+                    .await
+                    .map(|_| ())
+                    .map_err(pcsaga_engine::Error::from)
+            });
+        }
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.expect("task").expect("write");
+    }
+    let sagas = h
+        .store
+        .list(&pcsaga_engine::ListFilter::default())
+        .await
+        .expect("list");
+    assert_eq!(sagas.len(), 100);
+    let mut claimed = 0;
+    for saga in sagas {
+        let kinds: Vec<String> = h
+            .store
+            .history(&saga.id)
+            .await
+            .expect("history")
+            .into_iter()
+            .map(|r| r.kind)
+            .collect();
+        match kinds.as_slice() {
+            [submitted] if submitted == "submitted" => {}
+            [submitted, claim] if submitted == "submitted" && claim == "claimed" => claimed += 1,
+            other => panic!("history of {}: {other:?}", saga.id),
+        }
+    }
+    assert!(claimed > 0, "some sagas were claimed");
+}
+
 #[tokio::test]
 async fn a_missing_directory_is_a_clear_error() {
     let err = SqliteStore::open(SqliteConfig::new("/nonexistent-dir-for-pcsaga/x.db"))
