@@ -121,7 +121,9 @@ pub struct Executed<O> {
 
 /// A durable workflow.
 pub trait Workflow: Send + Sync + 'static {
-    /// The saga's persisted context.
+    /// The saga's persisted context. Its JSON encoding must lose nothing (decoding it gives an
+    /// equal value): the engine keeps the typed value between the steps of one claim and decodes
+    /// the JSON only after a claim, and a saga resumed elsewhere must decide as this one would.
     type Context: Serialize + DeserializeOwned + Clone + Send + Sync + Debug + 'static;
     /// A planned call, as data.
     type Effect: Serialize + Clone + Send + Sync + Debug + 'static;

@@ -244,3 +244,100 @@ pub struct ArtifactState {
     /// `None` until E19 was read.
     pub reservation_ids: Option<Vec<String>>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The engine keeps the context typed between the steps of one claim and decodes the JSON
+    /// only after a claim, so encoding must lose nothing: a saga resumed by another process
+    /// must decide exactly as this one would. Every field is set (no `..Default::default()`),
+    /// so a new field must be added here, and one that does not survive JSON fails.
+    #[test]
+    fn the_context_survives_its_json_encoding() {
+        let request =
+            crate::parse_request(include_str!("../../../workflows/examples/multi-item.json"))
+                .expect("example request");
+        let at = DateTime::parse_from_rfc3339("2026-11-22T06:14:01.403104451Z")
+            .expect("instant")
+            .with_timezone(&Utc);
+        let context = PurchaseContext {
+            request,
+            correlation_id: Uuid::from_u128(1),
+            token: "pcs-0000000000000001".into(),
+            items: vec![ItemState {
+                sku: Some(SkuFacts {
+                    title: "Reserved VM Instance".into(),
+                    needs_registration: true,
+                    needs_inventory_check: true,
+                    minimum_quantity: Some(1),
+                    maximum_quantity: Some(999),
+                    billing_cycles: vec!["one_time".into()],
+                    provisioning_variables: vec!["Scope".into()],
+                    inventory_variables: vec!["CustomerId".into()],
+                    arm_region_name: Some("westus2".into()),
+                    duration: Some("1Year".into()),
+                }),
+                product_checked: true,
+                catalog_item_id: Some("DZH318Z0BQ5S:0001:X".into()),
+                term_duration: Some("P1Y".into()),
+                provisioning_context: BTreeMap::from([("scope".into(), "single".into())]),
+                inventory_checked: true,
+            }],
+            registrations: vec![RegistrationState {
+                subscription_id: "3d5eced6-1151-44c7-aee6-70a4bb725666".into(),
+                status: Registration::Registering,
+                register_sent: true,
+            }],
+            registrations_planned: true,
+            pending: Some(Intent {
+                call: "checkout".into(),
+                request_id: Uuid::from_u128(2),
+            }),
+            cart: Some(CartState {
+                id: "cart-1".into(),
+                expires_at: Some(at),
+                needs_update: true,
+            }),
+            checkout: CheckoutState {
+                attempted: true,
+                cart_id: Some("cart-1".into()),
+                first_attempt_at: Some(at),
+                sent: 2,
+                answered: 1,
+                confirmed: true,
+                reconciling: true,
+                reconcile_reason: Some("reply lost".into()),
+            },
+            orders: vec![OrderState {
+                id: "order-1".into(),
+                status: "pending".into(),
+                lines: vec![(0, "DZH318Z0BQ5S:0001:X".into(), 1)],
+                completed: true,
+            }],
+            order_errors: vec![GroupError {
+                group: "1".into(),
+                code: "800002".into(),
+                description: "failed".into(),
+            }],
+            entitlements: vec![EntitlementState {
+                order_id: "order-1".into(),
+                line_item_id: "0".into(),
+                product_id: Some("DZH318Z0BQ5S".into()),
+                sku_id: Some("0001".into()),
+                quantity: 1,
+                kind: Some("reservedinstance".into()),
+                artifacts: vec![ArtifactState {
+                    uri: "/artifacts/1".into(),
+                    resource_id: Some("r-1".into()),
+                    reservation_ids: Some(vec!["r-1".into()]),
+                }],
+            }],
+            entitlements_done: true,
+            rediscoveries: 1,
+        };
+        let json = serde_json::to_string(&context).expect("encodes");
+        let decoded: PurchaseContext = serde_json::from_str(&json).expect("decodes");
+        assert_eq!(decoded, context);
+    }
+}
