@@ -147,11 +147,12 @@ impl SqliteStore {
             path: display.clone(),
             reason,
         })?;
+        let cannot_open = |e: sqlx::Error| StoreError::Open {
+            path: display.clone(),
+            reason: e.to_string(),
+        };
         let options = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))
-            .map_err(|e| StoreError::Open {
-                path: display.clone(),
-                reason: e.to_string(),
-            })?
+            .map_err(cannot_open)?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(match config.durability {
@@ -168,20 +169,14 @@ impl SqliteStore {
             .pragma("wal_autocheckpoint", WRITER_CHECKPOINT_PAGES.to_string())
             .connect()
             .await
-            .map_err(|e| StoreError::Open {
-                path: display.clone(),
-                reason: e.to_string(),
-            })?;
+            .map_err(cannot_open)?;
         if let Some(mb) = config.max_size_mb {
             // max_page_count is per connection: only this process's writer is capped.
             let pages = (mb * 1024 * 1024 / 4096).max(1);
             sqlx::query(&format!("PRAGMA max_page_count = {pages}"))
                 .execute(&mut writer)
                 .await
-                .map_err(|e| StoreError::Open {
-                    path: display.clone(),
-                    reason: e.to_string(),
-                })?;
+                .map_err(cannot_open)?;
         }
         MIGRATOR
             .run(&mut writer)
@@ -194,18 +189,8 @@ impl SqliteStore {
             .max_connections(config.readers.max(1))
             .connect_with(options.clone().read_only(true))
             .await
-            .map_err(|e| StoreError::Open {
-                path: display.clone(),
-                reason: e.to_string(),
-            })?;
-        let checkpointer = options
-            .clone()
-            .connect()
-            .await
-            .map_err(|e| StoreError::Open {
-                path: display.clone(),
-                reason: e.to_string(),
-            })?;
+            .map_err(cannot_open)?;
+        let checkpointer = options.clone().connect().await.map_err(cannot_open)?;
         let (writes, queue) = mpsc::channel(WRITE_QUEUE);
         tokio::spawn(checkpointer_task(checkpointer, writes.downgrade()));
         tokio::spawn(writer_task(writer, queue));
