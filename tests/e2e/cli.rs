@@ -184,6 +184,11 @@ fn a_batch_that_fills_the_disk_reports_exactly_what_was_written() {
 
     let again = support::run(env.pcsaga(None).arg("submit").arg(&file).arg("--json"));
     assert!(again.status.success(), "{}", support::stderr(&again));
+    assert!(
+        support::stderr(&again).contains("submit: 3000 of 3000 written"),
+        "a large batch reports progress: {}",
+        support::stderr(&again)
+    );
     let again = support::json(&again);
     let results: Vec<&str> = again
         .as_array()

@@ -958,45 +958,38 @@ pub async fn raw_ceiling(
         .execute(&mut conn)
         .await
         .map_err(db_error)?;
+    let single = timed_commits(&mut conn, commits, 1).await?;
+    let batched = timed_commits(&mut conn, commits, batch).await?;
+    let _ = conn.close().await;
+    Ok((single, batched))
+}
+
+/// Runs `commits` transactions of `rows` 200-byte inserts each; returns rows per second.
+async fn timed_commits(
+    conn: &mut SqliteConnection,
+    commits: u32,
+    rows: u32,
+) -> Result<f64, StoreError> {
     let body = "x".repeat(200);
     let started = std::time::Instant::now();
     for _ in 0..commits {
         sqlx::query("BEGIN IMMEDIATE")
-            .execute(&mut conn)
+            .execute(&mut *conn)
             .await
             .map_err(db_error)?;
-        sqlx::query("INSERT INTO raw (body) VALUES (?)")
-            .bind(&body)
-            .execute(&mut conn)
-            .await
-            .map_err(db_error)?;
-        sqlx::query("COMMIT")
-            .execute(&mut conn)
-            .await
-            .map_err(db_error)?;
-    }
-    let single = f64::from(commits) / started.elapsed().as_secs_f64();
-    let started = std::time::Instant::now();
-    for _ in 0..commits {
-        sqlx::query("BEGIN IMMEDIATE")
-            .execute(&mut conn)
-            .await
-            .map_err(db_error)?;
-        for _ in 0..batch {
+        for _ in 0..rows {
             sqlx::query("INSERT INTO raw (body) VALUES (?)")
                 .bind(&body)
-                .execute(&mut conn)
+                .execute(&mut *conn)
                 .await
                 .map_err(db_error)?;
         }
         sqlx::query("COMMIT")
-            .execute(&mut conn)
+            .execute(&mut *conn)
             .await
             .map_err(db_error)?;
     }
-    let batched = f64::from(commits * batch) / started.elapsed().as_secs_f64();
-    let _ = conn.close().await;
-    Ok((single, batched))
+    Ok(f64::from(commits * rows) / started.elapsed().as_secs_f64())
 }
 
 impl SqliteStore {
