@@ -148,18 +148,16 @@ pub fn partner_center(file: &FileConfig) -> Result<PartnerCenterConfig, ConfigEr
     let base_url = env("PCSAGA_BASE_URL")
         .or_else(|| pc.base_url.clone())
         .unwrap_or_else(|| cloud.base_url().to_owned());
-    if !(base_url.starts_with("https://")
-        || base_url.starts_with("http://127.")
-        || base_url.starts_with("http://localhost")
-        || base_url.starts_with("http://[::1]"))
-    {
-        return Err(bad(format!("partner_center.base_url (PCSAGA_BASE_URL) = {base_url:?}: must be https:// (plain http only to loopback, for the simulator)")));
-    }
+    // The client checks both URLs again; checking here names the setting in the error.
+    pcsaga_partner_center::checked_url("partner_center.base_url (PCSAGA_BASE_URL)", &base_url)
+        .map_err(bad)?;
     let tenant_id = env("PCSAGA_TENANT_ID").or_else(|| pc.tenant_id.clone());
     let token_url = match env("PCSAGA_TOKEN_URL").or_else(|| pc.token_url.clone()) {
         Some(url) => url,
         None => cloud.token_url(tenant_id.as_deref().ok_or_else(|| bad("partner_center.tenant_id (PCSAGA_TENANT_ID) is required: the partner's Entra ID tenant"))?),
     };
+    pcsaga_partner_center::checked_url("partner_center.token_url (PCSAGA_TOKEN_URL)", &token_url)
+        .map_err(bad)?;
     let client_id = env("PCSAGA_CLIENT_ID")
         .or_else(|| pc.client_id.clone())
         .ok_or_else(|| bad("partner_center.client_id (PCSAGA_CLIENT_ID) is required: the application id registered in Partner Center"))?;

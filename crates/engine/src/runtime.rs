@@ -9,7 +9,7 @@
 //! - time comes from the injected clock; no task sleeps per saga (waiting sagas are rows).
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use backoff::backoff::Backoff;
 use chrono::{DateTime, Utc};
@@ -26,6 +26,9 @@ use crate::store::{
 };
 use crate::workflow::{Plan, SagaView, Workflow};
 use crate::Error;
+
+/// How often the daemon repeats, at ERROR, why it claims no work.
+const HOLD_REPORT: Duration = Duration::from_secs(60);
 
 /// How the engine runs.
 #[derive(Debug, Clone)]
@@ -287,6 +290,7 @@ impl<W: Workflow, S: Store> Engine<W, S> {
             max_elapsed_time: None,
             ..backoff::ExponentialBackoff::default()
         };
+        let mut held_since: Option<(Instant, Instant)> = None;
         loop {
             if *shutdown.borrow() {
                 break;
@@ -297,6 +301,31 @@ impl<W: Workflow, S: Store> Engine<W, S> {
             let free = config.concurrency.saturating_sub(tasks.len());
             let mut claimed = 0;
             if free > 0 {
+                if let Some(reason) = self.inner.workflow.hold().await {
+                    // Claiming now would only hold each purchase; sagas in flight finish their
+                    // step. Said at ERROR once a minute while it lasts.
+                    if held_since
+                        .is_none_or(|(_, said): (Instant, Instant)| said.elapsed() >= HOLD_REPORT)
+                    {
+                        tracing::error!(%reason, "claiming no work until this is fixed; checking again every minute");
+                        held_since = Some((
+                            held_since.map_or_else(Instant::now, |(s, _)| s),
+                            Instant::now(),
+                        ));
+                    }
+                    tokio::select! {
+                        Some(done) = tasks.join_next(), if !tasks.is_empty() => report(done),
+                        () = tokio::time::sleep(config.idle_poll.max(Duration::from_millis(100))) => {}
+                        _ = shutdown.changed() => {}
+                    }
+                    continue;
+                }
+                if let Some((since, _)) = held_since.take() {
+                    tracing::info!(
+                        held_s = since.elapsed().as_secs(),
+                        "the hold is lifted: claiming work again"
+                    );
+                }
                 let now = self.now();
                 match self
                     .inner

@@ -155,6 +155,27 @@ pub fn schedule<C>(
             );
             stay(context, polls, next, wait, None, format!("poll: {note}"))
         }
+        Decision::Hold {
+            context,
+            wait,
+            reason,
+        } => {
+            // Not an attempt of the saga's: the policy's counters and deadlines stay as they were.
+            let next = after(now, wait);
+            let mut held = stay(
+                context,
+                before.attempt,
+                next,
+                format!(
+                    "held until {}: {reason}",
+                    next.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+                ),
+                Some(reason.clone()),
+                format!("hold {}: {reason}", human(wait)),
+            );
+            held.run_now = false;
+            held
+        }
         Decision::Succeed { context, note } => {
             stop(context, SagaStatus::Succeeded, note, "succeed")
         }
@@ -341,6 +362,17 @@ mod tests {
             4,
             60,
             ("S", SagaStatus::Failed, 4, None),
+        );
+        // A hold waits as long as it says and counts no attempt, even past the deadline.
+        check(
+            Decision::Hold {
+                context: ctx,
+                wait: Duration::from_secs(60),
+                reason: "r".into(),
+            },
+            2,
+            70,
+            ("S", SagaStatus::Active, 2, Some(60)),
         );
         check(
             Decision::Succeed {

@@ -63,6 +63,14 @@ pub enum Decision<C> {
     },
     /// Stay and look again after the poll interval; when the deadline passes, `on_deadline`.
     Poll { context: C, note: String },
+    /// Stay, without counting an attempt, and run again after `wait`:
+    /// the cause lies outside the saga and fixing it is an operator's job (credentials refused
+    /// by the token service). The daemon also stops claiming while [`Workflow::hold`] says so.
+    Hold {
+        context: C,
+        wait: Duration,
+        reason: String,
+    },
     /// The saga is done.
     Succeed { context: C, note: String },
     /// A permanent failure before any money moved: safe to fix and resume.
@@ -79,6 +87,7 @@ impl<C> Decision<C> {
             Self::Continue { .. } => "continue",
             Self::Retry { .. } => "retry",
             Self::Poll { .. } => "poll",
+            Self::Hold { .. } => "hold",
             Self::Succeed { .. } => "succeed",
             Self::Fail { .. } => "fail",
             Self::Park { .. } => "park",
@@ -92,6 +101,7 @@ impl<C> Decision<C> {
             | Self::Continue { context, .. }
             | Self::Retry { context, .. }
             | Self::Poll { context, .. }
+            | Self::Hold { context, .. }
             | Self::Succeed { context, .. }
             | Self::Fail { context, .. }
             | Self::Park { context, .. } => context,
@@ -179,4 +189,11 @@ pub trait Workflow: Send + Sync + 'static {
 
     /// Whether an operator may cancel the saga. Refusals say why.
     fn check_cancel(&self, saga: &SagaView<Self::Context>) -> Result<(), String>;
+
+    /// A reason the daemon must claim no new work now (say, the token service refuses our
+    /// credentials: every purchase would only hold), or `None`. Called before every claim; it
+    /// may probe the outside world, so it should answer from a cache between probes.
+    fn hold(&self) -> impl Future<Output = Option<String>> + Send {
+        std::future::ready(None)
+    }
 }

@@ -167,6 +167,14 @@ impl TokenSource {
         Ok(value)
     }
 
+    /// Fetches a new token whatever the cache holds: a probe of the credentials.
+    pub(crate) async fn refresh(&self) -> Result<(), Error> {
+        let mut cache = self.cache.lock().await;
+        let fresh = self.fetch(self.clock.now()).await?;
+        *cache = Some(fresh);
+        Ok(())
+    }
+
     async fn fetch(&self, now: DateTime<Utc>) -> Result<CachedToken, Error> {
         let c = &self.credentials;
         let mut form: Vec<(&str, &str)> = vec![

@@ -63,6 +63,8 @@ pub struct Client {
 struct Inner {
     http: reqwest::Client,
     config: ClientConfig,
+    /// `config.base_url`, parsed and checked once; every URL called is checked against it.
+    base: crate::endpoint::CheckedUrl,
     app_only: TokenSource,
     app_user: Option<TokenSource>,
     clock: Arc<dyn Clock>,
@@ -99,12 +101,11 @@ impl Client {
         credentials: Credentials,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, Error> {
-        if !(config.base_url.starts_with("https://") || config.base_url.starts_with("http://")) {
-            return Err(Error::Config(format!(
-                "base URL {:?} must start with https:// (or http:// for a local simulator)",
-                config.base_url
-            )));
-        }
+        // Credentials go to these two URLs only: both pass the one check (crate::endpoint).
+        let base = crate::endpoint::checked_url("the Partner Center base URL", &config.base_url)
+            .map_err(Error::Config)?;
+        crate::endpoint::checked_url("the token URL", &credentials.token_url)
+            .map_err(Error::Config)?;
         let http = reqwest::Client::builder()
             .timeout(config.timeout)
             .connect_timeout(config.connect_timeout)
@@ -125,11 +126,22 @@ impl Client {
             inner: Arc::new(Inner {
                 http,
                 config,
+                base,
                 app_only,
                 app_user,
                 clock,
             }),
         })
+    }
+
+    /// Asks the token service for fresh tokens (app-only, and app+user when configured):
+    /// `Ok` when it accepts our credentials. `AuthExpired` when it refuses them.
+    pub async fn check_credentials(&self) -> Result<(), Error> {
+        self.inner.app_only.refresh().await?;
+        if let Some(app_user) = &self.inner.app_user {
+            app_user.refresh().await?;
+        }
+        Ok(())
     }
 
     /// The configuration this client was built with.
@@ -594,9 +606,8 @@ impl Client {
                 let mut context = raw.context;
                 context.code = fault.code;
                 context.description = fault.description;
-                return Err(Error::Business {
-                    context: Box::new(context),
-                });
+                // The same table as any other status: 800060/800064/800065 stay what they are.
+                return Err(classify_status(raw.status, None, context));
             }
         }
         match serde_json::from_slice::<T>(&raw.body) {
@@ -743,24 +754,28 @@ impl Client {
     /// be sent anywhere but Partner Center.
     fn url(&self, target: &str) -> Result<String, Error> {
         let base = &self.inner.config.base_url;
-        if target.starts_with("http://") || target.starts_with("https://") {
-            if target.starts_with(&format!("{base}/")) {
-                return Ok(target.to_owned());
-            }
-            return Err(Error::Config(format!(
-                "refusing to follow a link to another host: {target:?} is not under {base:?}"
-            )));
-        }
-        let path = if target.starts_with('/') {
+        let text = if target.starts_with("http://") || target.starts_with("https://") {
             target.to_owned()
         } else {
-            format!("/{target}")
+            let path = if target.starts_with('/') {
+                target.to_owned()
+            } else {
+                format!("/{target}")
+            };
+            let lower = path.to_ascii_lowercase();
+            if lower.starts_with("/v1/") || lower == "/v1" {
+                format!("{base}{path}")
+            } else {
+                format!("{base}/v1{path}")
+            }
         };
-        let lower = path.to_ascii_lowercase();
-        if lower.starts_with("/v1/") || lower == "/v1" {
-            Ok(format!("{base}{path}"))
-        } else {
-            Ok(format!("{base}/v1{path}"))
+        // Parsed, not compared as text: `{base}@other-host/` starts with the base and is not
+        // on it (crate::endpoint).
+        match reqwest::Url::parse(&text) {
+            Ok(url) if crate::endpoint::same_origin(&self.inner.base, &url) => Ok(url.into()),
+            _ => Err(Error::Config(format!(
+                "refusing to follow a link to another host: {target:?} is not under {base:?}"
+            ))),
         }
     }
 }

@@ -11,10 +11,10 @@
 //! | 408, 5xx | `Transient` |
 //! | 429 (any body) | `Throttled`, with `Retry-After` |
 //! | 401 after one token refresh and one retry; token endpoint refusing our credentials | `AuthExpired` |
-//! | 409 with code 800064 (cart being processed) or 800060 (order in progress) | `InFlight` |
-//! | 400 with code 800065 (cart already submitted) | `AlreadySubmitted` |
+//! | code 800064 (cart being processed) or 800060 (order in progress), whatever the status, 2xx included | `InFlight` |
+//! | code 800065 (cart already submitted), whatever the status | `AlreadySubmitted` |
 //! | 404 | `NotFound` |
-//! | other 4xx (400, 403, 409, 412, 417, ...) and 2xx carrying an error code | `Business` |
+//! | other 4xx (400, 403, 409, 412, 417, ...) and 2xx carrying another error code | `Business` |
 //! | a 2xx whose body cannot be read (malformed, truncated, too large) | `OutcomeUnknown` if side-effecting, else `Transient` |
 //! | bad configuration on our side | `Config` |
 //!
@@ -231,8 +231,11 @@ pub(crate) fn classify_status(
             retry_after,
             context,
         },
-        (409, "800064" | "800060") => Error::InFlight { context },
-        (400, "800065") => Error::AlreadySubmitted { context },
+        // These codes say the request reached a cart or order already being processed or
+        // submitted: whatever status carries them (a 200, a 400, a 5xx), money may have moved,
+        // so they are never read as a plain refusal.
+        (_, "800064" | "800060") => Error::InFlight { context },
+        (_, "800065") => Error::AlreadySubmitted { context },
         (401, _) => Error::AuthExpired {
             detail: "HTTP 401 after one token refresh and one retry".to_owned(),
             context,

@@ -22,6 +22,7 @@
 pub mod auth;
 pub mod client;
 pub mod config;
+pub mod endpoint;
 pub mod error;
 pub mod ids;
 pub mod models;
@@ -29,5 +30,6 @@ pub mod models;
 pub use auth::{Clock, Credentials, GrantKind, Secret, SystemClock};
 pub use client::{parse_retry_after, CallMeta, Client, Reply, MAX_RETRY_AFTER};
 pub use config::{ClientConfig, Cloud};
+pub use endpoint::{checked_url, CheckedUrl};
 pub use error::{CallContext, Effect, Error, ErrorClass};
 pub use ids::{CorrelationId, RequestId};

@@ -45,6 +45,11 @@ pub enum Call {
         cart_id: String,
         request_id: Uuid,
     },
+    /// E11, after a checkout reply that refused without proof: `Ordered` means it went
+    /// through after all.
+    GetCart {
+        cart_id: String,
+    },
     ListOrders,
     GetOrder {
         order_id: String,
@@ -70,6 +75,7 @@ impl Call {
             Self::CreateCart { .. } => "create_cart",
             Self::UpdateCart { .. } => "update_cart",
             Self::Checkout { .. } => "checkout",
+            Self::GetCart { .. } => "get_cart",
             Self::ListOrders => "list_orders",
             Self::GetOrder { .. } => "get_order",
             Self::ListEntitlements => "list_entitlements",
@@ -107,9 +113,32 @@ pub struct Failure {
 }
 
 impl Failure {
-    /// Whether a response arrived (so a retry must use a new request id, spec 9.2).
-    pub fn got_response(&self) -> bool {
-        self.status.is_some()
+    /// Whether this reply settles the request it answers: Partner Center read the request and
+    /// either processed it or refused it for a reason of its own (4xx other than 408 and 429,
+    /// and the in-flight codes). Only then may the next call of the same kind use a new
+    /// `MS-RequestId` (spec 9.2, ARCHITECTURE.md "the reply table").
+    ///
+    /// Not settled: timeouts and lost connections, 408 and 5xx (the request may have been
+    /// processed), a 2xx whose body cannot be read (it was processed, we do not know how), a
+    /// 429 or a refused token (the request was turned away, but an earlier attempt with the
+    /// same id may still be in doubt, so the id is kept), and our own configuration errors.
+    pub fn settles(&self) -> bool {
+        matches!(
+            self.class,
+            ErrorClass::Business
+                | ErrorClass::NotFound
+                | ErrorClass::InFlight
+                | ErrorClass::AlreadySubmitted
+        )
+    }
+
+    /// Whether this reply proves what happened to *this* checkout attempt: it settled it, or
+    /// turned it away before processing (429, 401). While an attempt is not answered, a later
+    /// refusal proves nothing about it.
+    pub fn answers_attempt(&self) -> bool {
+        self.settles()
+            || self.class == ErrorClass::Throttled
+            || (self.class == ErrorClass::AuthExpired && self.status == Some(401))
     }
 
     /// A short text for reasons: `HTTP 400 code 800009: description`.

@@ -197,6 +197,11 @@ pub struct CheckoutState {
     /// Looking for the orders in the customer's order list instead of checking out again.
     pub reconciling: bool,
     pub reconcile_reason: Option<String>,
+    /// A checkout reply refused the purchase without proving that nothing was bought (any
+    /// error that is not a documented "in flight" or "already submitted"): the refusal, kept
+    /// while the cart is read (E11). `Active` proves the refusal; `Ordered` disproves it.
+    #[serde(default)]
+    pub verifying: Option<String>,
 }
 
 /// An order of this purchase.
@@ -308,6 +313,7 @@ mod tests {
                 confirmed: true,
                 reconciling: true,
                 reconcile_reason: Some("reply lost".into()),
+                verifying: Some("HTTP 403".into()),
             },
             orders: vec![OrderState {
                 id: "order-1".into(),

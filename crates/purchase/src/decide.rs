@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 
 use pcsaga_engine::Decision;
 use pcsaga_partner_center::models::{
-    Availability, BillingCycle, Cart, CartCheckoutResult, CartErrorCode, Entitlement,
+    Availability, BillingCycle, Cart, CartCheckoutResult, CartErrorCode, CartStatus, Entitlement,
     InventoryItem, Order, OrderStatus, RegistrationState as Wire, Sku,
 };
 use pcsaga_partner_center::ErrorClass;
@@ -114,6 +114,7 @@ pub fn decide(
             choose_availability(next, *item, &list)
         }
         (Call::CheckInventory { item }, Reply::Inventory(list)) => inventory(next, *item, &list),
+        (Call::GetCart { .. }, Reply::Cart(cart)) => verify_cart(next, &cart),
         (Call::CreateCart { .. } | Call::UpdateCart { .. }, Reply::Cart(cart)) => {
             judge_cart(next, &cart)
         }
@@ -174,13 +175,19 @@ fn failed(
     _now: DateTime<Utc>,
 ) -> D {
     let money = state.after_checkout_began();
-    // After any response the next attempt uses a new request id; after a lost reply, the
-    // same one (spec 9.2). The pending intent stays in the second case.
-    if failure.got_response() && is_side_effecting(call) && !matches!(call, Call::Checkout { .. }) {
+    // Only a reply that settles the request frees its id: after a lost reply, a 5xx, a 408
+    // or a 429 the same id is sent again (spec 9.2; ARCHITECTURE.md, the reply table).
+    if failure.settles() && is_side_effecting(call) && !matches!(call, Call::Checkout { .. }) {
         next.pending = None;
+    }
+    if failure.class == ErrorClass::AuthExpired {
+        return held_for_credentials(next, failure);
     }
     if let Call::Checkout { .. } = call {
         return checkout_failed(next, failure);
+    }
+    if let Call::GetCart { cart_id } = call {
+        return cart_read_failed(next, cart_id, failure);
     }
     if matches!(call, Call::ListEntitlements) && failure.class == ErrorClass::Config {
         return entitlements_unavailable(next, &failure.summary());
@@ -196,9 +203,10 @@ fn failed(
             retry_after: failure.retry_after,
             error: failure.summary(),
         },
-        ErrorClass::AuthExpired | ErrorClass::Config => {
+        ErrorClass::AuthExpired => held_for_credentials(next, failure),
+        ErrorClass::Config => {
             let reason = format!(
-                "{}; fix the credentials or configuration, then `pcsaga resume <id>`",
+                "{}; fix the configuration, then `pcsaga resume <id> --reason \"…\"`",
                 failure.summary()
             );
             if money {
@@ -254,22 +262,40 @@ fn failed(
     }
 }
 
+/// How long a purchase waits before it tries again when the token service refuses our
+/// credentials. The daemon itself stops claiming meanwhile (`PurchaseWorkflow::hold`).
+pub const CREDENTIALS_HOLD: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Credentials refused (401 after a fresh token, or the token service says no): not the
+/// purchase's fault and not a verdict on it. It keeps its state and its pending request id and
+/// waits for an operator to fix the credentials; nothing fails or parks because a secret was
+/// rotated.
+fn held_for_credentials(next: PurchaseContext, failure: &Failure) -> D {
+    Decision::Hold {
+        context: next,
+        wait: CREDENTIALS_HOLD,
+        reason: format!(
+            "{}; the purchase waits (no attempt counted) and the daemon claims no new work until the credentials work again",
+            failure.summary()
+        ),
+    }
+}
+
 fn checkout_failed(mut next: PurchaseContext, failure: &Failure) -> D {
     // Did an earlier checkout call (before this one) go unanswered? Then it may have gone
     // through, and a refusal now does not prove nothing was bought.
     let earlier_unknown = next.checkout.sent.saturating_sub(1) > next.checkout.answered;
-    let definitive = failure.status.is_some_and(|s| s != 408 && s < 500);
-    if definitive {
+    if failure.answers_attempt() {
         next.checkout.answered += 1;
     }
-    if failure.got_response() {
-        // Any reply means the next call gets a new request id (spec 9.2); after a lost reply
+    if failure.settles() {
+        // A settling reply means the next call gets a new request id (spec 9.2); otherwise
         // the pending intent stays and the same id is sent again.
         next.pending = None;
     }
     match failure.class {
-        // Timeout, lost connection or 5xx: the checkout may have gone through. Re-call
-        // checkout on the same cart (spec 9.3).
+        // Timeout, lost connection, unreadable 2xx or 5xx: the checkout may have gone through.
+        // Re-call checkout on the same cart with the same request id (spec 9.3).
         ErrorClass::Transient | ErrorClass::OutcomeUnknown => Decision::Retry { context: next, retry_after: None, error: failure.summary() },
         ErrorClass::Throttled => Decision::Retry { context: next, retry_after: failure.retry_after, error: failure.summary() },
         ErrorClass::InFlight if failure.code.as_deref() == Some("800064") => {
@@ -281,8 +307,46 @@ fn checkout_failed(mut next: PurchaseContext, failure: &Failure) -> D {
         ErrorClass::Business if earlier_unknown => {
             start_reconcile(next, format!("checkout refused ({}) after an earlier attempt whose outcome is unknown; looking for the orders", failure.summary()))
         }
-        ErrorClass::Business => fail(next, format!("checkout refused, nothing was bought: {}; fix the cause, then `pcsaga resume <id>` (it checks out the same cart)", failure.summary())),
-        ErrorClass::AuthExpired | ErrorClass::Config => park(next, format!("{}; fix the credentials, then `pcsaga resume <id>`", failure.summary())),
+        // A refusal is believed only once the cart proves it: a faulty proxy, a mislabelled
+        // status or an undocumented code could answer a checkout that went through.
+        ErrorClass::Business => {
+            next.checkout.verifying = Some(failure.summary());
+            cont(next, format!("checkout refused ({}); reading the cart to learn whether it was checked out all the same", failure.summary()))
+        }
+        ErrorClass::AuthExpired => held_for_credentials(next, failure),
+        ErrorClass::Config => park(next, format!("{}; fix the configuration, then `pcsaga resume <id> --reason \"…\"`", failure.summary())),
+    }
+}
+
+/// The cart read after a checkout refusal (E11): the proof the refusal lacked.
+fn verify_cart(mut next: PurchaseContext, cart: &Cart) -> D {
+    let refusal = next.checkout.verifying.take().unwrap_or_default();
+    let id = next.checkout.cart_id.clone().unwrap_or_default();
+    match &cart.status {
+        Some(CartStatus::Active) => {
+            fail(next, format!("checkout refused, nothing was bought (cart {id} still reads Active after the refusal): {refusal}; fix the cause, then `pcsaga resume <id> --reason \"…\"` (it checks out the same cart)"))
+        }
+        Some(CartStatus::Ordered) => start_reconcile(next, format!("checkout was refused ({refusal}) but cart {id} reads Ordered: it was checked out; looking for the orders")),
+        other => {
+            let reason = format!("checkout refused ({refusal}) and cart {id} reads {}: pcsaga cannot prove whether anything was bought. Look for orders with token {} in Partner Center", other.as_ref().map_or("no status".to_owned(), |s| format!("{s:?}")), next.token);
+            park(next, reason)
+        }
+    }
+}
+
+/// The cart read after a refusal failed. A missing cart may have been checked out (and then
+/// expired), so the orders decide; transient errors are retried; the rest park.
+fn cart_read_failed(next: PurchaseContext, cart_id: &str, failure: &Failure) -> D {
+    match failure.class {
+        ErrorClass::Transient | ErrorClass::OutcomeUnknown => Decision::Retry { context: next, retry_after: None, error: failure.summary() },
+        ErrorClass::Throttled => Decision::Retry { context: next, retry_after: failure.retry_after, error: failure.summary() },
+        ErrorClass::NotFound | ErrorClass::InFlight | ErrorClass::AlreadySubmitted => {
+            let mut next = next;
+            let refusal = next.checkout.verifying.take().unwrap_or_default();
+            start_reconcile(next, format!("checkout was refused ({refusal}) and cart {cart_id} cannot be read ({}); looking for the orders", failure.summary()))
+        }
+        ErrorClass::AuthExpired => held_for_credentials(next, failure),
+        ErrorClass::Business | ErrorClass::Config => park(next, format!("checkout was refused and cart {cart_id} cannot be read to prove nothing was bought: {}", failure.summary())),
     }
 }
 
@@ -806,6 +870,17 @@ pub fn finish(ctx: PurchaseContext) -> D {
 }
 
 fn finish_noting(ctx: PurchaseContext, extra: &str) -> D {
+    // Invariant: `succeeded` means orders exist, each read back from Partner Center as
+    // completed. No path (operator actions included) reaches success without them.
+    if ctx.orders.is_empty() || !ctx.orders.iter().all(|o| o.completed) {
+        let reason = format!(
+            "internal invariant: the purchase reached its end with {} order(s), {} of them confirmed completed; pcsaga does not record success without confirmed orders. Look for orders with token {} in Partner Center",
+            ctx.orders.len(),
+            ctx.orders.iter().filter(|o| o.completed).count(),
+            ctx.token
+        );
+        return park(ctx, reason);
+    }
     if ctx.order_errors.is_empty() {
         let reservations: usize = ctx
             .entitlements

@@ -127,6 +127,12 @@ pub async fn execute(
                     .await?,
                 |r| Reply::Checkout(Box::new(r)),
             ),
+            Call::GetCart { cart_id } => wrap(
+                client
+                    .get_cart(correlation, &request.customer_id, cart_id)
+                    .await?,
+                |c| Reply::Cart(Box::new(c)),
+            ),
             // The SDK sends the enum name; the list lags up to 15 minutes behind checkouts.
             Call::ListOrders => wrap(
                 client

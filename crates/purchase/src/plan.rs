@@ -307,6 +307,11 @@ fn checkout(ctx: &PurchaseContext, now: DateTime<Utc>) -> P {
     if ctx.checkout.reconciling {
         return read(Call::ListOrders, ctx);
     }
+    if ctx.checkout.verifying.is_some() {
+        if let Some(cart_id) = ctx.checkout.cart_id.clone() {
+            return read(Call::GetCart { cart_id }, ctx);
+        }
+    }
     let Some(cart_id) = ctx
         .checkout
         .cart_id

@@ -1,5 +1,8 @@
 //! The purchase saga as an engine workflow.
 
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
 use chrono::{DateTime, Utc};
 
 use pcsaga_engine::policy::{OnExhausted, StatePolicy};
@@ -8,6 +11,7 @@ use pcsaga_partner_center::Client;
 
 use crate::call::{Call, Failure, Outcome};
 use crate::context::{PurchaseContext, Registration};
+use crate::decide::CREDENTIALS_HOLD;
 use crate::state::{State, STATE_NAMES};
 
 /// The workflow's name, stored with each saga.
@@ -18,25 +22,108 @@ pub const WORKFLOW_NAME: &str = "one-time-purchase";
 #[derive(Debug, Clone)]
 pub struct PurchaseWorkflow {
     client: Option<Client>,
+    credentials: Arc<CredentialGate>,
 }
 
 impl PurchaseWorkflow {
     pub fn new(client: Client) -> Self {
         Self {
             client: Some(client),
+            credentials: Arc::default(),
         }
     }
 
     /// A workflow for operator actions only.
     pub fn offline() -> Self {
-        Self { client: None }
+        Self {
+            client: None,
+            credentials: Arc::default(),
+        }
     }
 }
 
-fn state_of(name: &str) -> State {
-    // States come from our own database and were validated on the way in; an unknown name
-    // can only be a corrupted row, which the first state's plan handles by re-checking.
-    State::parse(name).unwrap_or(State::Enablement)
+/// Whether the token service refused our credentials, shared by every purchase of a daemon.
+/// Set by a call that came back `AuthExpired`, cleared by any answered call or by a probe
+/// (a fresh token) at most once per [`CREDENTIALS_HOLD`].
+#[derive(Debug, Default)]
+struct CredentialGate {
+    refused: Mutex<Option<Refusal>>,
+}
+
+#[derive(Debug, Clone)]
+struct Refusal {
+    reason: String,
+    probed_at: Instant,
+}
+
+impl CredentialGate {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Refusal>> {
+        // A poisoned lock only means a panic elsewhere; the value is still a plain Option.
+        self.refused
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn observe(&self, outcome: &Outcome) {
+        match outcome {
+            Err(f) if f.class == pcsaga_partner_center::ErrorClass::AuthExpired => {
+                let mut refused = self.lock();
+                if refused.is_none() {
+                    *refused = Some(Refusal {
+                        reason: f.summary(),
+                        probed_at: Instant::now(),
+                    });
+                }
+            }
+            Err(f) if f.status.is_none() => {}
+            _ => *self.lock() = None,
+        }
+    }
+}
+
+/// A saga's state. An unknown name (a damaged row, or one written by a newer release) is
+/// never guessed at: planning from another state could repeat what was done, so the saga parks.
+fn state_of(name: &str) -> Result<State, String> {
+    State::parse(name).ok_or_else(|| {
+        format!("the saga's state {name:?} is not one this pcsaga knows ({}); it was written by another release or the row is damaged. Nothing was called; run it with the release that wrote it", STATE_NAMES.join(", "))
+    })
+}
+
+fn parked<C>(context: C, reason: String) -> Decision<C> {
+    Decision::Park { context, reason }
+}
+
+/// What a purchase must already know before an operator may resume it in `from`: each state
+/// works on what the states before it found. `None` when nothing is missing.
+fn missing_for(from: State, ctx: &PurchaseContext) -> Option<String> {
+    let all_skus = ctx.items.iter().all(|i| i.sku.is_some());
+    let all_chosen = ctx.items.iter().all(|i| i.catalog_item_id.is_some());
+    let cart = ctx
+        .checkout
+        .cart_id
+        .as_deref()
+        .or(ctx.cart.as_ref().map(|c| c.id.as_str()));
+    match from {
+        State::Enablement => None,
+        State::RegistrationPolling | State::Discovery if !all_skus || !ctx.registrations_planned => {
+            Some("its SKUs have not all been read; resume --from Enablement".to_owned())
+        }
+        State::InventoryCheck | State::CartBuild if !all_chosen => Some(
+            "its catalog items have not all been chosen; resume --from Discovery".to_owned(),
+        ),
+        State::Checkout if cart.is_none() => {
+            Some("it has no cart; resume --from CartBuild".to_owned())
+        }
+        State::OrderVisibilityPolling | State::EntitlementFetch if ctx.orders.is_empty() => Some(match (ctx.checkout.attempted, ctx.checkout.reconciling) {
+            (false, _) => "no checkout was ever sent, so there are no orders to follow; resume --from Checkout (or earlier)".to_owned(),
+            (true, true) => "its orders are not known: the checkout reply was lost and the orders were not found yet; resume --from Checkout keeps looking for them by the purchase's token".to_owned(),
+            (true, false) => "no order of it is known; resume --from Checkout (it re-uses the same cart, which Partner Center checks out at most once)".to_owned(),
+        }),
+        State::EntitlementFetch if !ctx.orders.iter().all(|o| o.completed) => Some(
+            "not all of its orders are known to be completed; resume --from OrderVisibilityPolling".to_owned(),
+        ),
+        _ => None,
+    }
 }
 
 impl Workflow for PurchaseWorkflow {
@@ -84,7 +171,10 @@ impl Workflow for PurchaseWorkflow {
         saga: &SagaView<PurchaseContext>,
         now: DateTime<Utc>,
     ) -> Plan<Call, PurchaseContext> {
-        crate::plan::plan(state_of(&saga.state), &saga.context, now)
+        match state_of(&saga.state) {
+            Ok(state) => crate::plan::plan(state, &saga.context, now),
+            Err(reason) => Plan::Decide(parked(saga.context.clone(), reason)),
+        }
     }
 
     async fn execute(&self, saga: &SagaView<PurchaseContext>, effect: &Call) -> Executed<Outcome> {
@@ -92,6 +182,7 @@ impl Workflow for PurchaseWorkflow {
             Some(client) => {
                 let (outcome, attempt) =
                     crate::execute::execute(client, &saga.context, effect).await;
+                self.credentials.observe(&outcome);
                 Executed { outcome, attempt }
             }
             None => {
@@ -121,7 +212,10 @@ impl Workflow for PurchaseWorkflow {
         outcome: Outcome,
         now: DateTime<Utc>,
     ) -> Decision<PurchaseContext> {
-        crate::decide::decide(state_of(&saga.state), &saga.context, effect, outcome, now)
+        match state_of(&saga.state) {
+            Ok(state) => crate::decide::decide(state, &saga.context, effect, outcome, now),
+            Err(reason) => parked(saga.context.clone(), reason),
+        }
     }
 
     fn prepare_resume(
@@ -136,6 +230,9 @@ impl Workflow for PurchaseWorkflow {
                 "a checkout was already sent for this purchase (cart {}); resuming from {from} could buy twice. Resume from Checkout or later: Checkout re-uses the same cart, which Partner Center checks out at most once",
                 ctx.checkout.cart_id.as_deref().unwrap_or("unknown")
             ));
+        }
+        if let Some(missing) = missing_for(from, ctx) {
+            return Err(format!("cannot resume from {from}: {missing}"));
         }
         let mut next = ctx.clone();
         // Re-check what may have changed while the purchase stood still.
@@ -162,6 +259,30 @@ impl Workflow for PurchaseWorkflow {
             }
         }
         Ok(next)
+    }
+
+    async fn hold(&self) -> Option<String> {
+        let client = self.client.as_ref()?;
+        let refused = self.credentials.lock().clone()?;
+        if refused.probed_at.elapsed() < CREDENTIALS_HOLD {
+            return Some(refused.reason);
+        }
+        match client.check_credentials().await {
+            Err(e) if e.class() == pcsaga_partner_center::ErrorClass::AuthExpired => {
+                let reason = e.to_string();
+                *self.credentials.lock() = Some(Refusal {
+                    reason: reason.clone(),
+                    probed_at: Instant::now(),
+                });
+                Some(reason)
+            }
+            // Accepted, or a token service that cannot be reached: that is not a refusal,
+            // and purchases handle unreachable services with their own retries.
+            _ => {
+                *self.credentials.lock() = None;
+                None
+            }
+        }
     }
 
     fn check_cancel(&self, saga: &SagaView<PurchaseContext>) -> Result<(), String> {

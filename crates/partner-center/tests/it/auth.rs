@@ -149,3 +149,71 @@ async fn links_to_other_hosts_are_never_followed() {
         "nothing was sent, not even a token request"
     );
 }
+
+/// Credentials go only where the guard allows: a token URL or base URL in clear text to
+/// another host, one with userinfo that hides the real host, or a host that merely starts
+/// like loopback, is refused when the client is built; nothing is sent.
+#[tokio::test]
+async fn credentials_never_travel_in_clear_text_to_another_host() {
+    let sim = support::sim(pcsaga_simulator::SimConfig::default()).await;
+    let port = sim.base_url().rsplit(':').next().unwrap_or("1").to_owned();
+    let bad_token_urls = [
+        "http://10.1.2.3:18099/oauth2/token".to_owned(),
+        format!("http://127.0.0.1:{port}@127.0.0.2:{port}/oauth2/token"),
+        "http://localhost.evil.example/oauth2/token".to_owned(),
+        "http://127.0.0.1.evil.example/oauth2/token".to_owned(),
+    ];
+    for url in &bad_token_urls {
+        let mut credentials = support::credentials(&sim, true);
+        credentials.token_url = url.clone();
+        let error = pcsaga_partner_center::Client::new(support::client_config(&sim), credentials)
+            .expect_err(url);
+        assert_eq!(
+            error.class(),
+            pcsaga_partner_center::ErrorClass::Config,
+            "{url}"
+        );
+    }
+    let bad_bases = [
+        format!("http://127.0.0.1:{port}@127.0.0.2:{port}"),
+        "http://localhost.evil.example".to_owned(),
+        "http://192.168.1.10:8080".to_owned(),
+    ];
+    for base in &bad_bases {
+        let config = pcsaga_partner_center::ClientConfig::new(base.clone());
+        let error = pcsaga_partner_center::Client::new(config, support::credentials(&sim, true))
+            .expect_err(base);
+        assert!(
+            error.to_string().contains("the Partner Center base URL"),
+            "{error}"
+        );
+    }
+    assert!(sim.requests().is_empty(), "nothing was sent anywhere");
+}
+
+/// A link in a reply is followed only on the base URL's origin, decided by parsing: a link
+/// whose text starts with the base but whose host is another (userinfo) is refused.
+#[tokio::test]
+async fn links_with_userinfo_are_not_followed() {
+    let sim = support::sim(pcsaga_simulator::SimConfig::default()).await;
+    let client = support::client(&sim);
+    let base = sim.base_url();
+    for uri in [
+        format!("{base}@127.0.0.2:9/v1/customers/x/subscriptions/y"),
+        "http://127.0.0.2:9/v1/customers/x".to_owned(),
+    ] {
+        let link = pcsaga_partner_center::models::Link {
+            uri: uri.clone(),
+            ..Default::default()
+        };
+        let error = client
+            .get_artifact_details(support::cid(), &link)
+            .await
+            .expect_err(&uri);
+        assert!(
+            error.to_string().contains("refusing to follow a link"),
+            "{uri}: {error}"
+        );
+    }
+    assert!(sim.requests().is_empty(), "no request left the client");
+}

@@ -69,6 +69,16 @@ async fn every_status_and_code_is_classified() {
         (504, "800003", ErrorClass::Transient),
         // The documented oddity: HTTP 200 carrying an error code.
         (200, "400072", ErrorClass::Business),
+        // Codes that say "processed or in flight" keep their meaning whatever the status
+        // carrying them: read as a refusal, they would record a bought purchase as failed.
+        (200, "800060", ErrorClass::InFlight),
+        (201, "800064", ErrorClass::InFlight),
+        (400, "800064", ErrorClass::InFlight),
+        (400, "800060", ErrorClass::InFlight),
+        (403, "800060", ErrorClass::InFlight),
+        (500, "800060", ErrorClass::InFlight),
+        (409, "800065", ErrorClass::AlreadySubmitted),
+        (200, "800065", ErrorClass::AlreadySubmitted),
     ];
     for (status, code, expected) in table {
         check(*status, code, *expected).await;

@@ -456,3 +456,272 @@ async fn catalog_rules_fail_before_any_cart() {
     );
     assert!(w.sim.ledger().carts.is_empty());
 }
+
+/// One fault on the `n`-th (from 0) request to `endpoint`.
+fn once(endpoint: &str, n: u64, fault: Fault) -> FaultRule {
+    FaultRule {
+        endpoint: endpoint.into(),
+        probability: 1.0,
+        after: n,
+        limit: Some(1),
+        fault,
+    }
+}
+
+/// A reply of `status` with a Partner Center error body, sent after the request took effect.
+fn processed_error(status: u16, code: &str) -> Fault {
+    Fault::Respond {
+        status,
+        body: json!({"code": code, "description": "as served by the fault plan", "source": "PartnerFD"}).to_string(),
+        repeat: 1,
+        content_type: Some("application/json".into()),
+        retry_after: None,
+        processed: true,
+    }
+}
+
+/// A checkout that went through but was answered with an error is never recorded as "nothing
+/// was bought": the cart is read (Ordered), the orders are found by the token, and the purchase
+/// succeeds with its one order. The in-flight codes keep their meaning under any status.
+#[tokio::test]
+async fn a_processed_checkout_answered_with_an_error_is_not_recorded_as_failed() {
+    let cases = [
+        ("200/800060", processed_error(200, "800060")),
+        ("400/800064", processed_error(400, "800064")),
+        ("409/800002", processed_error(409, "800002")),
+        ("403/800069", processed_error(403, "800069")),
+        ("400/800009", processed_error(400, "800009")),
+    ];
+    for (name, fault) in cases {
+        let w = world(SimConfig::default()).await;
+        w.sim
+            .set_faults(FaultPlan {
+                seed: 1,
+                rules: vec![once("checkout", 0, fault)],
+            })
+            .expect("plan");
+        let id = w
+            .submit(perpetual(&format!("refused-{}", name.replace('/', "-"))))
+            .await;
+        w.settle().await;
+        let (saga, ctx) = w.saga(&id).await;
+        assert_eq!(
+            saga.status,
+            SagaStatus::Succeeded,
+            "{name}: {:?}",
+            saga.last_error
+        );
+        assert_eq!(ctx.orders.len(), 1, "{name}: the order is recorded");
+        assert_eq!(w.orders_of(&id).await, 1, "{name}: bought once");
+        let ledger = w.sim.ledger();
+        assert_eq!(ledger.carts.len(), 1, "{name}: one cart");
+        assert_eq!(ledger.checkouts.len(), 1, "{name}: one checkout");
+    }
+}
+
+/// A refusal of a checkout that did not go through fails the purchase only after the cart
+/// proves it (it still reads Active), and the reason says so.
+#[tokio::test]
+async fn an_unprocessed_checkout_refusal_fails_only_once_the_cart_proves_it() {
+    let w = world(SimConfig::default()).await;
+    w.sim
+        .set_faults(FaultPlan {
+            seed: 1,
+            rules: vec![once(
+                "checkout",
+                0,
+                Fault::Status {
+                    status: 403,
+                    code: Some("800069".into()),
+                },
+            )],
+        })
+        .expect("plan");
+    let id = w.submit(perpetual("refused-for-real")).await;
+    w.settle().await;
+    let (saga, ctx) = w.saga(&id).await;
+    assert_eq!(saga.status, SagaStatus::Failed, "{:?}", saga.last_error);
+    let reason = saga.last_error.unwrap_or_default();
+    assert!(reason.contains("still reads Active"), "{reason}");
+    assert!(ctx.orders.is_empty());
+    assert_eq!(w.orders_of(&id).await, 0, "nothing was bought");
+    let history = w.engine.history(&id).await.expect("history");
+    assert!(
+        history
+            .iter()
+            .any(|r| r.call.as_deref() == Some("get_cart")),
+        "the cart was read before failing"
+    );
+}
+
+/// The request-id rule for every side-effecting call the simulator lets us reach: after a
+/// lost reply and then a 5xx (or a 429), the same `MS-RequestId` is sent again, so a create
+/// processed unseen is de-duplicated instead of leaving a second cart.
+#[tokio::test]
+async fn side_effecting_calls_keep_their_request_id_until_a_reply_settles_them() {
+    let unanswered = [
+        Fault::Status {
+            status: 503,
+            code: None,
+        },
+        Fault::Throttle {
+            retry_after_s: 1,
+            http_date: false,
+        },
+    ];
+    for (endpoint, request) in [
+        ("create_cart", perpetual("rid-cart")),
+        ("checkout", perpetual("rid-checkout")),
+        ("register", ri("rid-register")),
+    ] {
+        for second in &unanswered {
+            let w = world(SimConfig::default()).await;
+            w.sim
+                .set_faults(FaultPlan {
+                    seed: 1,
+                    rules: vec![
+                        once(endpoint, 0, Fault::Drop),
+                        once(endpoint, 1, second.clone()),
+                    ],
+                })
+                .expect("plan");
+            let id = w.submit(request.clone()).await;
+            w.settle().await;
+            let (saga, _) = w.saga(&id).await;
+            assert_eq!(
+                saga.status,
+                SagaStatus::Succeeded,
+                "{endpoint}: {:?}",
+                saga.last_error
+            );
+            let ids: Vec<Option<String>> = w
+                .sim
+                .requests()
+                .iter()
+                .filter(|r| r.endpoint == endpoint)
+                .map(|r| r.request_id.clone())
+                .collect();
+            assert!(
+                ids.len() >= 3,
+                "{endpoint}: lost, {second:?}, then answered: {ids:?}"
+            );
+            assert!(
+                ids.iter().all(|id| id == &ids[0]),
+                "{endpoint} after a lost reply and {second:?}: one MS-RequestId, got {ids:?}"
+            );
+            let ledger = w.sim.ledger();
+            assert_eq!(ledger.carts.len(), 1, "{endpoint}: one cart");
+            assert_eq!(w.orders_of(&id).await, 1, "{endpoint}: bought once");
+        }
+    }
+}
+
+/// Asserts that resuming `id` from `from` is refused with a reason containing `says`, and that
+/// the purchase is left as it was.
+async fn refused_resume(w: &World, id: &str, from: &str, says: &str) {
+    let before = w.engine.get(id).await.expect("saga");
+    let error = w
+        .engine
+        .resume(id, Some(from), "operator test")
+        .await
+        .expect_err(&format!("--from {from} must be refused"));
+    assert!(
+        matches!(error, pcsaga_engine::Error::Refused(_)) && error.to_string().contains(says),
+        "--from {from}: {error}"
+    );
+    let after = w.engine.get(id).await.expect("saga");
+    assert_eq!(
+        (before.status, before.version),
+        (after.status, after.version)
+    );
+}
+
+/// No operator action moves a purchase past Checkout unless its orders are known: a purchase
+/// that bought nothing, one whose checkout reply was lost, and one whose checkouts only got
+/// 503s are each refused `--from OrderVisibilityPolling` and `--from EntitlementFetch`, naming
+/// what is missing; `--from Checkout` without a cart is refused too.
+#[tokio::test]
+async fn resume_never_moves_past_checkout_without_known_orders() {
+    // Nothing bought: failed at the inventory check, no cart.
+    let w = world(SimConfig::default()).await;
+    let mut request = ri("resume-restricted");
+    request["items"][0]["skuId"] = json!("0003");
+    let id = w.submit(request).await;
+    w.settle().await;
+    for from in ["OrderVisibilityPolling", "EntitlementFetch"] {
+        refused_resume(&w, &id, from, "no checkout was ever sent").await;
+    }
+    refused_resume(&w, &id, "Checkout", "it has no cart").await;
+
+    // A lost checkout reply whose orders never reached the list: parked while reconciling.
+    let w = world(SimConfig {
+        checkout_replay: CheckoutReplay::AlreadySubmitted,
+        order_list_lag_s: 10 * 24 * 3600,
+        ..SimConfig::default()
+    })
+    .await;
+    w.sim
+        .set_faults(FaultPlan {
+            seed: 1,
+            rules: vec![once("checkout", 0, Fault::Drop)],
+        })
+        .expect("plan");
+    let id = w.submit(perpetual("resume-lost-reply")).await;
+    w.settle().await;
+    let (saga, _) = w.saga(&id).await;
+    assert_eq!(
+        saga.status,
+        SagaStatus::NeedsAttention,
+        "{:?}",
+        saga.last_error
+    );
+    assert_eq!(
+        w.orders_of(&id).await,
+        1,
+        "the order exists in Partner Center"
+    );
+    for from in ["OrderVisibilityPolling", "EntitlementFetch"] {
+        refused_resume(&w, &id, from, "its orders are not known").await;
+    }
+
+    // Checkouts that only ever got 503s: parked after the retries.
+    let w = world(SimConfig::default()).await;
+    w.sim
+        .set_faults(FaultPlan {
+            seed: 1,
+            rules: vec![FaultRule {
+                endpoint: "checkout".into(),
+                probability: 1.0,
+                after: 0,
+                limit: None,
+                fault: Fault::Status {
+                    status: 503,
+                    code: None,
+                },
+            }],
+        })
+        .expect("plan");
+    let id = w.submit(perpetual("resume-503s")).await;
+    w.settle().await;
+    let (saga, _) = w.saga(&id).await;
+    assert_eq!(
+        saga.status,
+        SagaStatus::NeedsAttention,
+        "{:?}",
+        saga.last_error
+    );
+    for from in ["OrderVisibilityPolling", "EntitlementFetch"] {
+        refused_resume(&w, &id, from, "no order of it is known").await;
+    }
+    // Resuming from Checkout is the safe way on: same cart, and it succeeds once Partner
+    // Center answers.
+    w.sim.set_faults(FaultPlan::default()).expect("plan");
+    w.engine
+        .resume(&id, Some("Checkout"), "Partner Center is back")
+        .await
+        .expect("resume from Checkout");
+    w.settle().await;
+    let (saga, ctx) = w.saga(&id).await;
+    assert_eq!(saga.status, SagaStatus::Succeeded, "{:?}", saga.last_error);
+    assert_eq!((ctx.orders.len(), w.orders_of(&id).await), (1, 1));
+}
