@@ -23,6 +23,9 @@ pub enum Exit {
     Partial = 7,
     /// `demo` finished, but a purchase ended otherwise than the demo expects.
     DemoMismatch = 8,
+    /// `submit`: an `idempotencyKey` already names a different request. Nothing was written
+    /// for it; the first request stands.
+    Conflict = 9,
 }
 
 impl From<Exit> for ExitCode {

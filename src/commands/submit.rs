@@ -85,6 +85,7 @@ pub async fn run(global: &Global, args: &SubmitArgs, file: &FileConfig) -> Resul
         let engine = crate::app::offline_engine(store);
         (results, failure) = write_all(&engine, &lines, valid).await;
     }
+    let (results, conflicts) = split_conflicts(&lines, results);
     let rejected: Vec<&Line> = lines.iter().filter(|l| l.parsed.is_err()).collect();
     if args.json {
         let mut out = Vec::new();
@@ -95,6 +96,9 @@ pub async fn run(global: &Global, args: &SubmitArgs, file: &FileConfig) -> Resul
             if let Err(e) = &line.parsed {
                 out.push(json!({"line": line.number, "result": "rejected", "field": e.field, "error": e.problem}));
             }
+        }
+        for c in &conflicts {
+            out.push(json!({"line": c.line, "result": "conflict", "id": c.saga.id, "idempotencyKey": c.saga.idempotency_key, "fields": c.fields, "error": c.message()}));
         }
         out.sort_by_key(|v| v["line"].as_u64().unwrap_or(0));
         if lines.len() == 1 && out.len() == 1 {
@@ -133,7 +137,23 @@ pub async fn run(global: &Global, args: &SubmitArgs, file: &FileConfig) -> Resul
                 ]);
             }
         }
+        for c in &conflicts {
+            table.row(vec![
+                c.line.to_string(),
+                "conflict".into(),
+                c.saga.id.clone(),
+                c.saga.idempotency_key.clone(),
+                clip(&format!("differs in {}", c.fields.join(", ")), 160),
+            ]);
+        }
         print(&table.render());
+    }
+    for c in &conflicts {
+        eprintln!(
+            "line {}: conflict, nothing written for it: {}",
+            c.line,
+            c.message()
+        );
     }
     for line in &rejected {
         if let Err(e) = &line.parsed {
@@ -152,11 +172,76 @@ pub async fn run(global: &Global, args: &SubmitArgs, file: &FileConfig) -> Resul
              requests already written come back as `existing`, never twice. The cause"
         ))));
     }
-    Ok(match (results.is_empty(), rejected.is_empty()) {
-        (_, true) => Exit::Ok,
-        (true, false) => Exit::InvalidInput,
-        (false, false) => Exit::Partial,
-    })
+    Ok(
+        match (
+            results.is_empty(),
+            rejected.is_empty(),
+            conflicts.is_empty(),
+        ) {
+            (_, true, true) => Exit::Ok,
+            (false, _, _) => Exit::Partial,
+            (true, false, _) => Exit::InvalidInput,
+            (true, true, false) => Exit::Conflict,
+        },
+    )
+}
+
+/// A request whose `idempotencyKey` already names a different request.
+struct Conflict {
+    line: usize,
+    /// The purchase the key names; it stands unchanged.
+    saga: pcsaga_engine::SagaRecord,
+    fields: Vec<String>,
+}
+
+impl Conflict {
+    fn message(&self) -> String {
+        format!(
+            "idempotencyKey {:?} already names purchase {} ({} in {}), submitted with another request: it differs in {}. A request cannot be changed: if the purchase should not go ahead, `pcsaga cancel {} --reason \"…\"`, then submit the corrected request with a new idempotencyKey",
+            self.saga.idempotency_key,
+            self.saga.id,
+            self.saga.status,
+            self.saga.state,
+            self.fields.join(", "),
+            self.saga.id
+        )
+    }
+}
+
+/// Separates the lines answered with an existing purchase whose stored request differs from
+/// theirs: resubmitting the same request is safe and returns the first purchase; a changed
+/// request under the same key is refused, never silently taken for the first.
+fn split_conflicts(
+    lines: &[Line],
+    results: Vec<(usize, pcsaga_engine::Submitted)>,
+) -> (Vec<(usize, pcsaga_engine::Submitted)>, Vec<Conflict>) {
+    let by_number: std::collections::HashMap<usize, &PurchaseRequest> = lines
+        .iter()
+        .filter_map(|l| l.parsed.as_ref().ok().map(|r| (l.number, r)))
+        .collect();
+    let mut kept = Vec::with_capacity(results.len());
+    let mut conflicts = Vec::new();
+    for (number, submitted) in results {
+        let fields = match (submitted.created, by_number.get(&number)) {
+            (false, Some(request)) => {
+                match serde_json::from_str::<PurchaseRequest>(&submitted.saga.input) {
+                    Ok(stored) => pcsaga_purchase::differing_fields(&stored, request),
+                    Err(_) => vec!["$ (the stored request cannot be read)".to_owned()],
+                }
+            }
+            _ => Vec::new(),
+        };
+        if fields.is_empty() {
+            kept.push((number, submitted));
+        } else {
+            conflicts.push(Conflict {
+                line: number,
+                saga: submitted.saga,
+                fields,
+            });
+        }
+    }
+    (kept, conflicts)
 }
 
 /// Submissions in flight at once: they share the store's commits, so a batch of thousands

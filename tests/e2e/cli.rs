@@ -384,6 +384,30 @@ fn bad_input_battery() {
             "segment",
         ),
         (
+            "a key given twice (the last would win)",
+            edit(&|v| v["items"][0]["quantity"] = serde_json::json!(2)).replacen(
+                "\"quantity\":2",
+                "\"quantity\":2,\"quantity\":2000",
+                1,
+            ),
+            "items[0].quantity",
+        ),
+        (
+            "an ANSI escape in a friendly name",
+            edit(&|v| v["items"][0]["friendlyName"] = serde_json::json!("\u{1b}[31mRI")),
+            "items[0].friendlyName",
+        ),
+        (
+            "a NUL in a friendly name",
+            edit(&|v| v["items"][0]["friendlyName"] = serde_json::json!("RI\u{0}")),
+            "items[0].friendlyName",
+        ),
+        (
+            "a bidi override in a friendly name",
+            edit(&|v| v["items"][0]["friendlyName"] = serde_json::json!("\u{202E}IR")),
+            "items[0].friendlyName",
+        ),
+        (
             "oversized body",
             edit(&|v| v["items"][0]["friendlyName"] = serde_json::json!("x".repeat(300 * 1024))),
             "$",
@@ -449,4 +473,142 @@ fn snapshots_hold_no_secret() {
         }
     }
     assert!(snapshots >= 5, "the scan found the snapshots ({snapshots})");
+}
+
+/// A known `idempotencyKey` with a different request is refused with its own exit code,
+/// naming the fields that differ; the first purchase stands, and the same request again still
+/// returns it.
+#[test]
+fn a_known_key_with_another_request_is_refused_naming_the_fields() {
+    let env = Env::new();
+    let first = support::request("po-77", "DG7GMGF0DWTL", "0001", None);
+    let file = env.write("first.json", &first.to_string());
+    let output = support::run(env.pcsaga(None).arg("submit").arg(&file).arg("--json"));
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        support::stderr(&output)
+    );
+    let id = support::json(&output)["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+
+    let mut changed = first.clone();
+    changed["items"][0]["quantity"] = serde_json::json!(2);
+    changed["customerId"] = serde_json::json!("d6bf25b7-e0a8-4f2d-a31b-97b55cfc774d");
+    let file = env.write("changed.json", &changed.to_string());
+    let output = support::run(env.pcsaga(None).arg("submit").arg(&file).arg("--json"));
+    assert_eq!(
+        output.status.code(),
+        Some(9),
+        "{}",
+        support::stderr(&output)
+    );
+    let answer = support::json(&output);
+    assert_eq!(answer["result"], "conflict");
+    assert_eq!(answer["id"], id.as_str());
+    assert_eq!(
+        answer["fields"],
+        serde_json::json!(["customerId", "items[0].quantity"])
+    );
+    let stderr = support::stderr(&output);
+    assert!(
+        stderr.contains("cannot be changed") && stderr.contains(&format!("pcsaga cancel {id}")),
+        "{stderr}"
+    );
+
+    // The same key twice in one batch with different requests: the second line conflicts.
+    let batch = env.write(
+        "batch.ndjson",
+        &format!(
+            "{}\n{}\n",
+            support::request("po-78", "DG7GMGF0DWTL", "0001", None),
+            {
+                let mut v = support::request("po-78", "DG7GMGF0DWTL", "0001", None);
+                v["items"][0]["quantity"] = serde_json::json!(3);
+                v
+            }
+        ),
+    );
+    let output = support::run(env.pcsaga(None).arg("submit").arg(&batch).arg("--json"));
+    assert_eq!(
+        output.status.code(),
+        Some(7),
+        "{}",
+        support::stderr(&output)
+    );
+    let kinds: Vec<String> = support::json(&output)
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|r| r["result"].as_str().unwrap_or("").to_owned())
+        .collect();
+    assert_eq!(kinds, vec!["created", "conflict"]);
+
+    // The first request, unchanged, is still answered with the first purchase.
+    let file = env.write("again.json", &first.to_string());
+    let output = support::run(env.pcsaga(None).arg("submit").arg(&file).arg("--json"));
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        support::stderr(&output)
+    );
+    assert_eq!(support::json(&output)["result"], "existing");
+    let shown = support::run(env.pcsaga(None).args(["show", &id, "--json"]));
+    assert!(
+        support::stdout(&shown).contains("\"quantity\": 1")
+            || support::stdout(&shown).contains("\"quantity\":1"),
+        "{}",
+        support::stdout(&shown)
+    );
+}
+
+/// The configuration refuses URLs that would send credentials in clear text to another host
+/// (exit 3, naming the setting), before anything is sent.
+#[test]
+fn urls_that_would_leak_credentials_are_refused() {
+    let env = Env::new();
+    let cases = [
+        (
+            "PCSAGA_TOKEN_URL",
+            "http://10.1.2.3:18099/oauth2/token",
+            "only to loopback",
+        ),
+        (
+            "PCSAGA_TOKEN_URL",
+            "http://localhost.evil.example/t",
+            "only to loopback",
+        ),
+        (
+            "PCSAGA_BASE_URL",
+            "http://127.0.0.1:18084@127.0.0.2:18099",
+            "user name",
+        ),
+        (
+            "PCSAGA_BASE_URL",
+            "http://127.0.0.1.evil.example",
+            "only to loopback",
+        ),
+    ];
+    for (key, value, says) in cases {
+        let output = support::run(
+            env.pcsaga(None)
+                .env("PCSAGA_TENANT_ID", "contoso")
+                .env("PCSAGA_CLIENT_ID", "app")
+                .env("PCSAGA_CLIENT_SECRET", "s3cret")
+                .env("PCSAGA_BASE_URL", "https://api.partnercenter.microsoft.com")
+                .env(key, value)
+                .args(["daemon", "--exit-when-idle"]),
+        );
+        let stderr = support::stderr(&output);
+        assert_eq!(output.status.code(), Some(3), "{key}={value}: {stderr}");
+        assert!(
+            stderr.contains(key) && stderr.contains(says),
+            "{key}={value}: {stderr}"
+        );
+        assert!(!stderr.contains("s3cret"));
+    }
 }

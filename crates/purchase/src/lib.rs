@@ -19,6 +19,6 @@ pub mod state;
 pub mod workflow;
 
 pub use context::PurchaseContext;
-pub use request::{parse_request, parse_value, PurchaseRequest, RequestError};
+pub use request::{differing_fields, parse_request, parse_value, PurchaseRequest, RequestError};
 pub use state::{State, STATE_NAMES};
 pub use workflow::{submit, PurchaseWorkflow, WORKFLOW_NAME};

@@ -74,11 +74,168 @@ pub fn parse_request(text: &str) -> Result<PurchaseRequest, RequestError> {
             ),
         );
     }
-    let value: Value = serde_json::from_str(text).map_err(|e| RequestError {
-        field: "$".into(),
-        problem: format!("not valid JSON: {e}"),
-    })?;
+    let value = strict_json(text)?;
     parse_value(&value)
+}
+
+/// The fields (JSON paths, as in refusals) in which two requests differ; empty when they are
+/// the same request. Used to refuse a known `idempotencyKey` sent with another request.
+pub fn differing_fields(first: &PurchaseRequest, second: &PurchaseRequest) -> Vec<String> {
+    fn walk(path: &str, a: &Value, b: &Value, out: &mut Vec<String>) {
+        match (a, b) {
+            (Value::Object(a), Value::Object(b)) => {
+                let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+                for key in keys {
+                    let at = if path.is_empty() {
+                        key.clone()
+                    } else {
+                        format!("{path}.{key}")
+                    };
+                    walk(
+                        &at,
+                        a.get(key).unwrap_or(&Value::Null),
+                        b.get(key).unwrap_or(&Value::Null),
+                        out,
+                    );
+                }
+            }
+            (Value::Array(a), Value::Array(b)) if a.len() == b.len() => {
+                for (i, (a, b)) in a.iter().zip(b).enumerate() {
+                    walk(&format!("{path}[{i}]"), a, b, out);
+                }
+            }
+            (a, b) if a != b => out.push(path.to_owned()),
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    match (serde_json::to_value(first), serde_json::to_value(second)) {
+        (Ok(a), Ok(b)) => walk("", &a, &b, &mut out),
+        _ => out.push("$".to_owned()),
+    }
+    out
+}
+
+/// Parses JSON text, refusing a key that appears twice in one object, at any depth. Plain
+/// JSON parsers keep the last value, so `"quantity":2,"quantity":2000` would buy 2000 while a
+/// person reading the request sees 2.
+fn strict_json(text: &str) -> Result<Value, RequestError> {
+    let duplicate = std::cell::RefCell::new(None);
+    let mut deserializer = serde_json::Deserializer::from_str(text);
+    let parsed = serde::de::DeserializeSeed::deserialize(
+        strict::Strict {
+            path: String::new(),
+            duplicate: &duplicate,
+        },
+        &mut deserializer,
+    )
+    .and_then(|value| deserializer.end().map(|()| value));
+    match (parsed, duplicate.into_inner()) {
+        (Ok(value), _) => Ok(value),
+        (Err(_), Some(field)) => refuse(
+            field,
+            "appears twice in one object; a request must give each field once",
+        ),
+        (Err(e), None) => refuse("$", format!("not valid JSON: {e}")),
+    }
+}
+
+mod strict {
+    use std::cell::RefCell;
+    use std::fmt;
+
+    use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
+    use serde_json::{Map, Value};
+
+    /// A JSON value whose objects have unique keys; `duplicate` receives the path of the first
+    /// repeated key.
+    pub(super) struct Strict<'a> {
+        pub(super) path: String,
+        pub(super) duplicate: &'a RefCell<Option<String>>,
+    }
+
+    impl<'de> DeserializeSeed<'de> for Strict<'_> {
+        type Value = Value;
+        fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+            d.deserialize_any(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for Strict<'_> {
+        type Value = Value;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a JSON value")
+        }
+        fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+            Ok(Value::Bool(v))
+        }
+        fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+            Ok(Value::from(v))
+        }
+        fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+            Ok(Value::from(v))
+        }
+        fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+            Ok(Value::from(v))
+        }
+        fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+            Ok(Value::String(v.to_owned()))
+        }
+        fn visit_string<E>(self, v: String) -> Result<Value, E> {
+            Ok(Value::String(v))
+        }
+        fn visit_unit<E>(self) -> Result<Value, E> {
+            Ok(Value::Null)
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+            let mut out = Vec::new();
+            while let Some(value) = seq.next_element_seed(Strict {
+                path: format!("{}[{}]", self.path, out.len()),
+                duplicate: self.duplicate,
+            })? {
+                out.push(value);
+            }
+            Ok(Value::Array(out))
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+            let mut out = Map::new();
+            while let Some(key) = map.next_key::<String>()? {
+                let path = if self.path.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{}.{key}", self.path)
+                };
+                if out.contains_key(&key) {
+                    *self.duplicate.borrow_mut() = Some(path);
+                    return Err(de::Error::custom("duplicate key"));
+                }
+                let value = map.next_value_seed(Strict {
+                    path,
+                    duplicate: self.duplicate,
+                })?;
+                out.insert(key, value);
+            }
+            Ok(Value::Object(out))
+        }
+    }
+}
+
+/// Refuses text Partner Center and terminals would misread: control characters (C0, DEL, C1:
+/// NUL, ANSI escapes, line breaks) and the bidirectional controls that reorder what a reader
+/// sees (U+061C, U+200E-U+200F, U+202A-U+202E, U+2066-U+2069).
+fn plain_text(field: &str, text: &str) -> Result<(), RequestError> {
+    let bidi = |c: char| matches!(c, '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}');
+    match text.chars().find(|&c| c.is_control() || bidi(c)) {
+        Some(c) => refuse(
+            field,
+            format!(
+                "contains the control character U+{:04X}; text must be printable, without control or bidirectional formatting characters",
+                u32::from(c)
+            ),
+        ),
+        None => Ok(()),
+    }
 }
 
 const TOP_FIELDS: &[&str] = &[
@@ -236,6 +393,10 @@ fn parse_item(index: usize, value: &Value) -> Result<PurchaseItem, RequestError>
             let mut out = BTreeMap::new();
             for (key, value) in map {
                 let field = format!("{}.{key}", at("provisioningContext"));
+                plain_text(&field, key)?;
+                if let Value::String(text) = value {
+                    plain_text(&field, text)?;
+                }
                 match value {
                     Value::String(s) if !s.trim().is_empty() && s.len() <= 256 => {
                         out.insert(key.clone(), s.trim().to_owned());
@@ -357,7 +518,10 @@ fn optional_str(
     match object.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) if s.trim().is_empty() => refuse(field, "must not be empty"),
-        Some(Value::String(s)) => Ok(Some(s.trim().to_owned())),
+        Some(Value::String(s)) => {
+            plain_text(field, s)?;
+            Ok(Some(s.trim().to_owned()))
+        }
         Some(other) => refuse(field, format!("must be a string (got {other})")),
     }
 }
@@ -506,6 +670,67 @@ mod tests {
             "items[0].friendlyName",
             "at most 80",
         );
+    }
+
+    /// A key given twice is refused at any depth, naming it; the last value never wins.
+    #[test]
+    fn duplicate_keys_are_refused_where_they_stand() {
+        let text = good().to_string();
+        let cases = [
+            (
+                text.replacen("\"quantity\":2", "\"quantity\":2,\"quantity\":2000", 1),
+                "items[0].quantity",
+            ),
+            (text.replacen("{", "{\"country\":\"GB\",", 1), "country"),
+            (
+                text.replacen(
+                    "\"scope\":\"shared\"",
+                    "\"scope\":\"shared\",\"scope\":\"single\"",
+                    1,
+                ),
+                "items[0].provisioningContext.scope",
+            ),
+        ];
+        for (text, field) in cases {
+            assert_ne!(text, good().to_string(), "the case edits the request");
+            let err = parse_request(&text).expect_err("refused");
+            assert_eq!(err.field, field, "{err}");
+            assert!(err.problem.contains("appears twice"), "{err}");
+        }
+        assert!(parse_request(&text).is_ok());
+    }
+
+    /// NUL, ANSI escapes, line breaks and bidi overrides are refused in every free-text field.
+    #[test]
+    fn control_characters_are_refused_in_free_text() {
+        for bad in [
+            "a\u{0}b",
+            "\u{1b}[31mred",
+            "line\nbreak",
+            "\u{202E}evil",
+            "x\u{2066}y",
+            "c1\u{85}",
+        ] {
+            check(
+                |v| v["items"][0]["friendlyName"] = json!(bad),
+                "items[0].friendlyName",
+                "control character",
+            );
+            check(
+                |v| v["items"][0]["provisioningContext"]["scope"] = json!(bad),
+                "items[0].provisioningContext.scope",
+                "control character",
+            );
+        }
+        check(
+            |v| v["items"][0]["provisioningContext"]["sc\u{1b}ope"] = json!("x"),
+            "items[0].provisioningContext.sc\u{1b}ope",
+            "control character",
+        );
+        // Printable text of any script is fine.
+        let mut ok = good();
+        ok["items"][0]["friendlyName"] = json!("Réservation 東京 — année 1");
+        assert!(parse_value(&ok).is_ok());
     }
 
     #[test]
