@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use clap::builder::RangedU64ValueParser;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// pcsaga buys Azure reserved VM instances, software subscriptions and perpetual software
@@ -99,14 +100,15 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct DaemonArgs {
-    /// Purchases driven at once.
-    #[arg(long, env = "PCSAGA_CONCURRENCY")]
+    /// Purchases driven at once, 1 to 10000 (default 64).
+    #[arg(long, env = "PCSAGA_CONCURRENCY", value_parser = RangedU64ValueParser::<usize>::new().range(1..=10_000))]
     pub concurrency: Option<usize>,
-    /// Partner Center calls in flight at once, across all purchases.
-    #[arg(long, env = "PCSAGA_MAX_CALLS")]
+    /// Partner Center calls in flight at once, across all purchases, 1 to 1000 (default 16).
+    #[arg(long, env = "PCSAGA_MAX_CALLS", value_parser = RangedU64ValueParser::<usize>::new().range(1..=1_000))]
     pub max_calls: Option<usize>,
-    /// Seconds a claimed purchase stays leased without progress. Must exceed the call timeout.
-    #[arg(long, env = "PCSAGA_LEASE_S")]
+    /// Seconds a claimed purchase stays leased without progress: more than the call timeout
+    /// plus a second, at most 86400 (a day; a crashed daemon's purchases wait this long).
+    #[arg(long, env = "PCSAGA_LEASE_S", value_parser = RangedU64ValueParser::<u64>::new().range(2..=MAX_LEASE_S))]
     pub lease_s: Option<u64>,
     /// The workflow policy file (default: the built-in workflows/one-time-purchase.toml).
     #[arg(long, env = "PCSAGA_WORKFLOW", value_name = "FILE")]
@@ -136,11 +138,11 @@ pub struct ListArgs {
     /// A customer id.
     #[arg(long)]
     pub customer: Option<String>,
-    /// Only purchases created within this long, e.g. `30m`, `24h`, `7d`.
+    /// Only purchases created within this long, e.g. `30m`, `24h`, `7d` (at most 36500d).
     #[arg(long, value_name = "AGE")]
     pub since: Option<String>,
-    /// At most this many rows.
-    #[arg(long, default_value_t = 1000)]
+    /// At most this many rows, 1 to 1000000.
+    #[arg(long, default_value_t = 1000, value_parser = RangedU64ValueParser::<u32>::new().range(1..=1_000_000))]
     pub limit: u32,
     #[arg(long)]
     pub json: bool,
@@ -207,8 +209,8 @@ pub enum WorkflowCommand {
 
 #[derive(Debug, Args)]
 pub struct DemoArgs {
-    /// Policy intervals are divided by this so the demo runs in seconds, not hours.
-    #[arg(long, default_value_t = 30.0)]
+    /// Policy intervals are divided by this so the demo runs in seconds, not hours (1 to 1000).
+    #[arg(long, default_value_t = 30.0, value_parser = speedup)]
     pub speedup: f64,
     /// Seed of the simulator's injected faults.
     #[arg(long, default_value_t = 7)]
@@ -219,15 +221,25 @@ pub struct DemoArgs {
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// Purchases for the throughput rows (concurrency 1 uses at most 1000).
-    #[arg(long, default_value_t = 10_000)]
+    /// Purchases for the throughput rows, 1 to 1000000 (concurrency 1 uses at most 1000).
+    #[arg(long, default_value_t = 10_000, value_parser = RangedU64ValueParser::<usize>::new().range(1..=1_000_000))]
     pub n: usize,
     /// Only these measurements: raw, orchestration, e2e, backlog, recovery (comma-separated).
     #[arg(long)]
     pub only: Option<String>,
-    /// Concurrency of the second orchestration row (the daemon's default is 64).
-    #[arg(long, default_value_t = 64)]
+    /// Concurrency of the second orchestration row, 1 to 10000 (the daemon's default is 64).
+    #[arg(long, default_value_t = 64, value_parser = RangedU64ValueParser::<usize>::new().range(1..=10_000))]
     pub concurrency: usize,
     #[arg(long)]
     pub json: bool,
+}
+
+/// Longest lease a daemon may take: a crashed daemon's purchases wait this long for another.
+pub const MAX_LEASE_S: u64 = 86_400;
+
+fn speedup(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(v) if (1.0..=1000.0).contains(&v) => Ok(v),
+        _ => Err(format!("{text:?}: a number from 1 to 1000")),
+    }
 }

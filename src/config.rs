@@ -204,15 +204,24 @@ pub fn database_path(flag: Option<&Path>, file: &FileConfig) -> PathBuf {
 
 /// The database size cap: `PCSAGA_DB_MAX_SIZE_MB`, then the file.
 pub fn max_size_mb(file: &FileConfig) -> Result<Option<u64>, ConfigError> {
-    match env("PCSAGA_DB_MAX_SIZE_MB") {
-        Some(v) => v.parse::<u64>().map(Some).map_err(|_| {
+    let mb = match env("PCSAGA_DB_MAX_SIZE_MB") {
+        Some(v) => Some(v.parse::<u64>().map_err(|_| {
             bad(format!(
                 "PCSAGA_DB_MAX_SIZE_MB = {v:?}: a whole number of MiB"
             ))
-        }),
-        None => Ok(file.database.max_size_mb),
+        })?),
+        None => file.database.max_size_mb,
+    };
+    match mb {
+        Some(mb) if !(1..=MAX_DB_SIZE_MB).contains(&mb) => Err(bad(format!(
+            "database.max_size_mb (PCSAGA_DB_MAX_SIZE_MB) = {mb}: must be between 1 and {MAX_DB_SIZE_MB} (16 TiB)"
+        ))),
+        other => Ok(other),
     }
 }
+
+/// Largest database size cap accepted, in MiB.
+const MAX_DB_SIZE_MB: u64 = 16 * 1024 * 1024;
 
 /// The database durability from the file.
 pub fn durability(file: &FileConfig) -> Result<pcsaga_engine::Durability, ConfigError> {

@@ -28,6 +28,15 @@ pub async fn run(global: &Global, args: &DaemonArgs, file: &FileConfig) -> Resul
         .lease_s
         .or(file.daemon.lease_s)
         .unwrap_or_else(|| (timeout.as_secs() * 2).max(120));
+    if lease_s > crate::cli::MAX_LEASE_S {
+        return Err(Failed::new(
+            Exit::InvalidInput,
+            ConfigError(format!(
+                "daemon.lease_s = {lease_s}: at most {} (a day); a crashed daemon's purchases wait this long before another daemon takes them",
+                crate::cli::MAX_LEASE_S
+            )),
+        ));
+    }
     config.lease = Duration::from_secs(lease_s);
     if !(1..=10_000).contains(&config.concurrency) {
         return Err(Failed::new(

@@ -10,6 +10,9 @@ use crate::config::{ConfigError, FileConfig};
 use crate::exit::{Exit, Failed};
 use crate::output::{clip, print, print_json, when, Table};
 
+/// Longest `--since`: a hundred years.
+const MAX_AGE_S: i64 = 36_500 * 86_400;
+
 /// Parses `30m`, `24h`, `7d`, `90s`.
 pub fn parse_age(text: &str) -> Result<Duration, ConfigError> {
     let text = text.trim();
@@ -22,13 +25,21 @@ pub fn parse_age(text: &str) -> Result<Duration, ConfigError> {
             "--since {text:?}: use a number and a unit, e.g. 30m, 24h, 7d"
         ))
     })?;
-    match unit {
-        "s" => Ok(Duration::seconds(n)),
-        "m" => Ok(Duration::minutes(n)),
-        "h" | "" => Ok(Duration::hours(n)),
-        "d" => Ok(Duration::days(n)),
+    let seconds_per = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" | "" => 3600,
+        "d" => 86_400,
+        _ => {
+            return Err(ConfigError(format!(
+                "--since {text:?}: the unit must be s, m, h or d"
+            )))
+        }
+    };
+    match n.checked_mul(seconds_per) {
+        Some(seconds) if seconds <= MAX_AGE_S => Ok(Duration::seconds(seconds)),
         _ => Err(ConfigError(format!(
-            "--since {text:?}: the unit must be s, m, h or d"
+            "--since {text:?}: at most 36500d (a hundred years)"
         ))),
     }
 }

@@ -612,3 +612,109 @@ fn urls_that_would_leak_credentials_are_refused() {
         assert!(!stderr.contains("s3cret"));
     }
 }
+
+/// Every verb with extreme numbers and odd text: each is refused with a documented code (2 or
+/// 3) or handled; none panics (exit 101) and none hangs.
+#[test]
+fn extreme_values_never_panic() {
+    let env = Env::new();
+    let submitted = env.write(
+        "one.json",
+        &support::request("extreme-1", "DG7GMGF0DWTL", "0001", None).to_string(),
+    );
+    let output = support::run(env.pcsaga(None).arg("submit").arg(&submitted));
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        support::stderr(&output)
+    );
+    let huge_policy = env.write(
+        "huge.toml",
+        "workflow = \"one-time-purchase\"\n[defaults.retry]\ninitial_interval_ms = 18446744073709551615\nmax_interval_ms = 18446744073709551615\n[defaults.poll]\ninterval_ms = 18446744073709551615\ndeadline_s = 18446744073709551615\n",
+    );
+    let huge_policy = huge_policy.to_string_lossy().into_owned();
+    let long_id = "a".repeat(10_000);
+    let cases: Vec<(Vec<&str>, Vec<(&str, &str)>, &[i32])> = vec![
+        (vec!["daemon", "--lease-s", "99999999999999"], vec![], &[2]),
+        (vec!["daemon", "--lease-s", "86401"], vec![], &[2]),
+        (vec!["daemon", "--lease-s", "0"], vec![], &[2]),
+        (
+            vec!["daemon"],
+            vec![("PCSAGA_LEASE_S", "10000000000")],
+            &[2],
+        ),
+        (vec!["daemon", "--concurrency", "0"], vec![], &[2]),
+        (
+            vec!["daemon", "--concurrency", "18446744073709551616"],
+            vec![],
+            &[2],
+        ),
+        (vec!["daemon", "--max-calls", "-1"], vec![], &[2]),
+        (
+            vec!["daemon"],
+            vec![("PCSAGA_TIMEOUT_S", "99999999999999999999")],
+            &[3],
+        ),
+        (
+            vec!["daemon"],
+            vec![("PCSAGA_DB_MAX_SIZE_MB", "18446744073709551615")],
+            &[3],
+        ),
+        (vec!["list", "--since", "99999999999d"], vec![], &[3]),
+        (
+            vec!["list", "--since", "9223372036854775807s"],
+            vec![],
+            &[3],
+        ),
+        (vec!["list", "--since=-5d"], vec![], &[3]),
+        (vec!["list", "--since", "36500d"], vec![], &[0]),
+        (vec!["list", "--limit", "0"], vec![], &[2]),
+        (vec!["list", "--limit", "99999999999"], vec![], &[2]),
+        (vec!["list", "--state", "\u{1b}[31m"], vec![], &[3]),
+        (vec!["show", long_id.as_str()], vec![], &[4]),
+        (
+            vec!["resume", long_id.as_str(), "--reason", "x"],
+            vec![],
+            &[4],
+        ),
+        (vec!["cancel", "", "--reason", "x"], vec![], &[2, 4]),
+        (vec!["bench", "--n", "0"], vec![], &[2]),
+        (vec!["bench", "--n", "99999999999"], vec![], &[2]),
+        (vec!["bench", "--concurrency", "0"], vec![], &[2]),
+        (vec!["demo", "--speedup", "0"], vec![], &[2]),
+        (vec!["demo", "--speedup", "NaN"], vec![], &[2]),
+        (vec!["demo", "--speedup", "inf"], vec![], &[2]),
+        (vec!["demo", "--speedup", "-1"], vec![], &[2]),
+        (vec!["sim", "--port", "99999"], vec![], &[2]),
+        (
+            vec!["workflow", "validate", huge_policy.as_str()],
+            vec![],
+            &[0, 3],
+        ),
+    ];
+    for (args, envs, expected) in &cases {
+        let mut command = env.pcsaga(None);
+        command
+            .env("PCSAGA_TENANT_ID", "t")
+            .env("PCSAGA_CLIENT_ID", "c")
+            .env("PCSAGA_CLIENT_SECRET", "s")
+            .args(args);
+        for (k, v) in envs {
+            command.env(k, v);
+        }
+        let output = support::run(&mut command);
+        let code = output.status.code();
+        assert_ne!(
+            code,
+            Some(101),
+            "{args:?} {envs:?} panicked: {}",
+            support::stderr(&output)
+        );
+        assert!(
+            code.is_some_and(|c| expected.contains(&c)),
+            "{args:?} {envs:?}: exit {code:?}, expected one of {expected:?}: {}",
+            support::stderr(&output)
+        );
+    }
+}

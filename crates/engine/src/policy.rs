@@ -323,7 +323,11 @@ fn unit(x: u64) -> f64 {
 
 /// Adds a duration to an instant, saturating.
 pub fn after(now: DateTime<Utc>, delay: Duration) -> DateTime<Utc> {
-    now + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::days(365 * 100))
+    // Capped so that no setting or header, however absurd, overflows the calendar.
+    let cap = chrono::Duration::days(365 * 100);
+    let delay = chrono::Duration::from_std(delay).unwrap_or(cap).min(cap);
+    now.checked_add_signed(delay)
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
 }
 
 #[cfg(test)]
