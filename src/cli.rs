@@ -85,6 +85,26 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Check the database: SQLite's integrity check, then the engine's own invariants.
+    ///
+    /// Exits 0 when sound, 6 when the file is damaged or an invariant is broken (each finding
+    /// is listed). Safe while a daemon runs: it only reads.
+    Check {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write a consistent copy of the database to FILE while daemons keep running.
+    ///
+    /// The copy is one snapshot (SQLite's VACUUM INTO), checked before this exits; an existing
+    /// FILE is never overwritten. Restore by stopping the daemons and putting the copy in
+    /// place of the database file.
+    Backup {
+        /// Where to write the copy (must not exist).
+        #[arg(long, value_name = "FILE")]
+        to: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
     /// Work with workflow policy files.
     #[command(subcommand)]
     Workflow(WorkflowCommand),

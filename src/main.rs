@@ -85,6 +85,8 @@ async fn dispatch(cli: &Cli) -> Result<Exit, Failed> {
         Command::Cancel(args) => commands::operator::cancel(global, args, &file()?).await,
         Command::Sim(args) => commands::sim::run(args).await,
         Command::Migrate { json } => commands::migrate(global, *json, &file()?).await,
+        Command::Check { json } => commands::check(global, *json, &file()?).await,
+        Command::Backup { to, json } => commands::backup(global, to, *json, &file()?).await,
         Command::Workflow(WorkflowCommand::Validate { file: path, json }) => {
             commands::workflow::validate(path, *json)
         }

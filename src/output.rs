@@ -85,3 +85,22 @@ pub fn print_json(value: &serde_json::Value) {
 pub fn when(at: chrono::DateTime<chrono::Utc>) -> String {
     at.format("%Y-%m-%d %H:%M:%S").to_string()
 }
+
+/// ` --db PATH` when the database is not the default one, for commands printed as next steps
+/// (they must run as printed); empty otherwise. Quoted when the path needs it.
+pub fn db_flag(global: &crate::cli::Global) -> String {
+    match &global.db {
+        Some(path) if path.as_os_str() != "pcsaga.db" => {
+            let text = path.display().to_string();
+            if text
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "/._-+".contains(c))
+            {
+                format!(" --db {text}")
+            } else {
+                format!(" --db '{}'", text.replace('\'', "'\\''"))
+            }
+        }
+        _ => String::new(),
+    }
+}

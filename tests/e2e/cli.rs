@@ -718,3 +718,192 @@ fn extreme_values_never_panic() {
         );
     }
 }
+
+/// Fills a database with `n` purchases, then overwrites every page but the first (the header
+/// and the schema) with garbage, as a failing disk would.
+fn damaged_database(env: &Env, n: usize) {
+    let lines: Vec<String> = (0..n)
+        .map(|i| support::request(&format!("dmg-{i}"), "DG7GMGF0DWTL", "0001", None).to_string())
+        .collect();
+    let file = env.write("many.ndjson", &lines.join("\n"));
+    let output = support::run(env.pcsaga(None).arg("submit").arg(&file));
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        support::stderr(&output)
+    );
+    // A backup is one self-contained file (no WAL beside it): damage that, and put it in place.
+    let packed = env.dir.path().join("packed.db");
+    let output = support::run(env.pcsaga(None).args(["backup", "--to"]).arg(&packed));
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        support::stderr(&output)
+    );
+    let _ = std::fs::remove_file(env.db.with_extension("db-wal"));
+    let _ = std::fs::remove_file(env.db.with_extension("db-shm"));
+    std::fs::rename(&packed, &env.db).expect("put the copy in place");
+    let mut bytes = std::fs::read(&env.db).expect("read db");
+    assert!(bytes.len() > 8 * 4096, "a file of several pages");
+    for (i, b) in bytes.iter_mut().enumerate().skip(4096) {
+        *b = (i as u8).wrapping_mul(31).wrapping_add(7);
+    }
+    std::fs::write(&env.db, bytes).expect("write db");
+}
+
+/// A damaged file is named as such by every verb, with what to do; the daemon exits 6
+/// instead of retrying for ever; `check` lists what is wrong.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_damaged_database_is_reported_as_such_everywhere() {
+    let env = Env::new();
+    damaged_database(&env, 300);
+    for args in [
+        vec!["list"],
+        vec!["migrate"],
+        vec!["check"],
+        vec!["show", "0190"],
+    ] {
+        let output = support::run(env.pcsaga(None).args(&args));
+        let stderr = support::stderr(&output);
+        assert_eq!(output.status.code(), Some(6), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("damaged") || stderr.contains("not sound"),
+            "{args:?}: {stderr}"
+        );
+        assert!(
+            stderr.contains("pcsaga check") || args == ["check"],
+            "{args:?}: {stderr}"
+        );
+    }
+    let mut daemon = env.pcsaga(None);
+    daemon
+        .env("PCSAGA_TENANT_ID", "t")
+        .env("PCSAGA_CLIENT_ID", "c")
+        .env("PCSAGA_CLIENT_SECRET", "s")
+        .env("PCSAGA_BASE_URL", "http://127.0.0.1:9")
+        .env("PCSAGA_TIMEOUT_S", "1")
+        .args(["daemon"]);
+    let log = env.dir.path().join("daemon.log");
+    daemon.stderr(std::fs::File::create(&log).expect("log"));
+    let mut child = daemon.spawn().expect("daemon starts");
+    let status = support::wait_with_deadline(&mut child, std::time::Duration::from_secs(30)).await;
+    let stderr = std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(
+        status.and_then(|s| s.code()),
+        Some(6),
+        "the daemon exits 6 instead of looping: {stderr}"
+    );
+    assert!(stderr.contains("damaged"), "{stderr}");
+}
+
+/// A database whose schema is newer than the binary is refused by name, not with sqlx's
+/// "previously applied but is missing".
+#[tokio::test]
+async fn a_database_from_a_newer_release_is_refused_by_name() {
+    let env = Env::new();
+    let file = env.write(
+        "one.json",
+        &support::request("newer-1", "DG7GMGF0DWTL", "0001", None).to_string(),
+    );
+    assert_eq!(
+        support::run(env.pcsaga(None).arg("submit").arg(&file))
+            .status
+            .code(),
+        Some(0)
+    );
+    {
+        use sqlx::Connection as _;
+        let mut db = sqlx::SqliteConnection::connect(&format!("sqlite://{}", env.db.display()))
+            .await
+            .expect("open");
+        sqlx::query("INSERT INTO _sqlx_migrations (version, description, installed_on, success, checksum, execution_time) VALUES (29991231000000, 'future', '2999-12-31', 1, x'00', 0)")
+            .execute(&mut db)
+            .await
+            .expect("insert");
+        db.close().await.expect("close");
+    }
+    for args in [
+        vec!["list"],
+        vec!["migrate"],
+        vec!["submit", file.to_str().unwrap_or("")],
+    ] {
+        let output = support::run(env.pcsaga(None).args(&args));
+        let stderr = support::stderr(&output);
+        assert_eq!(output.status.code(), Some(6), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("written by a newer pcsaga (schema 29991231000000); this binary knows up to 20261122000001"),
+            "{args:?}: {stderr}"
+        );
+    }
+}
+
+/// `check` passes a sound database; `backup` copies it while it is open, refuses to overwrite,
+/// and the copy holds every purchase.
+#[test]
+fn check_and_backup_a_sound_database() {
+    let env = Env::new();
+    let lines: Vec<String> = (0..25)
+        .map(|i| support::request(&format!("bk-{i}"), "DG7GMGF0DWTL", "0001", None).to_string())
+        .collect();
+    let file = env.write("batch.ndjson", &lines.join("\n"));
+    assert_eq!(
+        support::run(env.pcsaga(None).arg("submit").arg(&file))
+            .status
+            .code(),
+        Some(0)
+    );
+    let output = support::run(env.pcsaga(None).args(["check", "--json"]));
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        support::stderr(&output)
+    );
+    let answer = support::json(&output);
+    assert_eq!(
+        (answer["integrity"].as_str(), answer["sound"].as_bool()),
+        (Some("ok"), Some(true))
+    );
+    let copy = env.dir.path().join("copy.db");
+    let output = support::run(
+        env.pcsaga(None)
+            .args(["backup", "--to"])
+            .arg(&copy)
+            .arg("--json"),
+    );
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        support::stderr(&output)
+    );
+    assert_eq!(support::json(&output)["purchases"], 25);
+    let listed = support::run(
+        env.pcsaga(None)
+            .arg("--db")
+            .arg(&copy)
+            .args(["list", "--json"]),
+    );
+    assert_eq!(support::json(&listed).as_array().map(Vec::len), Some(25));
+    let again = support::run(env.pcsaga(None).args(["backup", "--to"]).arg(&copy));
+    assert_eq!(again.status.code(), Some(6));
+    assert!(
+        support::stderr(&again).contains("never overwrites"),
+        "{}",
+        support::stderr(&again)
+    );
+    let missing = support::run(
+        env.pcsaga(None)
+            .arg("--db")
+            .arg(env.dir.path().join("typo.db"))
+            .arg("check"),
+    );
+    assert_eq!(missing.status.code(), Some(6));
+    assert!(
+        support::stderr(&missing).contains("no pcsaga database at"),
+        "{}",
+        support::stderr(&missing)
+    );
+}

@@ -342,6 +342,13 @@ impl<W: Workflow, S: Store> Engine<W, S> {
                             tasks.spawn(async move { engine.drive(saga, &shutdown).await });
                         }
                     }
+                    Err(error) if error.is_fatal() => {
+                        // A damaged or foreign database: no pause fixes it. Stop the sagas in
+                        // flight (their leases run out; nothing is lost) and say why.
+                        tracing::error!(%error, "stopping: the database cannot be used");
+                        tasks.shutdown().await;
+                        return Err(Error::Store(error));
+                    }
                     Err(error) => {
                         let delay = store_backoff
                             .next_backoff()

@@ -274,10 +274,24 @@ pub enum StoreError {
     Unwritable(String),
     #[error("database error: {0}")]
     Database(String),
+    /// SQLite found the file damaged (SQLITE_CORRUPT, SQLITE_NOTADB, a failed quick check).
+    /// Nothing a retry can fix: the process stops instead of looping.
+    #[error("the database file is damaged ({0}): restore it from a backup; `pcsaga check` says what is wrong")]
+    Corrupt(String),
+    /// The schema was written by a newer release: this binary must not touch it.
+    #[error("the database was written by a newer pcsaga (schema {found}); this binary knows up to {known}: run the newer release, or restore a backup made before the upgrade")]
+    NewerSchema { found: i64, known: i64 },
     #[error("cannot open the database {path}: {reason}")]
     Open { path: String, reason: String },
     #[error("the database writer has stopped; restart the process")]
     WriterGone,
+}
+
+impl StoreError {
+    /// Whether no retry can help: the process should stop and say why.
+    pub fn is_fatal(&self) -> bool {
+        matches!(self, Self::Corrupt(_) | Self::NewerSchema { .. })
+    }
 }
 
 /// The operations the engine needs from storage.

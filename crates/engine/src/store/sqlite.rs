@@ -131,11 +131,38 @@ fn db_error(e: sqlx::Error) -> StoreError {
         if matches!(code, 8 | 13 | 14) {
             return StoreError::Unwritable(db.message().to_owned());
         }
+        // SQLITE_CORRUPT (11) and SQLITE_NOTADB (26).
+        if matches!(code, 11 | 26) {
+            return StoreError::Corrupt(db.message().to_owned());
+        }
     }
     if let sqlx::Error::Io(io) = &e {
         return StoreError::Unwritable(io.to_string());
     }
     StoreError::Database(e.to_string())
+}
+
+/// Refuses a database whose applied migrations include one this binary does not have: it was
+/// written by a newer release, and running older code on it could misread every row.
+async fn refuse_newer_schema(writer: &mut SqliteConnection) -> Result<(), StoreError> {
+    let exists: Option<i64> = sqlx::query_scalar(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'",
+    )
+    .fetch_optional(&mut *writer)
+    .await
+    .map_err(db_error)?;
+    if exists.is_none() {
+        return Ok(());
+    }
+    let found: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations")
+        .fetch_one(&mut *writer)
+        .await
+        .map_err(db_error)?;
+    let known = MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0);
+    match found {
+        Some(found) if found > known => Err(StoreError::NewerSchema { found, known }),
+        _ => Ok(()),
+    }
 }
 
 impl SqliteStore {
@@ -147,9 +174,12 @@ impl SqliteStore {
             path: display.clone(),
             reason,
         })?;
-        let cannot_open = |e: sqlx::Error| StoreError::Open {
-            path: display.clone(),
-            reason: e.to_string(),
+        let cannot_open = |e: sqlx::Error| match db_error(e) {
+            fatal @ StoreError::Corrupt(_) => fatal,
+            other => StoreError::Open {
+                path: display.clone(),
+                reason: other.to_string(),
+            },
         };
         let options = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))
             .map_err(cannot_open)?
@@ -178,13 +208,20 @@ impl SqliteStore {
                 .await
                 .map_err(cannot_open)?;
         }
-        MIGRATOR
-            .run(&mut writer)
-            .await
-            .map_err(|e| StoreError::Open {
+        refuse_newer_schema(&mut writer).await?;
+        MIGRATOR.run(&mut writer).await.map_err(|e| match e {
+            sqlx::migrate::MigrateError::Execute(e) => match db_error(e) {
+                fatal @ StoreError::Corrupt(_) => fatal,
+                other => StoreError::Open {
+                    path: display.clone(),
+                    reason: format!("migration failed: {other}"),
+                },
+            },
+            e => StoreError::Open {
                 path: display.clone(),
                 reason: format!("migration failed: {e}"),
-            })?;
+            },
+        })?;
         let readers = SqlitePoolOptions::new()
             .max_connections(config.readers.max(1))
             .connect_with(options.clone().read_only(true))
@@ -204,6 +241,100 @@ impl SqliteStore {
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Runs `PRAGMA quick_check` (the B-tree structure and every page, without the index
+    /// cross-checks): `Ok(())`, or `Corrupt` with SQLite's findings.
+    pub async fn quick_check(&self) -> Result<(), StoreError> {
+        let rows = sqlx::query("PRAGMA quick_check(20)")
+            .fetch_all(&self.readers)
+            .await
+            .map_err(db_error)?;
+        let findings: Vec<String> = rows
+            .iter()
+            .filter_map(|r| r.try_get::<String, _>(0).ok())
+            .filter(|f| f != "ok")
+            .collect();
+        if findings.is_empty() {
+            Ok(())
+        } else {
+            Err(StoreError::Corrupt(findings.join("; ")))
+        }
+    }
+
+    /// The engine's own invariants, each broken one described (at most `limit` of them):
+    /// every saga has its `submitted` history row; a stopped saga holds no lease and no due
+    /// time; an active saga has a due time; a saga whose lease ran out has no intent younger
+    /// than its last transition left unanswered while it is stopped; the status is one of the
+    /// five; the state is one of `states`.
+    pub async fn check_invariants(
+        &self,
+        states: &[&str],
+        limit: u32,
+    ) -> Result<Vec<String>, StoreError> {
+        let known = states
+            .iter()
+            .map(|s| format!("'{}'", s.replace('\'', "''")))
+            .collect::<Vec<_>>()
+            .join(",");
+        let checks: [(&str, String); 5] = [
+            (
+                "has no history (its submission is not recorded)",
+                "SELECT id FROM sagas s WHERE NOT EXISTS (SELECT 1 FROM history h WHERE h.saga_id = s.id AND h.kind = 'submitted')".to_owned(),
+            ),
+            (
+                "is stopped but still holds a lease or a due time",
+                "SELECT id FROM sagas WHERE status <> 'active' AND (next_run_at IS NOT NULL OR lease_owner IS NOT NULL)".to_owned(),
+            ),
+            (
+                "is active but has no due time (nothing would ever run it)",
+                "SELECT id FROM sagas WHERE status = 'active' AND next_run_at IS NULL".to_owned(),
+            ),
+            (
+                "is stopped with an intent that no later step answered (a call in doubt)",
+                "SELECT s.id FROM sagas s WHERE s.status IN ('succeeded', 'failed', 'cancelled') AND (SELECT kind FROM history h WHERE h.saga_id = s.id AND h.kind IN ('intent', 'transition', 'operator') ORDER BY seq DESC LIMIT 1) = 'intent'".to_owned(),
+            ),
+            (
+                "is in a state this workflow does not have",
+                format!("SELECT id FROM sagas WHERE state NOT IN ({known})"),
+            ),
+        ];
+        let mut out = Vec::new();
+        for (what, sql) in checks {
+            let rows = sqlx::query(&format!("{sql} LIMIT {limit}"))
+                .fetch_all(&self.readers)
+                .await
+                .map_err(db_error)?;
+            for row in rows {
+                let id: String = row.try_get(0).map_err(db_error)?;
+                out.push(format!("saga {id} {what}"));
+            }
+        }
+        out.truncate(limit as usize);
+        Ok(out)
+    }
+
+    /// Writes a consistent copy of the database to `to` while others keep writing
+    /// (`VACUUM INTO`: one read transaction, so the copy is a snapshot). Refuses an existing
+    /// file.
+    pub async fn backup(&self, to: &Path) -> Result<(), StoreError> {
+        if to.exists() {
+            return Err(StoreError::Open {
+                path: to.display().to_string(),
+                reason: "the file exists; pcsaga never overwrites a backup: choose a new name"
+                    .to_owned(),
+            });
+        }
+        let target = to.to_str().ok_or_else(|| StoreError::Open {
+            path: to.display().to_string(),
+            reason: "the path is not valid UTF-8".to_owned(),
+        })?;
+        sqlx::query("VACUUM INTO ?1")
+            .bind(target)
+            .execute(&self.readers)
+            .await
+            .map_err(db_error)?;
+        Ok(())
     }
 
     /// Runs `PRAGMA integrity_check`; `Ok("ok")` when the file is sound.
@@ -336,6 +467,7 @@ impl Pending {
     fn answer(self, failure: Option<&StoreError>) {
         let fail = |e: &StoreError| match e {
             StoreError::Unwritable(m) => StoreError::Unwritable(m.clone()),
+            StoreError::Corrupt(m) => StoreError::Corrupt(m.clone()),
             other => StoreError::Database(other.to_string()),
         };
         match (self, failure) {
@@ -361,6 +493,7 @@ fn split<T>(result: Result<T, StoreError>) -> (Result<T, StoreError>, Option<Sto
         Err(e) => {
             let copy = match &e {
                 StoreError::Unwritable(m) => StoreError::Unwritable(m.clone()),
+                StoreError::Corrupt(m) => StoreError::Corrupt(m.clone()),
                 other => StoreError::Database(other.to_string()),
             };
             (Err(e), Some(copy))
