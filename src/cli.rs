@@ -130,6 +130,10 @@ pub struct DaemonArgs {
     /// plus a second, at most 86400 (a day; a crashed daemon's purchases wait this long).
     #[arg(long, env = "PCSAGA_LEASE_S", value_parser = RangedU64ValueParser::<u64>::new().range(2..=MAX_LEASE_S))]
     pub lease_s: Option<u64>,
+    /// When the token service refuses our credentials, purchases wait and the daemon claims
+    /// nothing; this often (seconds, 1 to 3600, default 60) it asks for a token again.
+    #[arg(long, env = "PCSAGA_CREDENTIALS_RETRY_S", value_parser = RangedU64ValueParser::<u64>::new().range(1..=3600))]
+    pub credentials_retry_s: Option<u64>,
     /// The workflow policy file (default: the built-in workflows/one-time-purchase.toml).
     #[arg(long, env = "PCSAGA_WORKFLOW", value_name = "FILE")]
     pub workflow: Option<PathBuf>,

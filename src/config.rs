@@ -52,6 +52,7 @@ pub struct DaemonFile {
     pub max_calls_in_flight: Option<usize>,
     pub lease_s: Option<u64>,
     pub workflow: Option<PathBuf>,
+    pub credentials_retry_s: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -38,6 +38,19 @@ pub async fn run(global: &Global, args: &DaemonArgs, file: &FileConfig) -> Resul
         ));
     }
     config.lease = Duration::from_secs(lease_s);
+    let credentials_retry_s = args
+        .credentials_retry_s
+        .or(file.daemon.credentials_retry_s)
+        .unwrap_or(60);
+    if !(1..=3600).contains(&credentials_retry_s) {
+        return Err(Failed::new(
+            Exit::InvalidInput,
+            ConfigError(format!(
+                "daemon.credentials_retry_s = {credentials_retry_s}: must be between 1 and 3600"
+            )),
+        ));
+    }
+    let credentials_retry = Duration::from_secs(credentials_retry_s);
     if !(1..=10_000).contains(&config.concurrency) {
         return Err(Failed::new(
             Exit::InvalidInput,
@@ -85,7 +98,7 @@ pub async fn run(global: &Global, args: &DaemonArgs, file: &FileConfig) -> Resul
     let (store, path) = crate::app::open_store(global.db.as_deref(), file).await?;
     let owner = config.owner.clone();
     let engine = Engine::new(
-        PurchaseWorkflow::new(client),
+        PurchaseWorkflow::new(client).with_credentials_retry(credentials_retry),
         store.clone(),
         policies,
         std::sync::Arc::new(SystemClock),

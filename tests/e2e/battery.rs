@@ -536,3 +536,91 @@ async fn the_canary_is_seen() {
         audit.violations
     );
 }
+
+/// A rotated client secret: the daemon says so at ERROR, claims nothing new and fails no
+/// purchase; it stops cleanly on SIGTERM; with the right secret the same queue finishes.
+#[tokio::test(flavor = "multi_thread")]
+async fn refused_credentials_stop_claiming_and_fail_nothing() {
+    let mut b = Battery::new(SimConfig::default()).await;
+    let accepted = b.submit(&support::mixed("creds", 6)).await;
+    assert_eq!(accepted, 6);
+    let started = Instant::now();
+    let mut daemon = b.daemon(
+        "wrong",
+        &[
+            ("PCSAGA_CLIENT_SECRET", "rotated-and-wrong"),
+            ("PCSAGA_CREDENTIALS_RETRY_S", "1"),
+        ],
+        &[],
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !b
+        .env
+        .read("wrong.err")
+        .contains("claiming no work until this is fixed")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the daemon never said why it claims nothing:\n{}",
+            support::tail(&b.env.read("wrong.err"), 30)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let pid = daemon.id().to_string();
+    let term = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .stdout(Stdio::null())
+        .status()
+        .expect("kill -TERM");
+    assert!(term.success());
+    let status = support::wait_with_deadline(&mut daemon, Duration::from_secs(30))
+        .await
+        .expect("stops on SIGTERM");
+    assert!(status.success(), "SIGTERM is a clean stop: {status}");
+    let log = b.env.read("wrong.err");
+    assert!(
+        log.contains("ERROR") && log.contains("refused our credentials"),
+        "{}",
+        support::tail(&log, 20)
+    );
+    assert!(
+        !log.contains("rotated-and-wrong"),
+        "the secret is never logged"
+    );
+    let counts = pcsaga_engine::Store::count_by_status(&b.store)
+        .await
+        .expect("counts");
+    assert_eq!(
+        counts.get(&pcsaga_engine::SagaStatus::Active).copied(),
+        Some(6),
+        "every purchase is still active: {counts:?}"
+    );
+    // One refused token per purchase claimed before the hold at most, then one probe per
+    // second (the retry setting): no storm.
+    let probes = started.elapsed().as_secs() as usize + 1;
+    let tokens = b
+        .sim
+        .requests()
+        .iter()
+        .filter(|r| r.endpoint == "token")
+        .count();
+    assert!(
+        tokens <= 6 + probes,
+        "{tokens} token requests in {probes} s"
+    );
+    assert!(b.sim.ledger().carts.is_empty());
+
+    b.finish("right", Duration::from_secs(120)).await;
+    let audit = b.audit(true).await;
+    audit.assert_clean("cargo test --test e2e refused_credentials");
+    let counts = pcsaga_engine::Store::count_by_status(&b.store)
+        .await
+        .expect("counts");
+    assert_eq!(
+        counts
+            .get(&pcsaga_engine::SagaStatus::Active)
+            .copied()
+            .unwrap_or(0),
+        0
+    );
+}

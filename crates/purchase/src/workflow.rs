@@ -1,7 +1,7 @@
 //! The purchase saga as an engine workflow.
 
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 
@@ -23,6 +23,9 @@ pub const WORKFLOW_NAME: &str = "one-time-purchase";
 pub struct PurchaseWorkflow {
     client: Option<Client>,
     credentials: Arc<CredentialGate>,
+    /// How long a purchase holds, and how often the credentials are probed, while the token
+    /// service refuses them.
+    credentials_retry: Duration,
 }
 
 impl PurchaseWorkflow {
@@ -30,6 +33,7 @@ impl PurchaseWorkflow {
         Self {
             client: Some(client),
             credentials: Arc::default(),
+            credentials_retry: CREDENTIALS_HOLD,
         }
     }
 
@@ -38,13 +42,20 @@ impl PurchaseWorkflow {
         Self {
             client: None,
             credentials: Arc::default(),
+            credentials_retry: CREDENTIALS_HOLD,
         }
+    }
+
+    /// Sets how often refused credentials are tried again (default [`CREDENTIALS_HOLD`]).
+    pub fn with_credentials_retry(mut self, every: Duration) -> Self {
+        self.credentials_retry = every;
+        self
     }
 }
 
 /// Whether the token service refused our credentials, shared by every purchase of a daemon.
 /// Set by a call that came back `AuthExpired`, cleared by any answered call or by a probe
-/// (a fresh token) at most once per [`CREDENTIALS_HOLD`].
+/// (a fresh token) at most once per `credentials_retry`.
 #[derive(Debug, Default)]
 struct CredentialGate {
     refused: Mutex<Option<Refusal>>,
@@ -213,7 +224,17 @@ impl Workflow for PurchaseWorkflow {
         now: DateTime<Utc>,
     ) -> Decision<PurchaseContext> {
         match state_of(&saga.state) {
-            Ok(state) => crate::decide::decide(state, &saga.context, effect, outcome, now),
+            Ok(state) => match crate::decide::decide(state, &saga.context, effect, outcome, now) {
+                // The decision logic says "hold"; how long is this daemon's setting.
+                Decision::Hold {
+                    context, reason, ..
+                } => Decision::Hold {
+                    context,
+                    wait: self.credentials_retry,
+                    reason,
+                },
+                other => other,
+            },
             Err(reason) => parked(saga.context.clone(), reason),
         }
     }
@@ -264,7 +285,7 @@ impl Workflow for PurchaseWorkflow {
     async fn hold(&self) -> Option<String> {
         let client = self.client.as_ref()?;
         let refused = self.credentials.lock().clone()?;
-        if refused.probed_at.elapsed() < CREDENTIALS_HOLD {
+        if refused.probed_at.elapsed() < self.credentials_retry {
             return Some(refused.reason);
         }
         match client.check_credentials().await {

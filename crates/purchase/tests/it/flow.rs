@@ -26,13 +26,18 @@ struct World {
 }
 
 async fn world(config: SimConfig) -> World {
+    world_with_secret(config, None).await
+}
+
+/// A world whose client sends `secret` (default: the simulator's own) as its client secret.
+async fn world_with_secret(config: SimConfig, secret: Option<&str>) -> World {
     let sim = Simulator::start(config).await.expect("simulator");
     let c = sim.config();
     let credentials = Credentials {
         token_url: sim.token_url(),
         resource: c.resource.clone(),
         client_id: c.client_id.clone(),
-        client_secret: Secret::new(c.client_secret.clone()),
+        client_secret: Secret::new(secret.unwrap_or(&c.client_secret).to_owned()),
         refresh_token: Some(Secret::new(c.refresh_token.clone())),
     };
     let mut client_config = ClientConfig::new(sim.base_url());
@@ -724,4 +729,39 @@ async fn resume_never_moves_past_checkout_without_known_orders() {
     let (saga, ctx) = w.saga(&id).await;
     assert_eq!(saga.status, SagaStatus::Succeeded, "{:?}", saga.last_error);
     assert_eq!((ctx.orders.len(), w.orders_of(&id).await), (1, 1));
+}
+
+/// A refused client secret is not a verdict on the purchases: they keep their state and wait,
+/// without using up their attempts, and the workflow tells the daemon to claim nothing new
+/// until the credentials work. Before, one rotated secret failed the whole queue.
+#[tokio::test]
+async fn refused_credentials_hold_purchases_instead_of_failing_them() {
+    let w = world_with_secret(SimConfig::default(), Some("rotated-and-wrong")).await;
+    let id = w.submit(perpetual("held")).await;
+    // Two hours of a daemon's life: every hold runs out and is tried again.
+    for _ in 0..120 {
+        w.engine.run_due().await.expect("run");
+        w.clock.advance(Duration::from_secs(60));
+    }
+    let (saga, _) = w.saga(&id).await;
+    assert_eq!(
+        (saga.status, saga.state.as_str()),
+        (SagaStatus::Active, "Enablement")
+    );
+    assert_eq!(saga.attempt, 0, "a hold counts no attempt");
+    assert!(
+        saga.wait_reason
+            .as_deref()
+            .is_some_and(|r| r.contains("held until") && r.contains("credentials")),
+        "{:?}",
+        saga.wait_reason
+    );
+    let reason = w.engine.workflow().hold().await;
+    assert!(
+        reason
+            .as_deref()
+            .is_some_and(|r| r.contains("refused our credentials")),
+        "the daemon is told to claim nothing: {reason:?}"
+    );
+    assert!(w.sim.ledger().carts.is_empty());
 }
