@@ -165,8 +165,8 @@ pub struct ListArgs {
     /// Only purchases created within this long, e.g. `30m`, `24h`, `7d` (at most 36500d).
     #[arg(long, value_name = "AGE")]
     pub since: Option<String>,
-    /// At most this many rows, 1 to 1000000.
-    #[arg(long, default_value_t = 1000, value_parser = RangedU64ValueParser::<u32>::new().range(1..=1_000_000))]
+    /// At most this many rows, up to 1000000; 0 for all.
+    #[arg(long, default_value_t = 1000, value_parser = RangedU64ValueParser::<u32>::new().range(0..=1_000_000))]
     pub limit: u32,
     #[arg(long)]
     pub json: bool,

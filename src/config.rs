@@ -214,8 +214,8 @@ pub fn max_size_mb(file: &FileConfig) -> Result<Option<u64>, ConfigError> {
         None => file.database.max_size_mb,
     };
     match mb {
-        Some(mb) if !(1..=MAX_DB_SIZE_MB).contains(&mb) => Err(bad(format!(
-            "database.max_size_mb (PCSAGA_DB_MAX_SIZE_MB) = {mb}: must be between 1 and {MAX_DB_SIZE_MB} (16 TiB)"
+        Some(mb) if mb > MAX_DB_SIZE_MB => Err(bad(format!(
+            "database.max_size_mb (PCSAGA_DB_MAX_SIZE_MB) = {mb}: at most {MAX_DB_SIZE_MB} (16 TiB); 0 allows no growth at all"
         ))),
         other => Ok(other),
     }
