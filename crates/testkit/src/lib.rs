@@ -4,7 +4,8 @@
 //! the database (sagas and history), and checks the promise pcsaga makes:
 //!
 //! 1. no purchase was checked out twice (carts checked out and orders created per purchase,
-//!    matched by the saga token every cart line carries);
+//!    matched by the saga token every cart line carries), and none created more than one cart
+//!    (unless one expired before checkout);
 //! 2. no purchase was lost (every accepted request is a purchase; once faults stop, every
 //!    purchase is terminal, and every failed or parked one says why);
 //! 3. every side-effecting request that reached the simulator had a committed intent with its
@@ -17,7 +18,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Utc};
-use pcsaga_engine::{HistoryRow, ListFilter, SagaStatus, SqliteStore, Store};
+use pcsaga_engine::{HistoryRow, ListFilter, SagaRecord, SagaStatus, SqliteStore, Store};
 use pcsaga_simulator::{Ledger, RequestRecord};
 
 /// The purchase states in order, as stored (kept here so the auditor does not trust the code
@@ -100,65 +101,235 @@ impl Audit {
     }
 }
 
-/// Audits a run.
+/// What the auditor reads, gathered once from the two witnesses of a run: the database
+/// (sagas, their histories, the integrity check) and the simulator (ledger, request log).
+#[derive(Debug, Clone, Default)]
+pub struct Witnesses {
+    pub sagas: Vec<SagaRecord>,
+    pub histories: HashMap<String, Vec<HistoryRow>>,
+    pub integrity: String,
+    pub ledger: Ledger,
+    pub requests: Vec<RequestRecord>,
+}
+
+/// Reads the witnesses. A failure to read is itself a finding.
+pub async fn gather(
+    store: &SqliteStore,
+    ledger: &Ledger,
+    requests: &[RequestRecord],
+) -> Result<Witnesses, String> {
+    let sagas = store
+        .list(&ListFilter::default())
+        .await
+        .map_err(|e| format!("cannot list purchases: {e}"))?;
+    let mut histories = HashMap::new();
+    for saga in &sagas {
+        let history = store
+            .history(&saga.id)
+            .await
+            .map_err(|e| format!("{}: cannot read history: {e}", saga.id))?;
+        histories.insert(saga.id.clone(), history);
+    }
+    let integrity = store
+        .integrity_check()
+        .await
+        .unwrap_or_else(|e| format!("integrity_check failed: {e}"));
+    Ok(Witnesses {
+        sagas,
+        histories,
+        integrity,
+        ledger: ledger.clone(),
+        requests: requests.to_vec(),
+    })
+}
+
+/// Audits a run: gathers the witnesses and applies every check of [`CHECKS`].
 pub async fn audit(
     store: &SqliteStore,
     ledger: &Ledger,
     requests: &[RequestRecord],
     expect: &Expect,
 ) -> Audit {
-    let mut audit = Audit::default();
-    let sagas = match store.list(&ListFilter::default()).await {
-        Ok(sagas) => sagas,
-        Err(e) => {
-            audit.violations.push(format!("cannot list purchases: {e}"));
-            return audit;
-        }
-    };
-    audit.purchases = sagas.len();
-    audit.checkouts = ledger.checkouts.len();
-    audit.orders = ledger.orders.len();
-    if sagas.len() != expect.purchases {
-        audit.lost += expect.purchases.saturating_sub(sagas.len());
-        audit.violations.push(format!(
-            "{} purchases accepted, {} in the database",
-            expect.purchases,
-            sagas.len()
-        ));
+    match gather(store, ledger, requests).await {
+        Ok(witnesses) => judge(&witnesses, expect, CHECKS),
+        Err(finding) => Audit {
+            violations: vec![finding],
+            ..Audit::default()
+        },
     }
-    let mut intents: HashMap<String, DateTime<Utc>> = HashMap::new();
-    let mut tokens = Vec::new();
-    for saga in &sagas {
+}
+
+/// One check of the promise. Its findings are prefixed with `[name]`, so a canary can show
+/// which check caught it.
+#[derive(Debug, Clone, Copy)]
+pub struct Check {
+    pub name: &'static str,
+    pub run: fn(&Witnesses, &Expect, &mut Vec<String>),
+}
+
+/// Every check, in the order of the module docs.
+pub const CHECKS: &[Check] = &[
+    Check {
+        name: "bought twice",
+        run: bought_twice,
+    },
+    Check {
+        name: "extra cart",
+        run: extra_carts,
+    },
+    Check {
+        name: "lost",
+        run: lost,
+    },
+    Check {
+        name: "intent",
+        run: intents,
+    },
+    Check {
+        name: "path",
+        run: paths,
+    },
+    Check {
+        name: "integrity",
+        run: integrity,
+    },
+    Check {
+        name: "retry-after",
+        run: retry_after,
+    },
+];
+
+/// Applies `checks` to the witnesses.
+pub fn judge(w: &Witnesses, expect: &Expect, checks: &[Check]) -> Audit {
+    let mut audit = Audit {
+        purchases: w.sagas.len(),
+        checkouts: w.ledger.checkouts.len(),
+        orders: w.ledger.orders.len(),
+        ..Audit::default()
+    };
+    for saga in &w.sagas {
         *audit.by_status.entry(saga.status.to_string()).or_default() += 1;
-        let context: serde_json::Value = serde_json::from_str(&saga.context).unwrap_or_default();
-        let Some(token) = context["token"].as_str().map(str::to_owned) else {
-            audit
-                .violations
-                .push(format!("{}: the context has no token", saga.id));
+    }
+    audit.lost = expect.purchases.saturating_sub(w.sagas.len())
+        + if expect.settled {
+            w.sagas
+                .iter()
+                .filter(|s| s.status == SagaStatus::Active)
+                .count()
+        } else {
+            0
+        };
+    for check in checks {
+        let mut found = Vec::new();
+        (check.run)(w, expect, &mut found);
+        if check.name == "bought twice" {
+            audit.duplicates += found.iter().filter(|f| !f.starts_with("cart ")).count();
+        }
+        audit
+            .violations
+            .extend(found.into_iter().map(|f| format!("[{}] {f}", check.name)));
+    }
+    audit
+}
+
+/// The saga token of a purchase (in every cart line's friendly name), from its context.
+fn token_of(saga: &SagaRecord) -> Option<String> {
+    let context: serde_json::Value = serde_json::from_str(&saga.context).unwrap_or_default();
+    context["token"].as_str().map(str::to_owned)
+}
+
+fn items_of(saga: &SagaRecord) -> usize {
+    let context: serde_json::Value = serde_json::from_str(&saga.context).unwrap_or_default();
+    context["request"]["items"].as_array().map_or(1, Vec::len)
+}
+
+/// 1. No purchase checked out twice, no more orders than items, and every checked-out cart
+/// belongs to an accepted purchase.
+fn bought_twice(w: &Witnesses, _: &Expect, out: &mut Vec<String>) {
+    let mut tokens = Vec::new();
+    for saga in &w.sagas {
+        let Some(token) = token_of(saga) else {
+            out.push(format!("{}: the context has no token", saga.id));
             continue;
         };
-        // 1. Never bought twice.
-        let checked_out = ledger.checkouts_with_token(&token).len();
+        let checked_out = w.ledger.checkouts_with_token(&token).len();
         if checked_out > 1 {
-            audit.duplicates += 1;
-            audit.violations.push(format!(
+            out.push(format!(
                 "{} ({}): {checked_out} carts checked out",
                 saga.id, saga.idempotency_key
             ));
         }
-        let items = context["request"]["items"].as_array().map_or(1, Vec::len);
-        let orders = ledger.orders_with_token(&token).len();
+        let items = items_of(saga);
+        let orders = w.ledger.orders_with_token(&token).len();
         if orders > items {
-            audit.duplicates += 1;
-            audit.violations.push(format!(
+            out.push(format!(
                 "{} ({}): {orders} orders for {items} items",
                 saga.id, saga.idempotency_key
             ));
         }
-        // 2. Never lost.
+        tokens.push(token);
+    }
+    for checkout in &w.ledger.checkouts {
+        if !tokens.iter().any(|t| {
+            checkout
+                .friendly_names
+                .iter()
+                .any(|n| n.contains(t.as_str()))
+        }) {
+            out.push(format!(
+                "cart {} was checked out but belongs to no purchase",
+                checkout.cart_id
+            ));
+        }
+    }
+}
+
+/// 1'. One cart per purchase: a second one means a create-cart was sent again under a new
+/// request id after a reply that proved nothing (a lost reply followed by a 5xx). Carts that
+/// expired before checkout are the one legitimate reason for another, and leave a `cart
+/// expires soon` or `cart is gone` note in the history.
+fn extra_carts(w: &Witnesses, _: &Expect, out: &mut Vec<String>) {
+    for saga in &w.sagas {
+        let Some(token) = token_of(saga) else {
+            continue;
+        };
+        let carts = w
+            .ledger
+            .carts
+            .iter()
+            .filter(|c| c.friendly_names.iter().any(|n| n.contains(&token)))
+            .count();
+        let expired = w.histories.get(&saga.id).map_or(0, |h| {
+            h.iter()
+                .filter(|r| {
+                    r.detail.as_deref().is_some_and(|d| {
+                        d.contains("expires soon") || d.contains("the cart is gone")
+                    })
+                })
+                .count()
+        });
+        if carts > 1 + expired {
+            out.push(format!(
+                "{} ({}): {carts} carts created for one purchase",
+                saga.id, saga.idempotency_key
+            ));
+        }
+    }
+}
+
+/// 2. No purchase lost: every accepted request is a purchase; once faults stop, none is
+/// active; every failed or parked one says why; every succeeded one has an order.
+fn lost(w: &Witnesses, expect: &Expect, out: &mut Vec<String>) {
+    if w.sagas.len() != expect.purchases {
+        out.push(format!(
+            "{} purchases accepted, {} in the database",
+            expect.purchases,
+            w.sagas.len()
+        ));
+    }
+    for saga in &w.sagas {
         if expect.settled && saga.status == SagaStatus::Active {
-            audit.lost += 1;
-            audit.violations.push(format!(
+            out.push(format!(
                 "{} ({}): still active in {} ({:?})",
                 saga.id, saga.idempotency_key, saga.state, saga.wait_reason
             ));
@@ -166,112 +337,110 @@ pub async fn audit(
         if matches!(saga.status, SagaStatus::Failed | SagaStatus::NeedsAttention)
             && saga.last_error.as_deref().is_none_or(str::is_empty)
         {
-            audit
-                .violations
-                .push(format!("{}: {} without a reason", saga.id, saga.status));
+            out.push(format!("{}: {} without a reason", saga.id, saga.status));
         }
+        let orders = token_of(saga).map_or(0, |t| w.ledger.orders_with_token(&t).len());
         if saga.status == SagaStatus::Succeeded && orders == 0 {
-            audit.violations.push(format!(
+            out.push(format!(
                 "{} ({}): succeeded without an order in the ledger",
                 saga.id, saga.idempotency_key
             ));
         }
-        // 4. A path through the transition table.
-        match store.history(&saga.id).await {
-            Ok(history) => {
-                check_path(&saga.id, &history, &mut audit.violations);
-                for row in history.iter().filter(|r| r.kind == "intent") {
-                    if let Some(id) = row.detail.as_deref().and_then(request_id_of) {
-                        intents.entry(id).or_insert(row.at);
-                    }
-                }
-            }
-            Err(e) => audit
-                .violations
-                .push(format!("{}: cannot read history: {e}", saga.id)),
-        }
-        tokens.push(token);
     }
-    // Every checkout in the ledger belongs to an accepted purchase.
-    for checkout in &ledger.checkouts {
-        if !tokens.iter().any(|t| {
-            checkout
-                .friendly_names
-                .iter()
-                .any(|n| n.contains(t.as_str()))
-        }) {
-            audit.violations.push(format!(
-                "cart {} was checked out but belongs to no purchase",
-                checkout.cart_id
-            ));
+}
+
+/// 3. Every side-effecting request that reached the simulator had a committed intent with its
+/// `MS-RequestId`, committed before the request arrived.
+fn intents(w: &Witnesses, expect: &Expect, out: &mut Vec<String>) {
+    let mut intents: HashMap<String, DateTime<Utc>> = HashMap::new();
+    for row in w
+        .histories
+        .values()
+        .flatten()
+        .filter(|r| r.kind == "intent")
+    {
+        if let Some(id) = row.detail.as_deref().and_then(request_id_of) {
+            intents.entry(id).or_insert(row.at);
         }
     }
-    // 3. Intent before every side-effecting request.
-    for record in requests
+    for record in w
+        .requests
         .iter()
         .filter(|r| SIDE_EFFECTING.contains(&r.endpoint.as_str()))
     {
         let Some(id) = record.request_id.as_ref() else {
-            audit.violations.push(format!(
+            out.push(format!(
                 "request {} to {} carried no MS-RequestId",
                 record.seq, record.endpoint
             ));
             continue;
         };
         match intents.get(&id.to_ascii_lowercase()) {
-            None => audit.violations.push(format!(
+            None => out.push(format!(
                 "{} request {id} reached the simulator without a committed intent",
                 record.endpoint
             )),
-            Some(at) if expect.wall_clock && *at > record.at => audit.violations.push(format!(
+            Some(at) if expect.wall_clock && *at > record.at => out.push(format!(
                 "{} request {id} arrived before its intent was committed",
                 record.endpoint
             )),
             Some(_) => {}
         }
     }
-    // 6. Retry-After respected, per purchase (correlation id) and endpoint.
-    if expect.wall_clock {
-        let mut last_429: HashMap<(String, String), (DateTime<Utc>, u64)> = HashMap::new();
-        let mut ordered: Vec<&RequestRecord> = requests.iter().collect();
-        ordered.sort_by_key(|r| (r.at, r.seq));
-        for record in ordered {
-            let Some(correlation) = record.correlation_id.clone() else {
-                continue;
-            };
-            let key = (correlation, record.endpoint.clone());
-            if let Some((at, seconds)) = last_429.get(&key) {
-                let allowed = *at
-                    + chrono::Duration::seconds(i64::try_from(*seconds).unwrap_or(i64::MAX / 1000))
-                    - chrono::Duration::milliseconds(20);
-                if record.at < allowed {
-                    audit.violations.push(format!(
-                        "{} for purchase {} sent {} ms before its Retry-After ({seconds}s) ran out",
-                        record.endpoint,
-                        key.0,
-                        (allowed - record.at).num_milliseconds()
-                    ));
-                }
+}
+
+/// 4. Every history is a path through the transition table.
+fn paths(w: &Witnesses, _: &Expect, out: &mut Vec<String>) {
+    for saga in &w.sagas {
+        if let Some(history) = w.histories.get(&saga.id) {
+            check_path(&saga.id, history, out);
+        }
+    }
+}
+
+/// 5. The file is sound.
+fn integrity(w: &Witnesses, _: &Expect, out: &mut Vec<String>) {
+    if w.integrity != "ok" {
+        out.push(format!("integrity_check: {}", w.integrity));
+    }
+}
+
+/// 6. No request went to an endpoint, for the same purchase, before the `Retry-After` it was
+/// given ran out.
+fn retry_after(w: &Witnesses, expect: &Expect, out: &mut Vec<String>) {
+    if !expect.wall_clock {
+        return;
+    }
+    let mut last_429: HashMap<(String, String), (DateTime<Utc>, u64)> = HashMap::new();
+    let mut ordered: Vec<&RequestRecord> = w.requests.iter().collect();
+    ordered.sort_by_key(|r| (r.at, r.seq));
+    for record in ordered {
+        let Some(correlation) = record.correlation_id.clone() else {
+            continue;
+        };
+        let key = (correlation, record.endpoint.clone());
+        if let Some((at, seconds)) = last_429.get(&key) {
+            let allowed = *at
+                + chrono::Duration::seconds(i64::try_from(*seconds).unwrap_or(i64::MAX / 1000))
+                - chrono::Duration::milliseconds(20);
+            if record.at < allowed {
+                out.push(format!(
+                    "{} for purchase {} sent {} ms before its Retry-After ({seconds}s) ran out",
+                    record.endpoint,
+                    key.0,
+                    (allowed - record.at).num_milliseconds()
+                ));
             }
-            match record.retry_after_s {
-                Some(seconds) if record.status == Some(429) => {
-                    last_429.insert(key, (record.at, seconds));
-                }
-                _ => {
-                    last_429.remove(&key);
-                }
+        }
+        match record.retry_after_s {
+            Some(seconds) if record.status == Some(429) => {
+                last_429.insert(key, (record.at, seconds));
+            }
+            _ => {
+                last_429.remove(&key);
             }
         }
     }
-    // 5. The file is sound.
-    match store.integrity_check().await {
-        Ok(result) if result == "ok" => {}
-        Ok(result) => audit.violations.push(format!("integrity_check: {result}")),
-        Err(e) => audit
-            .violations
-            .push(format!("integrity_check failed: {e}")),
-    }
-    audit
 }
 
 /// The `request_id` in an intent row's JSON.
