@@ -177,6 +177,8 @@ impl Client {
         );
         let started = Instant::now();
         let raw = self.execute(call).await?;
+        // The 202 has no body; a body that is a Partner Center error is an error.
+        let raw = refuse_error_body(raw)?;
         let location = raw.location.clone();
         Ok(Reply {
             value: location,
@@ -597,19 +599,7 @@ impl Client {
     async fn json<T: DeserializeOwned + Checked>(&self, call: Call) -> Result<Reply<T>, Error> {
         let started = Instant::now();
         let effect = call.effect;
-        let raw = self.execute(call).await?;
-        // A 2xx carrying a Partner Center error body (the documented HTTP 200 with code 400072)
-        // is a business answer. No resource of this API has top-level `code` and
-        // `description`, so their presence identifies an error body.
-        if let Ok(fault) = serde_json::from_slice::<ApiFault>(&raw.body) {
-            if fault.code.is_some() && fault.description.is_some() {
-                let mut context = raw.context;
-                context.code = fault.code;
-                context.description = fault.description;
-                // The same table as any other status: 800060/800064/800065 stay what they are.
-                return Err(classify_status(raw.status, None, context));
-            }
-        }
+        let raw = refuse_error_body(self.execute(call).await?)?;
         match serde_json::from_slice::<T>(&raw.body) {
             Ok(value) if value.missing().is_some() => Err(classify_lost_reply(
                 effect,
@@ -809,6 +799,22 @@ impl Call {
             correlation_id,
             request_id,
         }
+    }
+}
+
+/// A 2xx carrying a Partner Center error body (the documented HTTP 200 with code 400072) is an
+/// error, classified by the same table as any other status: 800060/800064/800065 stay what
+/// they are. No resource of this API has top-level `code` and `description`, so their presence
+/// identifies an error body.
+fn refuse_error_body(raw: RawReply) -> Result<RawReply, Error> {
+    match serde_json::from_slice::<ApiFault>(&raw.body) {
+        Ok(fault) if fault.code.is_some() && fault.description.is_some() => {
+            let mut context = raw.context;
+            context.code = fault.code;
+            context.description = fault.description;
+            Err(classify_status(raw.status, None, context))
+        }
+        _ => Ok(raw),
     }
 }
 

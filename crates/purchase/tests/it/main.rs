@@ -2,4 +2,5 @@
 //! engine against the simulator.
 
 mod flow;
+mod reply_table;
 mod transition_table;

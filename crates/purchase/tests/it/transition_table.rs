@@ -21,7 +21,7 @@ use pcsaga_purchase::decide::decide;
 use pcsaga_purchase::{parse_value, PurchaseContext, State};
 use serde_json::json;
 
-fn now() -> DateTime<Utc> {
+pub(crate) fn now() -> DateTime<Utc> {
     DateTime::from_timestamp(1_800_000_000, 0).expect("valid")
 }
 
@@ -35,7 +35,7 @@ fn request() -> PurchaseContext {
     PurchaseContext::new(request)
 }
 
-fn sku_facts() -> SkuFacts {
+pub(crate) fn sku_facts() -> SkuFacts {
     SkuFacts {
         title: "RI".into(),
         needs_registration: true,
@@ -55,7 +55,7 @@ fn sku_facts() -> SkuFacts {
 }
 
 /// A realistic context for a saga standing in `state`.
-fn at(state: State) -> PurchaseContext {
+pub(crate) fn at(state: State) -> PurchaseContext {
     let mut ctx = request();
     if state == State::Enablement {
         return ctx;
