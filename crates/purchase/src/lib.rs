@@ -16,6 +16,7 @@ pub mod execute;
 pub mod plan;
 pub mod request;
 pub mod state;
+pub mod transitions;
 pub mod workflow;
 
 pub use context::PurchaseContext;

@@ -13,6 +13,7 @@ use crate::call::{Call, Failure, Outcome};
 use crate::context::{PurchaseContext, Registration};
 use crate::decide::CREDENTIALS_HOLD;
 use crate::state::{State, STATE_NAMES};
+use crate::transitions::Driven;
 
 /// The workflow's name, stored with each saga.
 pub const WORKFLOW_NAME: &str = "one-time-purchase";
@@ -26,6 +27,18 @@ pub struct PurchaseWorkflow {
     /// How long a purchase holds, and how often the credentials are probed, while the token
     /// service refuses them.
     credentials_retry: Duration,
+    /// Told of every transition the workflow decides (tests record the table's rows they drive).
+    recorder: Option<Recorder>,
+}
+
+/// Receives every transition a workflow decides.
+#[derive(Clone)]
+pub struct Recorder(pub Arc<dyn Fn(Driven) + Send + Sync>);
+
+impl std::fmt::Debug for Recorder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Recorder")
+    }
 }
 
 impl PurchaseWorkflow {
@@ -34,6 +47,7 @@ impl PurchaseWorkflow {
             client: Some(client),
             credentials: Arc::default(),
             credentials_retry: CREDENTIALS_HOLD,
+            recorder: None,
         }
     }
 
@@ -43,6 +57,19 @@ impl PurchaseWorkflow {
             client: None,
             credentials: Arc::default(),
             credentials_retry: CREDENTIALS_HOLD,
+            recorder: None,
+        }
+    }
+
+    /// Tells `recorder` of every transition decided (tests: the table's coverage).
+    pub fn with_recorder(mut self, recorder: Recorder) -> Self {
+        self.recorder = Some(recorder);
+        self
+    }
+
+    fn record<C>(&self, state: State, call: &str, outcome: &str, decision: &Decision<C>) {
+        if let Some(recorder) = &self.recorder {
+            (recorder.0)(Driven::of(state, call, outcome, decision));
         }
     }
 
@@ -183,7 +210,13 @@ impl Workflow for PurchaseWorkflow {
         now: DateTime<Utc>,
     ) -> Plan<Call, PurchaseContext> {
         match state_of(&saga.state) {
-            Ok(state) => crate::plan::plan(state, &saga.context, now),
+            Ok(state) => {
+                let plan = crate::plan::plan(state, &saga.context, now);
+                if let Plan::Decide(decision) = &plan {
+                    self.record(state, "-", "-", decision);
+                }
+                plan
+            }
             Err(reason) => Plan::Decide(parked(saga.context.clone(), reason)),
         }
     }
@@ -223,19 +256,28 @@ impl Workflow for PurchaseWorkflow {
         outcome: Outcome,
         now: DateTime<Utc>,
     ) -> Decision<PurchaseContext> {
-        match state_of(&saga.state) {
-            Ok(state) => match crate::decide::decide(state, &saga.context, effect, outcome, now) {
-                // The decision logic says "hold"; how long is this daemon's setting.
-                Decision::Hold {
-                    context, reason, ..
-                } => Decision::Hold {
-                    context,
-                    wait: self.credentials_retry,
-                    reason,
-                },
-                other => other,
-            },
+        let decision = match state_of(&saga.state) {
+            Ok(state) => {
+                let class = match &outcome {
+                    Ok(_) => "ok",
+                    Err(failure) => failure.class.as_str(),
+                };
+                let decision = crate::decide::decide(state, &saga.context, effect, outcome, now);
+                self.record(state, effect.name(), class, &decision);
+                decision
+            }
             Err(reason) => parked(saga.context.clone(), reason),
+        };
+        match decision {
+            // The decision logic says "hold"; how long is this daemon's setting.
+            Decision::Hold {
+                context, reason, ..
+            } => Decision::Hold {
+                context,
+                wait: self.credentials_retry,
+                reason,
+            },
+            other => other,
         }
     }
 

@@ -21,34 +21,18 @@ use chrono::{DateTime, Utc};
 use pcsaga_engine::{HistoryRow, ListFilter, SagaRecord, SagaStatus, SqliteStore, Store};
 use pcsaga_simulator::{Ledger, RequestRecord};
 
-/// The purchase states in order, as stored (kept here so the auditor does not trust the code
-/// it audits for the shape of the table).
-pub const STATES: &[&str] = &[
-    "Enablement",
-    "RegistrationPolling",
-    "Discovery",
-    "InventoryCheck",
-    "CartBuild",
-    "Checkout",
-    "OrderVisibilityPolling",
-    "EntitlementFetch",
-];
+/// The purchase states in order, as stored.
+pub const STATES: &[&str] = pcsaga_purchase::STATE_NAMES;
 
-/// The forward edges of the transition table (staying in a state and stopping are always
-/// allowed).
-pub const EDGES: &[(&str, &str)] = &[
-    ("Enablement", "RegistrationPolling"),
-    ("Enablement", "Discovery"),
-    ("RegistrationPolling", "Discovery"),
-    ("Discovery", "InventoryCheck"),
-    ("Discovery", "CartBuild"),
-    ("InventoryCheck", "CartBuild"),
-    ("CartBuild", "Checkout"),
-    // Stale catalog ids: discover again and fix the cart (only before any checkout).
-    ("CartBuild", "Discovery"),
-    ("Checkout", "OrderVisibilityPolling"),
-    ("OrderVisibilityPolling", "EntitlementFetch"),
-];
+/// The forward state changes the transition table allows (staying in a state and stopping
+/// are always allowed). Derived from the one declared table
+/// (`crates/purchase/src/transitions.rs`), so the auditor and the saga cannot drift apart.
+pub fn edges() -> Vec<(&'static str, &'static str)> {
+    pcsaga_purchase::transitions::edges()
+        .into_iter()
+        .map(|(from, to)| (from.name(), to.name()))
+        .collect()
+}
 
 const STOPS: &[&str] = &["succeeded", "failed", "needs_attention", "cancelled"];
 const SIDE_EFFECTING: &[&str] = &[
@@ -243,7 +227,7 @@ fn items_of(saga: &SagaRecord) -> usize {
     context["request"]["items"].as_array().map_or(1, Vec::len)
 }
 
-/// 1. No purchase checked out twice, no more orders than items, and every checked-out cart
+/// Check 1: No purchase checked out twice, no more orders than items, and every checked-out cart
 /// belongs to an accepted purchase.
 fn bought_twice(w: &Witnesses, _: &Expect, out: &mut Vec<String>) {
     let mut tokens = Vec::new();
@@ -284,7 +268,7 @@ fn bought_twice(w: &Witnesses, _: &Expect, out: &mut Vec<String>) {
     }
 }
 
-/// 1'. One cart per purchase: a second one means a create-cart was sent again under a new
+/// Check 1': One cart per purchase: a second one means a create-cart was sent again under a new
 /// request id after a reply that proved nothing (a lost reply followed by a 5xx). Carts that
 /// expired before checkout are the one legitimate reason for another, and leave a `cart
 /// expires soon` or `cart is gone` note in the history.
@@ -317,7 +301,7 @@ fn extra_carts(w: &Witnesses, _: &Expect, out: &mut Vec<String>) {
     }
 }
 
-/// 2. No purchase lost: every accepted request is a purchase; once faults stop, none is
+/// Check 2: No purchase lost: every accepted request is a purchase; once faults stop, none is
 /// active; every failed or parked one says why; every succeeded one has an order.
 fn lost(w: &Witnesses, expect: &Expect, out: &mut Vec<String>) {
     if w.sagas.len() != expect.purchases {
@@ -349,7 +333,7 @@ fn lost(w: &Witnesses, expect: &Expect, out: &mut Vec<String>) {
     }
 }
 
-/// 3. Every side-effecting request that reached the simulator had a committed intent with its
+/// Check 3: Every side-effecting request that reached the simulator had a committed intent with its
 /// `MS-RequestId`, committed before the request arrived.
 fn intents(w: &Witnesses, expect: &Expect, out: &mut Vec<String>) {
     let mut intents: HashMap<String, DateTime<Utc>> = HashMap::new();
@@ -389,7 +373,7 @@ fn intents(w: &Witnesses, expect: &Expect, out: &mut Vec<String>) {
     }
 }
 
-/// 4. Every history is a path through the transition table.
+/// Check 4: Every history is a path through the transition table.
 fn paths(w: &Witnesses, _: &Expect, out: &mut Vec<String>) {
     for saga in &w.sagas {
         if let Some(history) = w.histories.get(&saga.id) {
@@ -398,14 +382,14 @@ fn paths(w: &Witnesses, _: &Expect, out: &mut Vec<String>) {
     }
 }
 
-/// 5. The file is sound.
+/// Check 5: The file is sound.
 fn integrity(w: &Witnesses, _: &Expect, out: &mut Vec<String>) {
     if w.integrity != "ok" {
         out.push(format!("integrity_check: {}", w.integrity));
     }
 }
 
-/// 6. No request went to an endpoint, for the same purchase, before the `Retry-After` it was
+/// Check 6: No request went to an endpoint, for the same purchase, before the `Retry-After` it was
 /// given ran out.
 fn retry_after(w: &Witnesses, expect: &Expect, out: &mut Vec<String>) {
     if !expect.wall_clock {
@@ -451,6 +435,8 @@ fn request_id_of(detail: &str) -> Option<String> {
 
 fn check_path(id: &str, history: &[HistoryRow], violations: &mut Vec<String>) {
     let index = |state: &str| STATES.iter().position(|s| *s == state);
+    let edges = edges();
+    let checkout = index("Checkout").unwrap_or(STATES.len());
     let mut current = STATES[0].to_owned();
     let mut checkout_sent = false;
     for row in history {
@@ -476,7 +462,7 @@ fn check_path(id: &str, history: &[HistoryRow], violations: &mut Vec<String>) {
         }
         let allowed = from == to
             || STOPS.contains(&to.as_str())
-            || EDGES.contains(&(from.as_str(), to.as_str()))
+            || edges.contains(&(from.as_str(), to.as_str()))
             || (row.kind == "operator" && index(to).is_some());
         if !allowed {
             violations.push(format!(
@@ -484,7 +470,7 @@ fn check_path(id: &str, history: &[HistoryRow], violations: &mut Vec<String>) {
                 row.seq
             ));
         }
-        if checkout_sent && index(to).is_some_and(|i| i < 5) {
+        if checkout_sent && index(to).is_some_and(|i| i < checkout) {
             violations.push(format!(
                 "{id}: went back to {to} after a checkout was sent (history row {})",
                 row.seq

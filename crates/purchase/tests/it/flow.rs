@@ -10,6 +10,8 @@ use pcsaga_engine::{
     Workflow,
 };
 use pcsaga_partner_center::{Client, ClientConfig, Credentials, Secret};
+use pcsaga_purchase::transitions::Driven;
+use pcsaga_purchase::workflow::Recorder;
 use pcsaga_purchase::{parse_value, PurchaseContext, PurchaseWorkflow};
 use pcsaga_simulator::{CheckoutReplay, Fault, FaultPlan, FaultRule, SimConfig, Simulator};
 use serde_json::{json, Value};
@@ -18,19 +20,29 @@ const CUSTOMER: &str = "4c4d0c6e-38b9-4c5a-a0f4-3b2f1c1e7a10";
 const SUBSCRIPTION: &str = "1c461a25-f729-4fa5-aadb-280947dd05e8";
 const POLICIES: &str = include_str!("../../../../workflows/one-time-purchase.toml");
 
-struct World {
-    sim: Simulator,
-    engine: Engine<PurchaseWorkflow, SqliteStore>,
+pub(crate) struct World {
+    pub(crate) sim: Simulator,
+    pub(crate) engine: Engine<PurchaseWorkflow, SqliteStore>,
     clock: Arc<ManualClock>,
     _dir: tempfile::TempDir,
 }
 
-async fn world(config: SimConfig) -> World {
-    world_with_secret(config, None).await
+/// Every transition the behavioural tests of this binary drove: the table's coverage
+/// (`coverage.rs`) reads it.
+pub(crate) static DRIVEN: std::sync::Mutex<std::collections::BTreeSet<Driven>> =
+    std::sync::Mutex::new(std::collections::BTreeSet::new());
+
+pub(crate) async fn world(config: SimConfig) -> World {
+    world_with(config, None, true).await
 }
 
-/// A world whose client sends `secret` (default: the simulator's own) as its client secret.
 async fn world_with_secret(config: SimConfig, secret: Option<&str>) -> World {
+    world_with(config, secret, true).await
+}
+
+/// A world whose client sends `secret` (default: the simulator's own) as its client secret,
+/// with app+user credentials or without.
+pub(crate) async fn world_with(config: SimConfig, secret: Option<&str>, app_user: bool) -> World {
     let sim = Simulator::start(config).await.expect("simulator");
     let c = sim.config();
     let credentials = Credentials {
@@ -38,12 +50,17 @@ async fn world_with_secret(config: SimConfig, secret: Option<&str>) -> World {
         resource: c.resource.clone(),
         client_id: c.client_id.clone(),
         client_secret: Secret::new(secret.unwrap_or(&c.client_secret).to_owned()),
-        refresh_token: Some(Secret::new(c.refresh_token.clone())),
+        refresh_token: app_user.then(|| Secret::new(c.refresh_token.clone())),
     };
     let mut client_config = ClientConfig::new(sim.base_url());
     client_config.timeout = Duration::from_secs(2);
     let client = Client::new(client_config, credentials).expect("client");
-    let workflow = PurchaseWorkflow::new(client);
+    let workflow = PurchaseWorkflow::new(client).with_recorder(Recorder(Arc::new(|driven| {
+        DRIVEN
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(driven);
+    })));
     let policies = Policies::parse(POLICIES, workflow.name(), workflow.states(), |s, p| {
         workflow.validate_policy(s, p)
     })
@@ -69,7 +86,7 @@ async fn world_with_secret(config: SimConfig, secret: Option<&str>) -> World {
 }
 
 impl World {
-    async fn submit(&self, request: Value) -> String {
+    pub(crate) async fn submit(&self, request: Value) -> String {
         let request = parse_value(&request).expect("valid request");
         pcsaga_purchase::submit(&self.engine, &request)
             .await
@@ -79,7 +96,7 @@ impl World {
     }
 
     /// Runs due work and moves both clocks a minute at a time until nothing is active.
-    async fn settle(&self) {
+    pub(crate) async fn settle(&self) {
         for _ in 0..2000 {
             self.engine.run_due().await.expect("run");
             let active = self
@@ -99,7 +116,7 @@ impl World {
         panic!("purchases did not settle");
     }
 
-    async fn saga(&self, id: &str) -> (SagaRecord, PurchaseContext) {
+    pub(crate) async fn saga(&self, id: &str) -> (SagaRecord, PurchaseContext) {
         let saga = self.engine.get(id).await.expect("saga");
         let ctx = serde_json::from_str(&saga.context).expect("context");
         (saga, ctx)
@@ -112,23 +129,23 @@ impl World {
     }
 }
 
-fn ri(key: &str) -> Value {
+pub(crate) fn ri(key: &str) -> Value {
     json!({"idempotencyKey": key, "customerId": CUSTOMER, "country": "US", "segment": "commercial", "items": [
         {"productId": "DZH318Z0BQ3Q", "skuId": "0001", "quantity": 2, "termDuration": "P1Y", "billingCycle": "one_time",
          "provisioningContext": {"subscriptionId": SUBSCRIPTION, "scope": "shared"}}]})
 }
 
-fn software(key: &str) -> Value {
+pub(crate) fn software(key: &str) -> Value {
     json!({"idempotencyKey": key, "customerId": CUSTOMER, "country": "US", "items": [
         {"productId": "DG7GMGF0FKZV", "skuId": "0003", "quantity": 5, "termDuration": "P1Y", "friendlyName": "Datacenter cores"}]})
 }
 
-fn perpetual(key: &str) -> Value {
+pub(crate) fn perpetual(key: &str) -> Value {
     json!({"idempotencyKey": key, "customerId": CUSTOMER, "country": "US", "items": [{"productId": "DG7GMGF0DWTL", "skuId": "0001", "quantity": 1}]})
 }
 
 #[tokio::test]
-async fn each_kind_of_purchase_succeeds_with_one_order() {
+pub(crate) async fn each_kind_of_purchase_succeeds_with_one_order() {
     let w = world(SimConfig::default()).await;
     let ids = [
         w.submit(ri("ri-1")).await,
@@ -187,7 +204,7 @@ async fn each_kind_of_purchase_succeeds_with_one_order() {
 }
 
 #[tokio::test]
-async fn a_multi_item_cart_becomes_two_orders() {
+pub(crate) async fn a_multi_item_cart_becomes_two_orders() {
     let w = world(SimConfig::default()).await;
     let mut request = ri("multi");
     request["items"].as_array_mut().expect("items").push(
@@ -211,7 +228,7 @@ async fn a_multi_item_cart_becomes_two_orders() {
 }
 
 #[tokio::test]
-async fn an_inventory_restriction_fails_before_any_cart() {
+pub(crate) async fn an_inventory_restriction_fails_before_any_cart() {
     let w = world(SimConfig::default()).await;
     let mut request = ri("restricted");
     request["items"][0]["skuId"] = json!("0003"); // japanwest, restricted by default
@@ -233,7 +250,7 @@ async fn an_inventory_restriction_fails_before_any_cart() {
 }
 
 #[tokio::test]
-async fn a_lost_checkout_reply_is_recalled_on_the_same_cart() {
+pub(crate) async fn a_lost_checkout_reply_is_recalled_on_the_same_cart() {
     let w = world(SimConfig::default()).await;
     w.sim
         .set_faults(FaultPlan {
@@ -262,7 +279,7 @@ async fn a_lost_checkout_reply_is_recalled_on_the_same_cart() {
 }
 
 #[tokio::test]
-async fn already_submitted_is_reconciled_through_the_lagging_order_list() {
+pub(crate) async fn already_submitted_is_reconciled_through_the_lagging_order_list() {
     let w = world(SimConfig {
         checkout_replay: CheckoutReplay::AlreadySubmitted,
         order_list_lag_s: 900,
@@ -303,7 +320,7 @@ async fn already_submitted_is_reconciled_through_the_lagging_order_list() {
 }
 
 #[tokio::test]
-async fn a_partial_checkout_parks_and_money_rules_hold() {
+pub(crate) async fn a_partial_checkout_parks_and_money_rules_hold() {
     let w = world(SimConfig {
         checkout_restricted_regions: vec!["eastus".into()],
         ..SimConfig::default()
@@ -346,7 +363,7 @@ async fn a_partial_checkout_parks_and_money_rules_hold() {
 }
 
 #[tokio::test]
-async fn the_same_idempotency_key_is_one_purchase() {
+pub(crate) async fn the_same_idempotency_key_is_one_purchase() {
     let w = world(SimConfig::default()).await;
     let first = w.submit(perpetual("same")).await;
     let second = w.submit(perpetual("same")).await;
@@ -359,7 +376,7 @@ async fn the_same_idempotency_key_is_one_purchase() {
 /// reply was lost, cut or garbled) ends with one order, never two. Method: one purchase per
 /// case with the fault on its first checkout; the auditor checks the ledger and history.
 #[tokio::test]
-async fn ambiguous_checkout_replies_never_buy_twice() {
+pub(crate) async fn ambiguous_checkout_replies_never_buy_twice() {
     let garbled = |status: u16, body: &str| Fault::Respond {
         status,
         body: body.into(),
@@ -434,7 +451,7 @@ async fn ambiguous_checkout_replies_never_buy_twice() {
 /// with the field named: a quantity above the SKU's maximum, a software subscription in a
 /// market where it is not sold.
 #[tokio::test]
-async fn catalog_rules_fail_before_any_cart() {
+pub(crate) async fn catalog_rules_fail_before_any_cart() {
     let w = world(SimConfig::default()).await;
     let mut too_many = perpetual("too-many");
     too_many["items"][0]["quantity"] = json!(101);
@@ -463,7 +480,7 @@ async fn catalog_rules_fail_before_any_cart() {
 }
 
 /// One fault on the `n`-th (from 0) request to `endpoint`.
-fn once(endpoint: &str, n: u64, fault: Fault) -> FaultRule {
+pub(crate) fn once(endpoint: &str, n: u64, fault: Fault) -> FaultRule {
     FaultRule {
         endpoint: endpoint.into(),
         probability: 1.0,
@@ -489,7 +506,7 @@ fn processed_error(status: u16, code: &str) -> Fault {
 /// was bought": the cart is read (Ordered), the orders are found by the token, and the purchase
 /// succeeds with its one order. The in-flight codes keep their meaning under any status.
 #[tokio::test]
-async fn a_processed_checkout_answered_with_an_error_is_not_recorded_as_failed() {
+pub(crate) async fn a_processed_checkout_answered_with_an_error_is_not_recorded_as_failed() {
     let cases = [
         ("200/800060", processed_error(200, "800060")),
         ("400/800064", processed_error(400, "800064")),
@@ -527,7 +544,7 @@ async fn a_processed_checkout_answered_with_an_error_is_not_recorded_as_failed()
 /// A refusal of a checkout that did not go through fails the purchase only after the cart
 /// proves it (it still reads Active), and the reason says so.
 #[tokio::test]
-async fn an_unprocessed_checkout_refusal_fails_only_once_the_cart_proves_it() {
+pub(crate) async fn an_unprocessed_checkout_refusal_fails_only_once_the_cart_proves_it() {
     let w = world(SimConfig::default()).await;
     w.sim
         .set_faults(FaultPlan {
@@ -563,7 +580,7 @@ async fn an_unprocessed_checkout_refusal_fails_only_once_the_cart_proves_it() {
 /// lost reply and then a 5xx (or a 429), the same `MS-RequestId` is sent again, so a create
 /// processed unseen is de-duplicated instead of leaving a second cart.
 #[tokio::test]
-async fn side_effecting_calls_keep_their_request_id_until_a_reply_settles_them() {
+pub(crate) async fn side_effecting_calls_keep_their_request_id_until_a_reply_settles_them() {
     let unanswered = [
         Fault::Status {
             status: 503,
@@ -646,7 +663,7 @@ async fn refused_resume(w: &World, id: &str, from: &str, says: &str) {
 /// 503s are each refused `--from OrderVisibilityPolling` and `--from EntitlementFetch`, naming
 /// what is missing; `--from Checkout` without a cart is refused too.
 #[tokio::test]
-async fn resume_never_moves_past_checkout_without_known_orders() {
+pub(crate) async fn resume_never_moves_past_checkout_without_known_orders() {
     // Nothing bought: failed at the inventory check, no cart.
     let w = world(SimConfig::default()).await;
     let mut request = ri("resume-restricted");
@@ -735,7 +752,7 @@ async fn resume_never_moves_past_checkout_without_known_orders() {
 /// without using up their attempts, and the workflow tells the daemon to claim nothing new
 /// until the credentials work. Before, one rotated secret failed the whole queue.
 #[tokio::test]
-async fn refused_credentials_hold_purchases_instead_of_failing_them() {
+pub(crate) async fn refused_credentials_hold_purchases_instead_of_failing_them() {
     let w = world_with_secret(SimConfig::default(), Some("rotated-and-wrong")).await;
     let id = w.submit(perpetual("held")).await;
     // Two hours of a daemon's life: every hold runs out and is tried again.
