@@ -27,8 +27,10 @@ fn main() -> ExitCode {
         .log
         .clone()
         .map_or_else(|| EnvFilter::new(default_filter), EnvFilter::new);
+    // Colours only on a terminal: a log file or a pipe gets plain text.
     let subscriber = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     match cli.global.log_format {
         LogFormat::Json => subscriber.json().init(),

@@ -100,11 +100,12 @@ async fn crash_points_lose_nothing_and_buy_nothing_twice() {
                     "{name}: the daemon should have aborted:\n{}",
                     b.env.read(&format!("{name}.err"))
                 );
+                let log = b.env.read(&format!("{name}.err"));
                 assert!(
-                    b.env
-                        .read(&format!("{name}.err"))
-                        .contains("test crash point reached"),
-                    "{name}: crashed elsewhere"
+                    log.contains("test crash point reached")
+                        && log.contains(&format!("call=\"{call}\"")),
+                    "{name}: crashed elsewhere:\n{}",
+                    support::tail(&log, 10)
                 );
             }
             b.finish(&format!("{name}-restart"), Duration::from_secs(90))
@@ -118,11 +119,9 @@ async fn crash_points_lose_nothing_and_buy_nothing_twice() {
                 audit.by_status
             );
             assert_eq!(audit.checkouts, 1, "{name}");
-            (name, audit.checkouts)
         });
     }
-    let done = futures_util::future::join_all(handles).await;
-    assert_eq!(done.len(), 15);
+    futures_util::future::join_all(handles).await;
 }
 
 /// Goal: random SIGKILLs while purchases run lose nothing and buy nothing twice.
@@ -329,24 +328,8 @@ async fn throttling_and_outage_storm() {
         "at most 4 calls in flight, saw {}",
         b.sim.max_in_flight()
     );
-    // Jitter: the delays between a 503 and the same purchase's next request are spread out.
-    let mut delays = std::collections::BTreeSet::new();
-    for (i, r) in requests
-        .iter()
-        .enumerate()
-        .filter(|(_, r)| r.status == Some(503))
-    {
-        if let Some(next) = requests[i + 1..]
-            .iter()
-            .find(|n| n.correlation_id == r.correlation_id && n.endpoint == r.endpoint)
-        {
-            delays.insert((next.at - r.at).num_milliseconds() / 20);
-        }
-    }
-    assert!(
-        delays.len() >= 5,
-        "retries after the outage are jittered, not in lockstep: {delays:?}"
-    );
+    // Jitter (retries after the outage spread, not in lockstep) is a property of the policy,
+    // checked deterministically in crates/engine/src/policy.rs rather than in wall-clock slots.
 }
 
 /// Goal: two daemons on one database file never run a purchase at once, nor do anything twice.
@@ -363,6 +346,7 @@ async fn two_daemons_on_one_file() {
     b.submit(&support::mixed("pair", 60)).await;
     let mut first = b.daemon("first", &[], &["--exit-when-idle", "--concurrency", "8"]);
     let mut second = b.daemon("second", &[], &["--exit-when-idle", "--concurrency", "8"]);
+    let (first_pid, second_pid) = (first.id(), second.id());
     for (name, child) in [("first", &mut first), ("second", &mut second)] {
         let status = support::wait_with_deadline(child, Duration::from_secs(120))
             .await
@@ -399,12 +383,26 @@ async fn two_daemons_on_one_file() {
         per_purchase.values().all(|n| *n == 1),
         "nothing was done twice: {per_purchase:?}"
     );
-    let claimed_by: std::collections::BTreeSet<String> = ["first", "second"]
-        .iter()
-        .filter(|n| b.env.read(&format!("{n}.err")).contains("daemon started"))
-        .map(|n| (*n).to_owned())
-        .collect();
-    assert_eq!(claimed_by.len(), 2, "both daemons ran");
+    // Both daemons did work: the claims in the history name each one's process id.
+    let witnesses = pcsaga_testkit::gather(&b.store, &b.sim.ledger(), &b.sim.requests())
+        .await
+        .expect("witnesses");
+    let claims_by = |pid: u32| {
+        let tag = format!(":{pid}:");
+        witnesses
+            .histories
+            .values()
+            .flatten()
+            .filter(|r| {
+                r.kind == "claimed" && r.detail.as_deref().is_some_and(|d| d.contains(&tag))
+            })
+            .count()
+    };
+    let (a, b_claims) = (claims_by(first_pid), claims_by(second_pid));
+    assert!(
+        a > 0 && b_claims > 0,
+        "both daemons claimed purchases: {a} and {b_claims} claims"
+    );
 }
 
 /// Goal: the CLI writing while the daemon runs never sees "database is locked"; a database

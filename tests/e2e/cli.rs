@@ -426,7 +426,6 @@ fn bad_input_battery() {
         assert_eq!(answer["field"], *field, "{name}: {answer}");
         assert!(!env.db.exists(), "{name}: nothing may be written");
     }
-    assert!(cases.len() >= 15);
 }
 
 #[test]

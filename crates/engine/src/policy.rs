@@ -441,6 +441,24 @@ mod tests {
             spread.iter().any(|d| *d != spread[0]),
             "jitter spreads sagas apart"
         );
+        // Sagas submitted together (time-ordered ids sharing their first characters) and
+        // retried at the same moment come due at spread-out times over the whole range, not in
+        // lockstep: no 20 ms slot holds more than a tenth of them.
+        let ids: Vec<String> = (0..200)
+            .map(|n| format!("01a2336a-0454-735c-a42b-{n:012x}"))
+            .collect();
+        let mut slots = std::collections::BTreeMap::new();
+        for id in &ids {
+            let d = retry_delay(&jittered, 3, seed_of(id));
+            *slots.entry(d.as_millis() / 20).or_insert(0) += 1;
+        }
+        assert!(slots.len() >= 100, "{} distinct 20 ms slots", slots.len());
+        assert!(slots.values().all(|n| *n <= 20), "{slots:?}");
+        let (first, last) = (slots.keys().next().copied(), slots.keys().last().copied());
+        assert!(
+            first.is_some_and(|f| f < 2500 / 20) && last.is_some_and(|l| l > 5500 / 20),
+            "spread over the range: {first:?}..{last:?} (× 20 ms)"
+        );
         assert_eq!(
             retry_delay(&jittered, 3, 7),
             retry_delay(&jittered, 3, 7),

@@ -13,6 +13,8 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -112,6 +114,8 @@ pub struct SqliteStore {
     writes: mpsc::Sender<WriteOp>,
     readers: SqlitePool,
     path: PathBuf,
+    /// Write batches (transactions) the writer has run: with group commit, fewer than writes.
+    batches: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for WriteOp {
@@ -230,12 +234,20 @@ impl SqliteStore {
         let checkpointer = options.clone().connect().await.map_err(cannot_open)?;
         let (writes, queue) = mpsc::channel(WRITE_QUEUE);
         tokio::spawn(checkpointer_task(checkpointer, writes.downgrade()));
-        tokio::spawn(writer_task(writer, queue));
+        let batches = Arc::new(AtomicU64::new(0));
+        tokio::spawn(writer_task(writer, queue, batches.clone()));
         Ok(Self {
             writes,
             readers,
             path,
+            batches,
         })
+    }
+
+    /// How many write transactions this store's writer has run (group commit puts many
+    /// writes in one).
+    pub fn write_batches(&self) -> u64 {
+        self.batches.load(Ordering::Relaxed)
     }
 
     /// The database file.
@@ -431,7 +443,11 @@ async fn checkpoint(conn: &mut SqliteConnection) -> Result<Checkpointed, StoreEr
     })
 }
 
-async fn writer_task(mut conn: SqliteConnection, mut queue: mpsc::Receiver<WriteOp>) {
+async fn writer_task(
+    mut conn: SqliteConnection,
+    mut queue: mpsc::Receiver<WriteOp>,
+    batches: Arc<AtomicU64>,
+) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = queue.recv().await {
         batch.push(first);
@@ -442,6 +458,7 @@ async fn writer_task(mut conn: SqliteConnection, mut queue: mpsc::Receiver<Write
             }
         }
         run_batch(&mut conn, &mut batch).await;
+        batches.fetch_add(1, Ordering::Relaxed);
     }
     let _ = conn.close().await;
 }

@@ -36,11 +36,18 @@ async fn concurrent_writes_share_commits_and_all_land() {
                 .await
         });
     }
+    let before = h.store.write_batches();
     while let Some(done) = tasks.join_next().await {
         assert!(done.expect("task").expect("submit").created);
     }
     let counts = h.store.count_by_status().await.expect("counts");
     assert_eq!(counts.values().sum::<u64>(), 200);
+    // Shared: 200 submissions in flight at once took far fewer transactions than writes.
+    let batches = h.store.write_batches() - before;
+    assert!(
+        batches < 100,
+        "200 concurrent submissions took {batches} transactions: commits were not shared"
+    );
 }
 
 /// A burst of submissions writes its `submitted` rows together; a claim in the same batch must

@@ -308,3 +308,15 @@ impl Harness {
         self.script.lock().expect("script").calls.clone()
     }
 }
+
+/// Yields until `done` holds; fails the test, naming `what`, if it does not within a bounded
+/// number of turns (the work it waits for is in-process and takes a handful).
+pub async fn until(what: &str, done: impl Fn() -> bool) {
+    for _ in 0..100_000 {
+        if done() {
+            return;
+        }
+        tokio::task::yield_now().await;
+    }
+    panic!("{what} never happened");
+}

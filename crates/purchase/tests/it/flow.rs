@@ -354,12 +354,30 @@ pub(crate) async fn a_partial_checkout_parks_and_money_rules_hold() {
         refused.to_string().contains("money may have moved"),
         "{refused}"
     );
-    // Resuming from Checkout re-attempts the failed group on the same cart.
+    // Resuming from Checkout re-attempts the failed group on the same cart: the engine runs
+    // it, the simulator sees a second checkout of the one cart, the order already made is
+    // not made again, and (the region still restricted) the purchase parks again.
     w.engine
         .resume(&id, Some("Checkout"), "inventory is back")
         .await
         .expect("resume");
-    assert_eq!(w.sim.ledger().carts.len(), 1);
+    w.settle().await;
+    let ledger = w.sim.ledger();
+    assert_eq!(ledger.carts.len(), 1, "no second cart");
+    assert_eq!(ledger.checkouts.len(), 1, "the same cart");
+    assert_eq!(ledger.checkouts[0].calls, 2, "checked out again");
+    assert_eq!(
+        w.orders_of(&id).await,
+        1,
+        "the completed group is not bought twice"
+    );
+    let (saga, _) = w.saga(&id).await;
+    assert_eq!(
+        saga.status,
+        SagaStatus::NeedsAttention,
+        "{:?}",
+        saga.last_error
+    );
 }
 
 #[tokio::test]

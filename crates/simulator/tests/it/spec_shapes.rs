@@ -17,13 +17,26 @@ fn example(name: &str) -> Value {
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
-/// Collects the key paths of `example` missing from `actual`. Arrays compare their first
-/// elements; an empty object or array in the example demands only that the key exists.
+/// Collects the key paths of `example` missing from `actual`, or of another JSON type there.
+/// Arrays compare their first elements; an empty object or array in the example demands only
+/// that the key exists. `null` stands only where the example has `null`. Values are compared
+/// where the spec fixes them (`objectType`); elsewhere the types must match.
 fn missing_keys(example: &Value, actual: &Value, path: &str, out: &mut Vec<String>) {
+    let kind = |v: &Value| match v {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    };
     match (example, actual) {
         (Value::Object(expected), Value::Object(got)) => {
             for (key, value) in expected {
                 match got.get(key) {
+                    Some(inner) if key == "objectType" && inner != value => out.push(format!(
+                        "{path}.{key} ({inner} where the example has {value})"
+                    )),
                     Some(inner) => missing_keys(value, inner, &format!("{path}.{key}"), out),
                     None => out.push(format!("{path}.{key}")),
                 }
@@ -36,9 +49,12 @@ fn missing_keys(example: &Value, actual: &Value, path: &str, out: &mut Vec<Strin
                 out.push(format!("{path}[0] (empty array)"));
             }
         }
-        (Value::Object(_) | Value::Array(_), other) if !other.is_null() => {
-            out.push(format!("{path} (type differs)"))
-        }
+        (Value::Null, _) => {}
+        (e, a) if kind(e) != kind(a) => out.push(format!(
+            "{path} ({} where the example has a {})",
+            kind(a),
+            kind(e)
+        )),
         _ => {}
     }
 }
@@ -272,4 +288,45 @@ async fn request_examples_are_accepted_as_written() {
         (404, json!("20000")),
         "unknown order"
     );
+}
+
+/// The shape check itself catches what it claims to: a missing key, `null` for an object, a
+/// number for a string, another `objectType`.
+#[test]
+fn the_shape_check_catches_each_kind_of_difference() {
+    let example = json!({"id": "a", "quantity": 1, "links": {"self": {"uri": "/x"}}, "attributes": {"objectType": "Order"}, "note": null});
+    let cases = [
+        (
+            json!({"quantity": 1, "links": {"self": {"uri": "/x"}}, "attributes": {"objectType": "Order"}}),
+            "$.id",
+        ),
+        (
+            json!({"id": "a", "quantity": 1, "links": null, "attributes": {"objectType": "Order"}}),
+            "$.links (null where the example has a object)",
+        ),
+        (
+            json!({"id": 7, "quantity": 1, "links": {"self": {"uri": "/x"}}, "attributes": {"objectType": "Order"}}),
+            "$.id (number where the example has a string)",
+        ),
+        (
+            json!({"id": "a", "quantity": 1, "links": {"self": {"uri": "/x"}}, "attributes": {"objectType": "Cart"}}),
+            "$.attributes.objectType",
+        ),
+    ];
+    for (actual, finding) in cases {
+        let mut out = Vec::new();
+        missing_keys(&example, &actual, "$", &mut out);
+        assert!(
+            out.iter().any(|f| f.starts_with(finding)),
+            "{finding}: {out:?}"
+        );
+    }
+    let mut out = Vec::new();
+    missing_keys(
+        &example,
+        &json!({"id": "b", "quantity": 2, "links": {"self": {"uri": "/y"}}, "attributes": {"objectType": "Order"}, "note": "x"}),
+        "$",
+        &mut out,
+    );
+    assert!(out.is_empty(), "same shape, other values: {out:?}");
 }
