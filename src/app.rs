@@ -15,15 +15,40 @@ use crate::config::{self, ConfigError, FileConfig};
 /// The built-in policy file.
 pub const DEFAULT_POLICIES: &str = include_str!("../workflows/one-time-purchase.toml");
 
-/// Opens the database named by the flags and configuration.
+/// How a verb opens the database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Open {
+    /// Create it if missing, and migrate it: `daemon`, `submit`, `migrate`.
+    Create,
+    /// It must exist; writes allowed: the operator verbs.
+    Existing,
+    /// It must exist; nothing is written: the verbs that only look.
+    ReadOnly,
+}
+
+/// Opens the database named by the flags and configuration (the verbs that create it).
 pub async fn open_store(
     db: Option<&Path>,
     file: &FileConfig,
+) -> anyhow::Result<(SqliteStore, PathBuf)> {
+    open(db, file, Open::Create).await
+}
+
+/// Opens the database named by the flags and configuration, as `how` says. A verb that does
+/// not create databases refuses a path with none (a mistyped `--db` must not look empty).
+pub async fn open(
+    db: Option<&Path>,
+    file: &FileConfig,
+    how: Open,
 ) -> anyhow::Result<(SqliteStore, PathBuf)> {
     let path = config::database_path(db, file);
     let mut sqlite = SqliteConfig::new(&path);
     sqlite.durability = config::durability(file)?;
     sqlite.max_size_mb = config::max_size_mb(file)?;
+    sqlite.read_only = how == Open::ReadOnly;
+    if how == Open::Existing && !path.is_file() {
+        return Err(pcsaga_engine::StoreError::Missing(path.display().to_string()).into());
+    }
     let store = SqliteStore::open(sqlite)
         .await
         .with_context(|| format!("opening the database {}", path.display()))?;

@@ -1,11 +1,21 @@
 //! The `pcsaga` binary: CLI verbs, daemon wiring, configuration and the demo.
 
+/// Writes a line to stderr. A closed stderr (a log pipe whose reader went away) is not an
+/// error here and never a panic, unlike `eprintln!`: what cannot be said is dropped.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 mod app;
 mod bench;
 mod cli;
 mod commands;
 mod config;
 mod exit;
+mod logging;
 mod output;
 
 use std::process::ExitCode;
@@ -27,11 +37,12 @@ fn main() -> ExitCode {
         .log
         .clone()
         .map_or_else(|| EnvFilter::new(default_filter), EnvFilter::new);
-    // Colours only on a terminal: a log file or a pipe gets plain text.
+    // Colours only on a terminal: a log file or a pipe gets plain text. The writer drops what
+    // cannot be written (counted) instead of failing: logging never stops the daemon.
     let subscriber = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr);
+        .with_writer(logging::Stderr);
     match cli.global.log_format {
         LogFormat::Json => subscriber.json().init(),
         LogFormat::Text => subscriber.init(),
@@ -42,14 +53,14 @@ fn main() -> ExitCode {
     {
         Ok(runtime) => runtime,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            say!("error: cannot start the async runtime: {e}");
             return Exit::Failure.into();
         }
     };
     match runtime.block_on(dispatch(&cli)) {
         Ok(exit) => exit.into(),
         Err(Failed { exit, error }) => {
-            eprintln!("error: {error:#}");
+            say!("error: {error:#}");
             exit.into()
         }
     }
@@ -66,13 +77,13 @@ async fn dispatch(cli: &Cli) -> Result<Exit, Failed> {
         // These verbs build their own world. Saying so beats silently ignoring the options: a
         // demo or a benchmark must never queue purchases in a real database.
         if let Some(db) = &global.db {
-            eprintln!(
+            say!(
                 "note: `pcsaga {verb}` does not use --db/PCSAGA_DB ({}): {world}",
                 db.display()
             );
         }
         if let Some(config) = &global.config {
-            eprintln!(
+            say!(
                 "note: `pcsaga {verb}` does not read --config/PCSAGA_CONFIG ({}): {world}",
                 config.display()
             );

@@ -28,7 +28,7 @@ pub async fn run(args: &BenchArgs) -> Result<Exit, Failed> {
     let mut table = Table::new(&["MEASUREMENT", "FIGURE", "RATIO TO RAW"]);
     let mut out = json!({"n": n});
     // The ceiling is always measured: every ratio needs it.
-    eprintln!("bench: raw SQLite ceiling (WAL, synchronous=FULL)...");
+    say!("bench: raw SQLite ceiling (WAL, synchronous=FULL)...");
     let scratch = run::Scratch::new("raw")?;
     let (single, batched) = run::raw(&scratch).await?;
     drop(scratch);
@@ -51,7 +51,7 @@ pub async fn run(args: &BenchArgs) -> Result<Exit, Failed> {
             ("concurrency 1", c1_n, 1),
             (high.as_str(), n, args.concurrency.max(1)),
         ] {
-            eprintln!("bench: orchestration, {purchases} no-op purchases at {label}...");
+            say!("bench: orchestration, {purchases} no-op purchases at {label}...");
             let o = run::orchestration(purchases, concurrency).await?;
             let tps = o.transitions as f64 / o.seconds;
             table.row(vec![
@@ -76,7 +76,7 @@ pub async fn run(args: &BenchArgs) -> Result<Exit, Failed> {
     // allocator keeps what the end-to-end phase (simulator included) used.
     if wants("backlog") {
         for parked in [1_000, 10_000, 100_000] {
-            eprintln!("bench: backlog of {parked} parked sagas...");
+            say!("bench: backlog of {parked} parked sagas...");
             let b = run::backlog(parked, 200).await?;
             table.row(vec![
                 format!("backlog {parked}: claim a due saga p50 / p99"),
@@ -96,7 +96,7 @@ pub async fn run(args: &BenchArgs) -> Result<Exit, Failed> {
         }
     }
     if wants("recovery") {
-        eprintln!("bench: recovery with 10000 sagas in flight...");
+        say!("bench: recovery with 10000 sagas in flight...");
         let r = run::recovery(10_000).await?;
         table.row(vec![
             "recovery 10000 in flight: first step after start".into(),
@@ -112,7 +112,7 @@ pub async fn run(args: &BenchArgs) -> Result<Exit, Failed> {
     }
     if wants("e2e") {
         for (latency, purchases) in [(0, n), (50, (n / 20).clamp(50, 500))] {
-            eprintln!("bench: end to end, {purchases} purchases, {latency} ms latency per call...");
+            say!("bench: end to end, {purchases} purchases, {latency} ms latency per call...");
             let e = run::end_to_end(purchases, latency).await?;
             table.row(vec![
                 format!(

@@ -77,6 +77,7 @@ pub async fn run(global: &Global, args: &DaemonArgs, file: &FileConfig) -> Resul
             ConfigError(format!("daemon.lease_s = {lease_s} must be longer than partner_center.timeout_s = {} (plus a second)", timeout.as_secs())),
         ));
     }
+    config.dropped_log_lines = Some(crate::logging::dropped);
     // Test-only switches of the reliability battery. Loud, because they break guarantees.
     if let Ok(point) = std::env::var("PCSAGA_TEST_CRASH_AT") {
         let point = pcsaga_engine::CrashPoint::parse(&point).map_err(|e| {

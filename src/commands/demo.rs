@@ -137,12 +137,12 @@ pub async fn run(args: &DemoArgs) -> Result<Exit, Failed> {
         config,
     );
 
-    eprintln!(
+    say!(
         "pcsaga demo: simulator at {}, database {}",
         sim.base_url(),
         db.display()
     );
-    eprintln!("  faults: 20-150 ms latency per call, 4% 429 (Retry-After 1 s), 3% 503, one lost checkout reply; policies sped up {}x", args.speedup);
+    say!("  faults: 20-150 ms latency per call, 4% 429 (Retry-After 1 s), 3% 503, one lost checkout reply; policies sped up {}x", args.speedup);
     let mut expected = BTreeMap::new();
     for (name, text, want) in EXAMPLES {
         let request = parse_request(text).map_err(|e| {
@@ -156,7 +156,7 @@ pub async fn run(args: &DemoArgs) -> Result<Exit, Failed> {
             submitted.saga.id.clone(),
             (*name, *want, request.items.len()),
         );
-        eprintln!("  submitted {name:<22} {}", submitted.saga.id);
+        say!("  submitted {name:<22} {}", submitted.saga.id);
     }
 
     let (stop, stopped) = watch::channel(false);
@@ -195,7 +195,7 @@ pub async fn run(args: &DemoArgs) -> Result<Exit, Failed> {
             }
         );
         if line != last_line {
-            eprintln!("  [{:>5.1}s] {line}", started.elapsed().as_secs_f64());
+            say!("  [{:>5.1}s] {line}", started.elapsed().as_secs_f64());
             last_line = line;
         }
         if active_states.is_empty() {
@@ -203,7 +203,7 @@ pub async fn run(args: &DemoArgs) -> Result<Exit, Failed> {
         }
         if started.elapsed() > DEMO_DEADLINE {
             timed_out = true;
-            eprintln!(
+            say!(
                 "  the demo did not finish within {}s; stopping",
                 DEMO_DEADLINE.as_secs()
             );
@@ -300,7 +300,7 @@ pub async fn run(args: &DemoArgs) -> Result<Exit, Failed> {
     sim.shutdown().await;
     if timed_out || !mismatches.is_empty() {
         for m in &mismatches {
-            eprintln!("unexpected: {m}");
+            say!("unexpected: {m}");
         }
         return Ok(Exit::DemoMismatch);
     }

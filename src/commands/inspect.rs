@@ -95,7 +95,8 @@ pub async fn list(global: &Global, args: &ListArgs, file: &FileConfig) -> Result
         }
         None => None,
     };
-    let (store, _) = crate::app::open_store(global.db.as_deref(), file).await?;
+    let (store, _) =
+        crate::app::open(global.db.as_deref(), file, crate::app::Open::ReadOnly).await?;
     let engine = crate::app::offline_engine(store);
     let filter = ListFilter {
         status,
@@ -145,7 +146,8 @@ pub async fn list(global: &Global, args: &ListArgs, file: &FileConfig) -> Result
 }
 
 pub async fn show(global: &Global, args: &ShowArgs, file: &FileConfig) -> Result<Exit, Failed> {
-    let (store, _) = crate::app::open_store(global.db.as_deref(), file).await?;
+    let (store, _) =
+        crate::app::open(global.db.as_deref(), file, crate::app::Open::ReadOnly).await?;
     let engine = crate::app::offline_engine(store);
     let id = engine.resolve(&args.id).await?;
     let saga = engine.get(&id).await?;

@@ -45,8 +45,8 @@ pub async fn check(
     json: bool,
     file: &crate::config::FileConfig,
 ) -> Result<Exit, Failed> {
-    let path = existing_database(global, file)?;
-    let (store, _) = crate::app::open_store(Some(&path), file).await?;
+    let (store, path) =
+        crate::app::open(global.db.as_deref(), file, crate::app::Open::ReadOnly).await?;
     let integrity = store.integrity_check().await?;
     let workflow = pcsaga_purchase::PurchaseWorkflow::offline();
     let findings = if integrity == "ok" {
@@ -82,7 +82,7 @@ pub async fn check(
         return Ok(Exit::Ok);
     }
     let db = crate::output::db_flag(global);
-    eprintln!(
+    say!(
         "the database is not sound: stop the daemons, keep this file for support, and restore the last good backup (`pcsaga{db} backup --to FILE` makes one while daemons run)"
     );
     Ok(Exit::Database)
@@ -95,8 +95,8 @@ pub async fn backup(
     json: bool,
     file: &crate::config::FileConfig,
 ) -> Result<Exit, Failed> {
-    let path = existing_database(global, file)?;
-    let (store, _) = crate::app::open_store(Some(&path), file).await?;
+    let (store, path) =
+        crate::app::open(global.db.as_deref(), file, crate::app::Open::ReadOnly).await?;
     let started = std::time::Instant::now();
     store.backup(to).await?;
     // The copy is checked before we say it is good.
@@ -123,23 +123,4 @@ pub async fn backup(
         ));
     }
     Ok(Exit::Ok)
-}
-
-/// The database path, refused when no file is there: a maintenance verb never creates one.
-fn existing_database(
-    global: &Global,
-    file: &crate::config::FileConfig,
-) -> Result<std::path::PathBuf, Failed> {
-    let path = crate::config::database_path(global.db.as_deref(), file);
-    if path.is_file() {
-        Ok(path)
-    } else {
-        Err(Failed::new(
-            Exit::Database,
-            crate::config::ConfigError(format!(
-                "no pcsaga database at {}; check --db or PCSAGA_DB",
-                path.display()
-            )),
-        ))
-    }
 }

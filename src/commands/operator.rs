@@ -33,7 +33,8 @@ pub async fn resume(global: &Global, args: &ResumeArgs, file: &FileConfig) -> Re
         })?),
         None => None,
     };
-    let (store, _) = crate::app::open_store(global.db.as_deref(), file).await?;
+    let (store, _) =
+        crate::app::open(global.db.as_deref(), file, crate::app::Open::Existing).await?;
     let engine = crate::app::offline_engine(store);
     let id = engine.resolve(&args.id).await?;
     let saga = engine.resume(&id, from.map(State::name), why).await?;
@@ -50,7 +51,8 @@ pub async fn resume(global: &Global, args: &ResumeArgs, file: &FileConfig) -> Re
 
 pub async fn cancel(global: &Global, args: &CancelArgs, file: &FileConfig) -> Result<Exit, Failed> {
     let why = reason(&args.reason)?;
-    let (store, _) = crate::app::open_store(global.db.as_deref(), file).await?;
+    let (store, _) =
+        crate::app::open(global.db.as_deref(), file, crate::app::Open::Existing).await?;
     let engine = crate::app::offline_engine(store);
     let id = engine.resolve(&args.id).await?;
     let saga = engine.cancel(&id, why).await?;

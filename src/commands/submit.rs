@@ -149,7 +149,7 @@ pub async fn run(global: &Global, args: &SubmitArgs, file: &FileConfig) -> Resul
         print(&table.render());
     }
     for c in &conflicts {
-        eprintln!(
+        say!(
             "line {}: conflict, nothing written for it: {}",
             c.line,
             c.message()
@@ -157,7 +157,7 @@ pub async fn run(global: &Global, args: &SubmitArgs, file: &FileConfig) -> Resul
     }
     for line in &rejected {
         if let Err(e) = &line.parsed {
-            eprintln!(
+            say!(
                 "line {}: rejected, nothing written for it: {e}",
                 line.number
             );
@@ -349,7 +349,7 @@ impl Progress {
             && (done == self.total || self.last.elapsed() >= std::time::Duration::from_secs(1))
         {
             self.last = std::time::Instant::now();
-            eprintln!("submit: {done} of {} written", self.total);
+            say!("submit: {done} of {} written", self.total);
         }
     }
 }

@@ -3,4 +3,5 @@
 mod battery;
 mod cli;
 mod kill;
+mod operators;
 mod support;

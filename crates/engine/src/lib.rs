@@ -10,6 +10,7 @@
 //! - [`clock`]: injected time.
 
 pub mod clock;
+mod oplog;
 pub mod policy;
 pub mod runtime;
 pub mod schedule;

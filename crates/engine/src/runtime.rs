@@ -50,6 +50,10 @@ pub struct EngineConfig {
     /// Test only (the battery's canary): do not commit intents before side-effecting calls.
     /// This breaks the exactly-once protocol on purpose, so the battery can show it notices.
     pub unsafe_skip_intent: bool,
+    /// How often the daemon logs its summary while there is work.
+    pub summary_every: Duration,
+    /// Log lines the process could not write, for the summary (the binary's writer counts).
+    pub dropped_log_lines: Option<fn() -> u64>,
 }
 
 /// Where a test-only crash happens, for which call.
@@ -109,6 +113,8 @@ impl EngineConfig {
             idle_poll: Duration::from_secs(1),
             crash_at: None,
             unsafe_skip_intent: false,
+            summary_every: Duration::from_secs(60),
+            dropped_log_lines: None,
         }
     }
 }
@@ -146,6 +152,7 @@ struct Inner<W, S> {
     config: EngineConfig,
     calls: Semaphore,
     wake: Notify,
+    tally: crate::oplog::Tally,
 }
 
 /// The durable runtime for one workflow over one store.
@@ -187,6 +194,7 @@ impl<W: Workflow, S: Store> Engine<W, S> {
                 config,
                 calls,
                 wake: Notify::new(),
+                tally: crate::oplog::Tally::default(),
             }),
         }
     }
@@ -291,9 +299,15 @@ impl<W: Workflow, S: Store> Engine<W, S> {
             ..backoff::ExponentialBackoff::default()
         };
         let mut held_since: Option<(Instant, Instant)> = None;
+        let mut last_summary = Instant::now();
+        let mut had_work = false;
         loop {
             if *shutdown.borrow() {
                 break;
+            }
+            if last_summary.elapsed() >= config.summary_every {
+                had_work = self.summarize(last_summary.elapsed(), had_work).await;
+                last_summary = Instant::now();
             }
             while let Some(done) = tasks.try_join_next() {
                 report(done);
@@ -397,7 +411,31 @@ impl<W: Workflow, S: Store> Engine<W, S> {
         while let Some(done) = tasks.join_next().await {
             report(done);
         }
+        self.summarize(last_summary.elapsed(), true).await;
         Ok(())
+    }
+
+    /// Logs the summary when there is work, and once when the queue has emptied. Returns
+    /// whether there is work.
+    async fn summarize(&self, interval: Duration, had_work: bool) -> bool {
+        let inner = &self.inner;
+        match inner.store.count_active_by_state(self.now()).await {
+            Ok(active) => {
+                let has_work = !active.is_empty();
+                if has_work || had_work {
+                    let dropped = inner.config.dropped_log_lines.map_or(0, |f| f());
+                    crate::oplog::summary(&inner.tally, &active, interval, dropped);
+                    if !has_work {
+                        tracing::info!("the queue is empty: every purchase has stopped");
+                    }
+                }
+                has_work
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot count active purchases for the summary");
+                had_work
+            }
+        }
     }
 
     /// Wakes the daemon loop (after a submission from this process).
@@ -475,6 +513,7 @@ impl<W: Workflow, S: Store> Engine<W, S> {
                 state = %saga.state,
             );
             let prepared = planned.take();
+            let mut route: Option<&'static str> = None;
             let stepped = async {
                 let now = self.now();
                 let (plan, intent_done) = match prepared {
@@ -551,6 +590,7 @@ impl<W: Workflow, S: Store> Engine<W, S> {
                             inner
                                 .workflow
                                 .decide(&view, &effect, executed.outcome, self.now());
+                        route = Some(inner.workflow.effect_route(&effect));
                         (decision, Some((call, executed.attempt)))
                     }
                 };
@@ -561,6 +601,7 @@ impl<W: Workflow, S: Store> Engine<W, S> {
             let Some((decision, attempt)) = stepped else {
                 return Ok(Driven::Fenced);
             };
+            let attempt_route = route;
             let now = self.now();
             let policy = inner.policies.get(&saga.state);
             let kind = decision.kind();
@@ -577,7 +618,10 @@ impl<W: Workflow, S: Store> Engine<W, S> {
                 now,
             );
             let _entered = span.enter();
-            tracing::info!(decision = kind, to = %scheduled.state, status = %scheduled.status, wait = scheduled.wait_reason.as_deref().unwrap_or(""), "step decided");
+            if let Some((_, attempt)) = &attempt {
+                crate::oplog::call(&inner.tally, &saga, attempt_route.unwrap_or(""), attempt);
+            }
+            crate::oplog::decided(&inner.tally, &saga, kind, &scheduled, now);
             drop(_entered);
             let keep = scheduled.run_now && !*shutdown.borrow();
             let lease_until = keep.then(|| after(now, inner.config.lease));

@@ -152,6 +152,12 @@ pub trait Workflow: Send + Sync + 'static {
     /// A call's short name (`checkout`), for logs and crash points.
     fn effect_name(&self, effect: &Self::Effect) -> String;
 
+    /// A call's method and path template (`POST /customers/{c}/carts/{cart}/checkout`), for
+    /// the operator's log; no ids, so lines group by call.
+    fn effect_route(&self, _effect: &Self::Effect) -> &'static str {
+        ""
+    }
+
     /// Checks a state's policy against the workflow's own rules (for example: a state after
     /// money may have moved must park, never fail, when it runs out of attempts).
     fn validate_policy(&self, state: &str, policy: &StatePolicy) -> Result<(), String>;

@@ -84,6 +84,30 @@ impl Call {
     }
 }
 
+impl Call {
+    /// The HTTP method and path template of the call (spec section 6), for logs.
+    pub fn route(&self) -> &'static str {
+        match self {
+            Self::GetSku { .. } => "GET /products/{p}/skus/{s}",
+            Self::GetRegistration { .. } => {
+                "GET /customers/{c}/subscriptions/{s}/registrationstatus"
+            }
+            Self::Register { .. } => "POST /customers/{c}/subscriptions/{s}/registrations",
+            Self::GetProduct { .. } => "GET /products/{p}",
+            Self::ListAvailabilities { .. } => "GET /products/{p}/skus/{s}/availabilities",
+            Self::CheckInventory { .. } => "POST /extensions/product/checkinventory",
+            Self::CreateCart { .. } => "POST /customers/{c}/carts",
+            Self::UpdateCart { .. } => "PUT /customers/{c}/carts/{cart}",
+            Self::Checkout { .. } => "POST /customers/{c}/carts/{cart}/checkout",
+            Self::GetCart { .. } => "GET /customers/{c}/carts/{cart}",
+            Self::ListOrders => "GET /customers/{c}/orders",
+            Self::GetOrder { .. } => "GET /customers/{c}/orders/{o}",
+            Self::ListEntitlements => "GET /customers/{c}/entitlements",
+            Self::GetArtifact { .. } => "GET {artifact link}",
+        }
+    }
+}
+
 /// A successful reply.
 #[derive(Debug, Clone)]
 pub enum Reply {

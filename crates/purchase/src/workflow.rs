@@ -185,6 +185,10 @@ impl Workflow for PurchaseWorkflow {
         effect.name().to_owned()
     }
 
+    fn effect_route(&self, effect: &Call) -> &'static str {
+        effect.route()
+    }
+
     fn validate_policy(&self, state: &str, policy: &StatePolicy) -> Result<(), String> {
         let state = State::parse(state).ok_or_else(|| format!("unknown state {state}"))?;
         if state.after_checkout_began() {

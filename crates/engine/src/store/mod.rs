@@ -283,6 +283,9 @@ pub enum StoreError {
     NewerSchema { found: i64, known: i64 },
     #[error("cannot open the database {path}: {reason}")]
     Open { path: String, reason: String },
+    /// A verb that does not create databases found none at the path.
+    #[error("no pcsaga database at {0}; check --db or PCSAGA_DB (only `daemon`, `submit` and `migrate` create one)")]
+    Missing(String),
     #[error("the database writer has stopped; restart the process")]
     WriterGone,
 }
@@ -340,4 +343,10 @@ pub trait Store: Send + Sync + 'static {
     fn count_by_status(
         &self,
     ) -> impl Future<Output = Result<BTreeMap<SagaStatus, u64>, StoreError>> + Send;
+
+    /// Active sagas per state: (how many, how many are due at `now`).
+    fn count_active_by_state(
+        &self,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<BTreeMap<String, (u64, u64)>, StoreError>> + Send;
 }

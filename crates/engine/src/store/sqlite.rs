@@ -75,6 +75,9 @@ pub struct SqliteConfig {
     /// A cap on the database file's size, in MiB (`PRAGMA max_page_count`); writes beyond it
     /// fail as a full disk would, and the daemon stops claiming until there is room.
     pub max_size_mb: Option<u64>,
+    /// Open an existing database for reading only: nothing is created or migrated, and every
+    /// write is refused. For the verbs that only look (`list`, `show`, `status`, `check`).
+    pub read_only: bool,
 }
 
 impl SqliteConfig {
@@ -85,6 +88,7 @@ impl SqliteConfig {
             busy_timeout: Duration::from_secs(10),
             readers: 4,
             max_size_mb: None,
+            read_only: false,
         }
     }
 }
@@ -116,6 +120,7 @@ pub struct SqliteStore {
     path: PathBuf,
     /// Write batches (transactions) the writer has run: with group commit, fewer than writes.
     batches: Arc<AtomicU64>,
+    read_only: bool,
 }
 
 impl std::fmt::Debug for WriteOp {
@@ -146,22 +151,27 @@ fn db_error(e: sqlx::Error) -> StoreError {
     StoreError::Database(e.to_string())
 }
 
-/// Refuses a database whose applied migrations include one this binary does not have: it was
-/// written by a newer release, and running older code on it could misread every row.
-async fn refuse_newer_schema(writer: &mut SqliteConnection) -> Result<(), StoreError> {
+/// The newest migration applied to the database, `None` when it has no pcsaga schema.
+async fn applied_schema(conn: &mut SqliteConnection) -> Result<Option<i64>, StoreError> {
     let exists: Option<i64> = sqlx::query_scalar(
         "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'",
     )
-    .fetch_optional(&mut *writer)
+    .fetch_optional(&mut *conn)
     .await
     .map_err(db_error)?;
     if exists.is_none() {
-        return Ok(());
+        return Ok(None);
     }
-    let found: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations")
-        .fetch_one(&mut *writer)
+    sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations")
+        .fetch_one(&mut *conn)
         .await
-        .map_err(db_error)?;
+        .map_err(db_error)
+}
+
+/// Refuses a database whose applied migrations include one this binary does not have: it was
+/// written by a newer release, and running older code on it could misread every row.
+async fn refuse_newer_schema(writer: &mut SqliteConnection) -> Result<(), StoreError> {
+    let found = applied_schema(writer).await?;
     let known = MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0);
     match found {
         Some(found) if found > known => Err(StoreError::NewerSchema { found, known }),
@@ -170,8 +180,12 @@ async fn refuse_newer_schema(writer: &mut SqliteConnection) -> Result<(), StoreE
 }
 
 impl SqliteStore {
-    /// Opens (creating if needed, readable by its owner only) and migrates the database.
+    /// Opens (creating if needed, readable by its owner only) and migrates the database; with
+    /// `read_only`, opens an existing one as it is.
     pub async fn open(config: SqliteConfig) -> Result<Self, StoreError> {
+        if config.read_only {
+            return Self::open_read_only(config).await;
+        }
         let path = config.path.clone();
         let display = path.display().to_string();
         create_private(&path).map_err(|reason| StoreError::Open {
@@ -241,6 +255,58 @@ impl SqliteStore {
             readers,
             path,
             batches,
+            read_only: false,
+        })
+    }
+
+    async fn open_read_only(config: SqliteConfig) -> Result<Self, StoreError> {
+        let path = config.path.clone();
+        let display = path.display().to_string();
+        if !path.is_file() {
+            return Err(StoreError::Missing(display));
+        }
+        let options = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))
+            .map_err(|e| StoreError::Open {
+                path: display.clone(),
+                reason: e.to_string(),
+            })?
+            .read_only(true)
+            .busy_timeout(config.busy_timeout)
+            .disable_statement_logging();
+        let readers = SqlitePoolOptions::new()
+            .max_connections(config.readers.max(1))
+            .connect_with(options)
+            .await
+            .map_err(|e| match db_error(e) {
+                fatal @ StoreError::Corrupt(_) => fatal,
+                other => StoreError::Open {
+                    path: display.clone(),
+                    reason: other.to_string(),
+                },
+            })?;
+        let mut conn = readers.acquire().await.map_err(db_error)?;
+        let found = applied_schema(&mut conn).await?;
+        drop(conn);
+        let known = MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0);
+        match found {
+            None => return Err(StoreError::Missing(display)),
+            Some(found) if found > known => return Err(StoreError::NewerSchema { found, known }),
+            Some(found) if found < known => {
+                return Err(StoreError::Open {
+                    path: display,
+                    reason: format!("its schema ({found}) is older than this binary's ({known}); run `pcsaga migrate` first"),
+                })
+            }
+            Some(_) => {}
+        }
+        // No writer: the sender's receiver is gone, and `send` refuses before using it.
+        let (writes, _) = mpsc::channel(1);
+        Ok(Self {
+            writes,
+            readers,
+            path,
+            batches: Arc::new(AtomicU64::new(0)),
+            read_only: true,
         })
     }
 
@@ -363,6 +429,11 @@ impl SqliteStore {
         op: WriteOp,
         rx: oneshot::Receiver<Result<T, StoreError>>,
     ) -> Result<T, StoreError> {
+        if self.read_only {
+            return Err(StoreError::Unwritable(
+                "this command opened the database read-only".to_owned(),
+            ));
+        }
         self.writes
             .send(op)
             .await
@@ -1073,6 +1144,37 @@ impl Store for SqliteStore {
             if let Some(status) = SagaStatus::parse(&status) {
                 out.insert(status, u64::try_from(count).unwrap_or(0));
             }
+        }
+        Ok(out)
+    }
+
+    async fn count_active_by_state(
+        &self,
+        now: DateTime<Utc>,
+    ) -> Result<BTreeMap<String, (u64, u64)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT state, COUNT(*), SUM(CASE WHEN next_run_at <= ?1 THEN 1 ELSE 0 END) \
+             FROM sagas WHERE status = 'active' GROUP BY state",
+        )
+        .bind(to_millis(now))
+        .fetch_all(&self.readers)
+        .await
+        .map_err(db_error)?;
+        let mut out = BTreeMap::new();
+        for row in rows {
+            let state: String = row.try_get(0).map_err(db_error)?;
+            let count: i64 = row.try_get(1).map_err(db_error)?;
+            let due: i64 = row
+                .try_get::<Option<i64>, _>(2)
+                .map_err(db_error)?
+                .unwrap_or(0);
+            out.insert(
+                state,
+                (
+                    u64::try_from(count).unwrap_or(0),
+                    u64::try_from(due).unwrap_or(0),
+                ),
+            );
         }
         Ok(out)
     }
