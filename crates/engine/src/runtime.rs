@@ -926,6 +926,74 @@ impl<W: Workflow, S: Store> Engine<W, S> {
         self.operator_commit(saga, update, event).await
     }
 
+    /// Continues a stopped saga in `state` with a context the workflow prepared from outside
+    /// evidence (an operator attaching the orders they found), recording `action` and `reason`.
+    /// Only a failed or parked saga, and never one a worker holds.
+    pub async fn operator_continue(
+        &self,
+        saga: SagaRecord,
+        state: &str,
+        context: &W::Context,
+        action: &str,
+        reason: &str,
+    ) -> Result<SagaRecord, Error> {
+        if !matches!(saga.status, SagaStatus::Failed | SagaStatus::NeedsAttention) {
+            return Err(Error::Refused(format!(
+                "purchase {} is {}; only failed or needs_attention purchases can be continued",
+                saga.id, saga.status
+            )));
+        }
+        if !self.inner.workflow.states().contains(&state) {
+            return Err(Error::Refused(format!("no state {state:?}")));
+        }
+        let now = self.now();
+        let update = SagaUpdate {
+            state: state.to_owned(),
+            status: SagaStatus::Active,
+            context: to_json(context)?,
+            attempt: 0,
+            state_entered_at: now,
+            next_run_at: Some(now),
+            last_error: None,
+            wait_reason: None,
+            ..update_of(&saga)
+        };
+        let event = HistoryEvent::new(EventKind::Operator)
+            .state(saga.state.clone())
+            .to_state(state)
+            .detail(format!("{action}: {reason}"));
+        self.operator_commit(saga, update, event).await
+    }
+
+    /// Makes an active saga that waits on a backoff, a poll or a hold due now. Its attempt
+    /// counts are unchanged: this moves a timer, it does not grant retries.
+    pub async fn retry_now(&self, id: &str, reason: &str) -> Result<SagaRecord, Error> {
+        let saga = self.get(id).await?;
+        if saga.status != SagaStatus::Active {
+            return Err(Error::Refused(format!(
+                "purchase {id} is {}; retry moves only active purchases that wait (use resume for failed or needs_attention ones)",
+                saga.status
+            )));
+        }
+        let now = self.now();
+        if saga.next_run_at.is_none_or(|at| at <= now) {
+            return Err(Error::Refused(format!(
+                "purchase {id} is not waiting: it is due now or being worked on"
+            )));
+        }
+        let waited_for = saga.wait_reason.clone().unwrap_or_default();
+        let update = SagaUpdate {
+            next_run_at: Some(now),
+            wait_reason: Some("due now (operator retry)".to_owned()),
+            ..update_of(&saga)
+        };
+        let event = HistoryEvent::new(EventKind::Operator)
+            .state(saga.state.clone())
+            .to_state(saga.state.clone())
+            .detail(format!("retry: {reason} (it waited for: {waited_for})"));
+        self.operator_commit(saga, update, event).await
+    }
+
     async fn operator_commit(
         &self,
         saga: SagaRecord,

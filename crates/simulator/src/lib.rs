@@ -100,6 +100,10 @@ impl Simulator {
             .local_addr()
             .map_err(|source| Error::Bind { addr, source })?;
         let injector = faults::Injector::new(config.faults.clone());
+        let restrictions = service::Restrictions {
+            restricted_regions: config.restricted_regions.clone(),
+            checkout_restricted_regions: config.checkout_restricted_regions.clone(),
+        };
         let shared = Arc::new(service::Shared {
             config,
             catalog,
@@ -109,6 +113,7 @@ impl Simulator {
             checkout_started: tokio::sync::Notify::new(),
             in_flight: std::sync::atomic::AtomicU64::new(0),
             max_in_flight: std::sync::atomic::AtomicU64::new(0),
+            restrictions: std::sync::RwLock::new(restrictions),
         });
         let (shutdown, receiver) = watch::channel(false);
         let task = tokio::spawn(server::serve(listener, shared.clone(), receiver));

@@ -732,10 +732,61 @@ fn admin(shared: &Shared, req: &Req, action: &str) -> Resp {
             }
             Err(e) => Resp::error(400, "800002", &format!("the fault plan is not valid: {e}")),
         },
+        (Method::GET, "restrictions") => Resp::json(
+            200,
+            serde_json::to_value(shared.restrictions()).unwrap_or(Value::Null),
+        ),
+        (Method::PUT, "restrictions") => {
+            match serde_json::from_slice::<crate::service::Restrictions>(&req.body) {
+                Ok(restrictions) => {
+                    shared.set_restrictions(restrictions);
+                    Resp::json(
+                        200,
+                        serde_json::to_value(shared.restrictions()).unwrap_or(Value::Null),
+                    )
+                }
+                Err(e) => Resp::error(
+                    400,
+                    "800002",
+                    &format!("PUT /_sim/restrictions takes {{\"restrictedRegions\": [..], \"checkoutRestrictedRegions\": [..]}}: {e}"),
+                ),
+            }
+        }
+        (Method::PUT, "registrations") => {
+            #[derive(serde::Deserialize)]
+            #[serde(rename_all = "camelCase", deny_unknown_fields)]
+            struct Body {
+                customer_id: String,
+                subscription_id: String,
+                registered: bool,
+            }
+            match serde_json::from_slice::<Body>(&req.body) {
+                Ok(body) => {
+                    crate::service::set_registration(
+                        shared,
+                        &body.customer_id,
+                        &body.subscription_id,
+                        body.registered,
+                    );
+                    Resp::json(
+                        200,
+                        json!({"customerId": body.customer_id, "subscriptionId": body.subscription_id, "registered": body.registered}),
+                    )
+                }
+                Err(e) => Resp::error(
+                    400,
+                    "800002",
+                    &format!("PUT /_sim/registrations takes {{\"customerId\", \"subscriptionId\", \"registered\": true|false}}: {e}"),
+                ),
+            }
+        }
         _ => Resp::error(
             404,
             "1000",
-            &format!("no admin action {} /_sim/{action}", req.method),
+            &format!(
+                "no admin action {} /_sim/{action}; the admin API is: GET health, stats, ledger, requests[?since=N], clock, faults, restrictions; POST clock/advance?seconds=N; PUT faults, restrictions, registrations (see README)",
+                req.method
+            ),
         ),
     }
 }

@@ -35,9 +35,50 @@ pub struct Shared {
     /// Partner Center (`/v1`) requests being handled now, and the most ever at once.
     pub in_flight: std::sync::atomic::AtomicU64,
     pub max_in_flight: std::sync::atomic::AtomicU64,
+    /// Restricted regions, changeable at run time (`PUT /_sim/restrictions`); they start as the
+    /// configuration's.
+    pub restrictions: std::sync::RwLock<Restrictions>,
+}
+
+/// The regions the simulator refuses, now.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Restrictions {
+    /// Regions whose RI SKUs check-inventory reports restricted.
+    pub restricted_regions: Vec<String>,
+    /// Regions whose RI lines fail at checkout with 800010.
+    pub checkout_restricted_regions: Vec<String>,
+}
+
+impl Restrictions {
+    fn lists(list: &[String], region: &str) -> bool {
+        list.iter().any(|x| x.eq_ignore_ascii_case(region))
+    }
 }
 
 impl Shared {
+    pub fn restrictions(&self) -> Restrictions {
+        self.restrictions
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    pub fn set_restrictions(&self, restrictions: Restrictions) {
+        *self
+            .restrictions
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = restrictions;
+    }
+
+    fn inventory_restricted(&self, region: &str) -> bool {
+        Restrictions::lists(&self.restrictions().restricted_regions, region)
+    }
+
+    fn checkout_restricted(&self, region: &str) -> bool {
+        Restrictions::lists(&self.restrictions().checkout_restricted_regions, region)
+    }
+
     pub fn world(&self) -> MutexGuard<'_, World> {
         self.world
             .lock()
@@ -406,6 +447,21 @@ pub fn register(shared: &Shared, customer: &str, subscription: &str) -> Resp {
         "Location",
         format!("/customers/{customer}/subscriptions/{subscription}/registrationstatus"),
     )
+}
+
+/// Sets a subscription's registration (the admin API): `true` registers it now, `false`
+/// makes it unregistered (as if never registered).
+pub fn set_registration(shared: &Shared, customer: &str, subscription: &str, registered: bool) {
+    let key = (
+        customer.to_ascii_lowercase(),
+        subscription.to_ascii_lowercase(),
+    );
+    let mut world = shared.world();
+    if registered {
+        world.registrations.insert(key, Registration::Registered);
+    } else {
+        world.registrations.insert(key, Registration::NotRegistered);
+    }
 }
 
 fn registration_of(shared: &Shared, world: &World, key: &(String, String)) -> Registration {
@@ -786,13 +842,9 @@ pub fn check_inventory(shared: &Shared, req: &Req) -> Resp {
                     return Resp::error(400, "800002", &format!("Invalid request input: armRegionName '{sent}' does not match the SKU's region '{expected}'."));
                 }
             }
-            let restricted = region.as_ref().is_some_and(|r| {
-                shared
-                    .config
-                    .restricted_regions
-                    .iter()
-                    .any(|x| x.eq_ignore_ascii_case(r))
-            });
+            let restricted = region
+                .as_ref()
+                .is_some_and(|r| shared.inventory_restricted(r));
             let restrictions = if restricted {
                 let r = region.clone().unwrap_or_default();
                 json!([{"reasonCode": "NotAvailableForSubscription", "description": format!("Restriction identified of type 'Location' with values '{r}'."), "properties": {"type": "Location", "values": r}}])
@@ -892,7 +944,7 @@ fn validate_line(
                 let key = (customer.to_ascii_lowercase(), subscription.to_ascii_lowercase());
                 if registration_of(shared, world, &key) != Registration::Registered {
                     line_error("subscription_not_registered", format!("Subscription '{subscription}' is not registered for reservation purchases."))
-                } else if region.as_ref().is_some_and(|r| shared.config.restricted_regions.iter().any(|x| x.eq_ignore_ascii_case(r))) {
+                } else if region.as_ref().is_some_and(|r| shared.inventory_restricted(r)) {
                     line_error("inventory_not_available", format!("Inventory is not available in region '{}'.", region.clone().unwrap_or_default()))
                 } else {
                     None
@@ -1170,15 +1222,9 @@ pub async fn checkout(shared: &Shared, customer: &str, cart_id: &str, request_id
         if matches!(cart.groups.get(&group), Some(Ok(_))) {
             continue;
         }
-        let blocked = lines.iter().find_map(|l| {
-            l.region.as_ref().filter(|r| {
-                shared
-                    .config
-                    .checkout_restricted_regions
-                    .iter()
-                    .any(|x| x.eq_ignore_ascii_case(r))
-            })
-        });
+        let blocked = lines
+            .iter()
+            .find_map(|l| l.region.as_ref().filter(|r| shared.checkout_restricted(r)));
         if let Some(region) = blocked {
             cart.groups.insert(
                 group,

@@ -465,3 +465,67 @@ async fn the_admin_api_validates_fault_plans_and_moves_the_clock() {
         json!({"carts": [], "checkouts": [], "orders": []})
     );
 }
+
+/// The admin API changes restrictions and registrations while the simulator runs, and says
+/// what it takes when a call is wrong.
+#[tokio::test]
+async fn restrictions_and_registrations_change_at_run_time() {
+    let h = Harness::start(SimConfig::default()).await;
+    let admin = |method: &str, action: &str, body: Option<serde_json::Value>| {
+        let url = format!("{}/_sim/{action}", h.sim.base_url());
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        let mut request = h.http.request(method, url);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        async move { crate::support::answer(request.send().await.expect("answers")).await }
+    };
+    let inventory = json!({"targetItems": [{"productId": "DZH318Z0BQ3Q", "skuId": "0003"}],
+        "inventoryContext": {"customerId": CUSTOMER, "azureSubscriptionId": SUBSCRIPTION, "armRegionName": "japanwest"}});
+    let check = || {
+        h.call(
+            "POST",
+            "/extensions/product/checkinventory?country=US",
+            Some(inventory.clone()),
+        )
+    };
+    assert_eq!(
+        check().await.json[0]["isRestricted"],
+        true,
+        "japanwest is restricted by default"
+    );
+    let now = admin("GET", "restrictions", None).await;
+    assert_eq!(now.json["restrictedRegions"], json!(["japanwest"]));
+    let lifted = admin(
+        "PUT",
+        "restrictions",
+        Some(json!({"restrictedRegions": [], "checkoutRestrictedRegions": ["eastus"]})),
+    )
+    .await;
+    assert_eq!(lifted.status, 200);
+    assert_eq!(
+        check().await.json[0]["isRestricted"],
+        false,
+        "lifted without a restart"
+    );
+    let bad = admin("PUT", "restrictions", Some(json!({"regions": []}))).await;
+    assert_eq!(bad.status, 400);
+    assert!(bad.json["description"]
+        .as_str()
+        .is_some_and(|d| d.contains("restrictedRegions")));
+
+    let path = format!("/customers/{CUSTOMER}/subscriptions/{SUBSCRIPTION}/registrationstatus");
+    let status = || h.call("GET", &path, None);
+    assert_eq!(status().await.json["status"], "NotRegistered");
+    let body = json!({"customerId": CUSTOMER, "subscriptionId": SUBSCRIPTION, "registered": true});
+    assert_eq!(admin("PUT", "registrations", Some(body)).await.status, 200);
+    assert_eq!(status().await.json["status"], "Registered");
+    let body = json!({"customerId": CUSTOMER, "subscriptionId": SUBSCRIPTION, "registered": false});
+    assert_eq!(admin("PUT", "registrations", Some(body)).await.status, 200);
+    assert_eq!(status().await.json["status"], "NotRegistered");
+    let unknown = admin("POST", "faults", None).await;
+    assert_eq!(unknown.status, 404);
+    assert!(unknown.json["description"]
+        .as_str()
+        .is_some_and(|d| d.contains("PUT faults")));
+}
