@@ -103,11 +103,18 @@ pub fn client(file: &FileConfig) -> anyhow::Result<Client> {
 }
 
 /// A lease owner name unique to this process run: host, pid and a random suffix.
-pub fn owner_name(role: &str) -> String {
-    let host = std::env::var("HOSTNAME")
+/// This machine's name, as far as the environment says (`HOSTNAME`, `/etc/hostname`).
+pub fn host_name() -> String {
+    std::env::var("HOSTNAME")
         .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_owned())
         .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "host".to_owned());
+        .unwrap_or_else(|| "host".to_owned())
+}
+
+pub fn owner_name(role: &str) -> String {
+    let host = host_name();
     format!(
         "{role}@{host}:{}:{}",
         std::process::id(),

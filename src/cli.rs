@@ -69,13 +69,33 @@ pub enum Command {
     Submit(SubmitArgs),
     /// List purchases, newest last.
     List(ListArgs),
+    /// The daemons, the queue and what holds it up: purchases by status and state, the
+    /// oldest due purchase, purchases waiting on throttling or refused credentials, and the
+    /// error classes of the latest steps.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
     /// Show one purchase: state, what it waits for, its context and every attempt.
     Show(ShowArgs),
-    /// Resume a failed or parked purchase, optionally from another state.
+    /// Resume a failed or parked purchase (or every one a filter selects), optionally from
+    /// another state, which is then done again.
     ///
     /// Refused when it could buy twice: once a checkout was sent, a purchase can only be
-    /// resumed from Checkout or later (Checkout re-uses the same cart).
+    /// resumed from Checkout or later (Checkout re-uses the same cart); and from any state
+    /// whose inputs the purchase lacks (no cart for Checkout, no known order for
+    /// OrderVisibilityPolling). `--from Enablement` reads every SKU and registration again.
     Resume(ResumeArgs),
+    /// Make an active purchase that waits (a backoff, a poll, a hold) due now, or every one a
+    /// filter selects. Its attempt counts are unchanged.
+    Retry(RetryArgs),
+    /// Attach the orders an operator found in Partner Center to a purchase parked while
+    /// looking for them (a lost checkout reply).
+    ///
+    /// Each order is read from Partner Center and must belong to the purchase's customer and
+    /// match its lines (its token, or its offer and quantity); only then does the purchase
+    /// continue to OrderVisibilityPolling. Anything else is refused (exit 5) with why.
+    AttachOrder(AttachOrderArgs),
     /// Cancel a purchase before its checkout.
     Cancel(CancelArgs),
     /// Run the Partner Center simulator on its own (prints the URL and credentials to use).
@@ -180,14 +200,81 @@ pub struct ShowArgs {
     pub json: bool,
 }
 
+/// Selects purchases for a bulk action, as `list` does.
+#[derive(Debug, Args, Default)]
+pub struct Select {
+    /// Only purchases with this status.
+    #[arg(long)]
+    pub status: Option<String>,
+    /// Only purchases in this state.
+    #[arg(long)]
+    pub state: Option<String>,
+    /// Only this customer's purchases.
+    #[arg(long)]
+    pub customer: Option<String>,
+    /// Only purchases created within this long (`30m`, `24h`, `7d`; at most 36500d).
+    #[arg(long, value_name = "AGE")]
+    pub since: Option<String>,
+}
+
+impl Select {
+    pub fn is_empty(&self) -> bool {
+        self.status.is_none()
+            && self.state.is_none()
+            && self.customer.is_none()
+            && self.since.is_none()
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct ResumeArgs {
-    /// The purchase id, or a prefix of it that no other id has.
-    pub id: String,
+    /// The purchase id, or a prefix of it that no other id has; or none, with filters.
+    pub id: Option<String>,
     /// The state to resume in (default: where it stopped).
     #[arg(long)]
     pub from: Option<String>,
     /// Why, for the purchase's history.
+    #[arg(long)]
+    pub reason: String,
+    #[command(flatten)]
+    pub select: Select,
+    /// List what would be resumed, and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Act on more than 10 purchases at once.
+    #[arg(long)]
+    pub yes: bool,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RetryArgs {
+    /// The purchase id, or a prefix of it that no other id has; or none, with filters.
+    pub id: Option<String>,
+    /// Why, for the purchase's history.
+    #[arg(long)]
+    pub reason: String,
+    #[command(flatten)]
+    pub select: Select,
+    /// List what would be retried, and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Act on more than 10 purchases at once.
+    #[arg(long)]
+    pub yes: bool,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct AttachOrderArgs {
+    /// The purchase id, or a prefix of it that no other id has.
+    pub id: String,
+    /// An order id found in Partner Center (repeat for each order of the purchase).
+    #[arg(long = "order", value_name = "ORDER_ID", required = true, num_args = 1..)]
+    pub orders: Vec<String>,
+    /// Why, for the purchase's history (say where the order was found).
     #[arg(long)]
     pub reason: String,
     #[arg(long)]

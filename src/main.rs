@@ -96,9 +96,14 @@ async fn dispatch(cli: &Cli) -> Result<Exit, Failed> {
         Command::Show(args) => commands::inspect::show(global, args, &file()?).await,
         Command::Resume(args) => commands::operator::resume(global, args, &file()?).await,
         Command::Cancel(args) => commands::operator::cancel(global, args, &file()?).await,
+        Command::Retry(args) => commands::operator::retry(global, args, &file()?).await,
+        Command::AttachOrder(args) => {
+            commands::operator::attach_order(global, args, &file()?).await
+        }
         Command::Sim(args) => commands::sim::run(args).await,
         Command::Migrate { json } => commands::migrate(global, *json, &file()?).await,
         Command::Check { json } => commands::check(global, *json, &file()?).await,
+        Command::Status { json } => commands::inspect::status(global, *json, &file()?).await,
         Command::Backup { to, json } => commands::backup(global, to, *json, &file()?).await,
         Command::Workflow(WorkflowCommand::Validate { file: path, json }) => {
             commands::workflow::validate(path, *json)

@@ -118,9 +118,35 @@ pub async fn run(global: &Global, args: &DaemonArgs, file: &FileConfig) -> Resul
         lease_s,
         "daemon started"
     );
-    engine.run(stopped).await?;
+    let row = pcsaga_engine::DaemonRow {
+        id: owner.clone(),
+        host: crate::app::host_name(),
+        pid: std::process::id(),
+        started_at: chrono::Utc::now(),
+        heartbeat_at: None,
+        stopped_at: None,
+    };
+    let heartbeat = tokio::spawn(heartbeats(store.clone(), row.clone()));
+    let ran = engine.run(stopped).await;
+    heartbeat.abort();
+    if let Err(error) = store.daemon_beat(&row, chrono::Utc::now(), true).await {
+        tracing::warn!(%error, "cannot record that this daemon stopped");
+    }
+    ran?;
     tracing::info!("daemon stopped cleanly");
     Ok(Exit::Ok)
+}
+
+/// How often a daemon records that it is alive (`pcsaga status` shows the age of the last).
+pub const HEARTBEAT: Duration = Duration::from_secs(10);
+
+async fn heartbeats(store: pcsaga_engine::SqliteStore, row: pcsaga_engine::DaemonRow) {
+    loop {
+        if let Err(error) = store.daemon_beat(&row, chrono::Utc::now(), false).await {
+            tracing::warn!(%error, "cannot record this daemon's heartbeat");
+        }
+        tokio::time::sleep(HEARTBEAT).await;
+    }
 }
 
 async fn signals(stop: watch::Sender<bool>) {

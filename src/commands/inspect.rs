@@ -60,8 +60,15 @@ fn summary(saga: &SagaRecord) -> Value {
     })
 }
 
-pub async fn list(global: &Global, args: &ListArgs, file: &FileConfig) -> Result<Exit, Failed> {
-    let status = match &args.status {
+/// The filter of `list` (and of the bulk operator actions), from the command line.
+pub fn filter_of(
+    status: Option<&str>,
+    state: Option<&str>,
+    customer: Option<&str>,
+    since: Option<&str>,
+    limit: u32,
+) -> Result<ListFilter, Failed> {
+    let status = match status {
         Some(s) => Some(SagaStatus::parse(s).ok_or_else(|| {
             Failed::new(
                 Exit::InvalidInput,
@@ -72,7 +79,7 @@ pub async fn list(global: &Global, args: &ListArgs, file: &FileConfig) -> Result
         })?),
         None => None,
     };
-    let state = match &args.state {
+    let state = match state {
         Some(s) => Some(
             State::parse(s)
                 .ok_or_else(|| {
@@ -89,22 +96,32 @@ pub async fn list(global: &Global, args: &ListArgs, file: &FileConfig) -> Result
         ),
         None => None,
     };
-    let created_after = match &args.since {
+    let created_after = match since {
         Some(age) => {
             Some(Utc::now() - parse_age(age).map_err(|e| Failed::new(Exit::InvalidInput, e))?)
         }
         None => None,
     };
+    Ok(ListFilter {
+        status,
+        state,
+        customer_id: customer.map(str::to_owned),
+        created_after,
+        limit,
+    })
+}
+
+pub async fn list(global: &Global, args: &ListArgs, file: &FileConfig) -> Result<Exit, Failed> {
+    let filter = filter_of(
+        args.status.as_deref(),
+        args.state.as_deref(),
+        args.customer.as_deref(),
+        args.since.as_deref(),
+        args.limit,
+    )?;
     let (store, _) =
         crate::app::open(global.db.as_deref(), file, crate::app::Open::ReadOnly).await?;
     let engine = crate::app::offline_engine(store);
-    let filter = ListFilter {
-        status,
-        state,
-        customer_id: args.customer.clone(),
-        created_after,
-        limit: args.limit,
-    };
     let sagas = engine.list(&filter).await?;
     if args.json {
         print_json(&Value::Array(sagas.iter().map(summary).collect()));
@@ -160,6 +177,7 @@ pub async fn show(global: &Global, args: &ShowArgs, file: &FileConfig) -> Result
         out["request"] = serde_json::from_str(&saga.input).unwrap_or(Value::Null);
         out["context"] = serde_json::from_str(&saga.context).unwrap_or(Value::Null);
         out["history"] = serde_json::to_value(&history).unwrap_or(Value::Null);
+        out["next"] = json!(next_steps(global, &saga, context.as_ref()));
         print_json(&out);
         return Ok(Exit::Ok);
     }
@@ -280,6 +298,13 @@ pub async fn show(global: &Global, args: &ShowArgs, file: &FileConfig) -> Result
             ));
         }
     }
+    let next = next_steps(global, &saga, context.as_ref());
+    if !next.is_empty() {
+        out.push_str("\nnext\n");
+        for step in &next {
+            out.push_str(&format!("  {step}\n"));
+        }
+    }
     out.push_str("\ntimeline\n");
     let mut table = Table::new(&[
         "TIME",
@@ -318,6 +343,158 @@ pub async fn show(global: &Global, args: &ShowArgs, file: &FileConfig) -> Result
     out.push_str(&table.render());
     print(&out);
     Ok(Exit::Ok)
+}
+
+/// History rows whose error classes `status` counts.
+const STATUS_RECENT_ROWS: u32 = 10_000;
+
+/// `pcsaga status`.
+pub async fn status(global: &Global, json_out: bool, file: &FileConfig) -> Result<Exit, Failed> {
+    let (store, path) =
+        crate::app::open(global.db.as_deref(), file, crate::app::Open::ReadOnly).await?;
+    let now = Utc::now();
+    let counts = pcsaga_engine::Store::count_by_status(&store).await?;
+    let active = pcsaga_engine::Store::count_active_by_state(&store, now).await?;
+    let snapshot = store.status_snapshot(now, STATUS_RECENT_ROWS).await?;
+    let daemons = store.daemons().await?;
+    let stale = chrono::Duration::from_std(crate::commands::daemon::HEARTBEAT * 3)
+        .unwrap_or(Duration::seconds(30));
+    let alive: Vec<&pcsaga_engine::DaemonRow> = daemons
+        .iter()
+        .filter(|d| d.stopped_at.is_none() && d.heartbeat_at.is_some_and(|at| now - at < stale))
+        .collect();
+    if json_out {
+        print_json(&json!({
+            "database": path,
+            "daemons": daemons.iter().map(|d| json!({
+                "id": d.id, "host": d.host, "pid": d.pid, "startedAt": d.started_at,
+                "heartbeatAt": d.heartbeat_at, "stoppedAt": d.stopped_at,
+                "alive": alive.iter().any(|a| a.id == d.id),
+            })).collect::<Vec<_>>(),
+            "byStatus": counts.iter().map(|(k, v)| (k.to_string(), json!(v))).collect::<serde_json::Map<_, _>>(),
+            "activeByState": active.iter().map(|(k, (n, due))| (k.clone(), json!({"active": n, "due": due}))).collect::<serde_json::Map<_, _>>(),
+            "oldestDue": snapshot.oldest_due.as_ref().map(|(id, at)| json!({"id": id, "dueSince": at, "ageSeconds": (now - *at).num_seconds()})),
+            "waitingOnThrottling": snapshot.throttled,
+            "heldForCredentials": snapshot.held,
+            "recentErrorsByClass": snapshot.recent_errors,
+        }));
+        return Ok(Exit::Ok);
+    }
+    let mut out = format!("database      {}\n", path.display());
+    if alive.is_empty() {
+        out.push_str(&format!(
+            "daemons       none running: start one with `pcsaga{} daemon`\n",
+            crate::output::db_flag(global)
+        ));
+    }
+    for d in &alive {
+        let age = d.heartbeat_at.map_or(0, |at| (now - at).num_seconds());
+        out.push_str(&format!(
+            "daemon        {} (pid {} on {}), up since {}, heartbeat {age}s ago\n",
+            d.id,
+            d.pid,
+            d.host,
+            when(d.started_at)
+        ));
+    }
+    let statuses: Vec<String> = [
+        "active",
+        "succeeded",
+        "failed",
+        "needs_attention",
+        "cancelled",
+    ]
+    .iter()
+    .map(|name| {
+        let n = SagaStatus::parse(name)
+            .and_then(|s| counts.get(&s).copied())
+            .unwrap_or(0);
+        format!("{name} {n}")
+    })
+    .collect();
+    out.push_str(&format!("purchases     {}\n", statuses.join(", ")));
+    for state in pcsaga_purchase::STATE_NAMES {
+        if let Some((n, due)) = active.get(*state) {
+            out.push_str(&format!("  {state:<24} {n} active, {due} due now\n"));
+        }
+    }
+    match &snapshot.oldest_due {
+        Some((id, at)) => out.push_str(&format!(
+            "oldest due    {id}, due for {}s\n",
+            (now - *at).num_seconds().max(0)
+        )),
+        None => out.push_str("oldest due    none: nothing is overdue\n"),
+    }
+    out.push_str(&format!(
+        "throttled     {} purchase(s) waiting after a 429\n",
+        snapshot.throttled
+    ));
+    if snapshot.held > 0 {
+        out.push_str(&format!(
+            "HELD          {} purchase(s) wait because the token service refuses the credentials: fix PCSAGA_CLIENT_SECRET (or the refresh token); the daemon retries by itself\n",
+            snapshot.held
+        ));
+    }
+    if !snapshot.recent_errors.is_empty() {
+        let errors: Vec<String> = snapshot
+            .recent_errors
+            .iter()
+            .map(|(class, n)| format!("{class} {n}"))
+            .collect();
+        out.push_str(&format!(
+            "recent errors {} (last {STATUS_RECENT_ROWS} steps)\n",
+            errors.join(", ")
+        ));
+    }
+    print(&out);
+    Ok(Exit::Ok)
+}
+
+/// The commands an operator can run next for this purchase, exactly as they run.
+pub fn next_steps(
+    global: &Global,
+    saga: &SagaRecord,
+    ctx: Option<&PurchaseContext>,
+) -> Vec<String> {
+    let db = crate::output::db_flag(global);
+    let id = &saga.id;
+    let reason = "--reason \"…\"";
+    let mut out = Vec::new();
+    match saga.status {
+        SagaStatus::Failed => {
+            out.push(format!(
+                "nothing was bought. Fix the cause above, then: `pcsaga{db} resume {id} {reason}`"
+            ));
+            out.push(format!("the request cannot be changed: `pcsaga{db} cancel {id} {reason}`, then submit a corrected request with a new idempotencyKey"));
+        }
+        SagaStatus::NeedsAttention => match ctx {
+            Some(c) if c.checkout.attempted && c.orders.is_empty() => {
+                out.push(format!(
+                    "a checkout was sent and its orders are not known: look in Partner Center for customer {}'s orders whose lines carry {}; if you find them: `pcsaga{db} attach-order {id} --order ORDER_ID {reason}`",
+                    c.request.customer_id, c.token
+                ));
+                out.push(format!("to keep looking for them (same cart, never a new one): `pcsaga{db} resume {id} --from Checkout {reason}`"));
+            }
+            Some(c) if !c.order_errors.is_empty() => {
+                out.push(format!("to re-attempt the failed order groups on the same cart: `pcsaga{db} resume {id} --from Checkout {reason}`"));
+            }
+            _ => out.push(format!(
+                "once the cause above is fixed: `pcsaga{db} resume {id} {reason}`"
+            )),
+        },
+        SagaStatus::Active => {
+            let now = Utc::now();
+            let waiting = saga.next_run_at.is_some_and(|at| at > now)
+                && saga.lease_expires_at.is_none_or(|at| at <= now);
+            if waiting {
+                out.push(format!(
+                    "to try now instead of waiting: `pcsaga{db} retry {id} {reason}`"
+                ));
+            }
+        }
+        SagaStatus::Succeeded | SagaStatus::Cancelled => {}
+    }
+    out
 }
 
 #[cfg(test)]

@@ -222,3 +222,310 @@ async fn a_broken_log_pipe_never_stops_the_daemon() {
         audit.by_status
     );
 }
+
+/// Policies for the operator test: the reconciliation gives up after 2 s, and a retry in
+/// Discovery waits an hour.
+const OPERATOR_POLICIES: &str = r#"
+workflow = "one-time-purchase"
+[defaults.retry]
+initial_interval_ms = 50
+max_interval_ms = 400
+max_attempts = 60
+jitter = 0.2
+[defaults.poll]
+interval_ms = 100
+deadline_s = 300
+[states.Discovery.retry]
+initial_interval_ms = 3600000
+max_interval_ms = 3600000
+[states.Checkout.retry]
+on_exhausted = "park"
+[states.Checkout.poll]
+deadline_s = 2
+on_deadline = "park"
+[states.OrderVisibilityPolling.retry]
+on_exhausted = "park"
+[states.OrderVisibilityPolling.poll]
+on_deadline = "park"
+[states.EntitlementFetch.retry]
+on_exhausted = "park"
+[states.EntitlementFetch.poll]
+on_deadline = "park"
+"#;
+
+/// Runs the daemon until nothing is active.
+async fn drain(b: &Battery, name: &str, workflow: &std::path::Path) {
+    let mut daemon = b.daemon(
+        name,
+        &[("PCSAGA_WORKFLOW", workflow.to_str().unwrap_or(""))],
+        &["--exit-when-idle"],
+    );
+    let status = support::wait_with_deadline(&mut daemon, Duration::from_secs(120))
+        .await
+        .expect("the daemon finishes");
+    assert!(
+        status.success(),
+        "{}",
+        support::tail(&b.env.read(&format!("{name}.err")), 20)
+    );
+}
+
+async fn show(b: &Battery, id: &str) -> serde_json::Value {
+    let mut command = b.env.pcsaga(Some(&b.sim));
+    command.args(["show", id, "--json"]);
+    support::json(&support::run_async(command).await)
+}
+
+/// Runs a command exactly as `show` printed it (between backticks), with this test's binary.
+async fn run_printed(b: &Battery, step: &str) -> std::process::Output {
+    let printed = step
+        .split('`')
+        .nth(1)
+        .unwrap_or_else(|| panic!("no command in {step:?}"));
+    let script = printed.replacen("pcsaga", env!("CARGO_BIN_EXE_pcsaga"), 1);
+    // The same environment as every other command of the test; the command line is the
+    // printed one, run by a shell as a person would paste it.
+    let template = b.env.pcsaga(Some(&b.sim));
+    let mut shell = std::process::Command::new("sh");
+    shell.env_clear().arg("-c").arg(&script);
+    for (key, value) in template.get_envs() {
+        if let Some(value) = value {
+            shell.env(key, value);
+        }
+    }
+    support::run_async(shell).await
+}
+
+/// The operator's paths, through the real binary: a restricted-region failure fixed and
+/// resumed with the printed command; a reconciliation parked with its order unseen, refused
+/// past Checkout without orders, refused a wrong order and finished by `attach-order` with the
+/// right one; a purchase in an hour-long backoff moved by `retry`.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_operator_fixes_resumes_attaches_and_retries() {
+    let mut b = Battery::new(SimConfig {
+        registration_polls: 1,
+        order_completion_s: 0,
+        order_list_lag_s: 10 * 24 * 3600,
+        checkout_replay: pcsaga_simulator::CheckoutReplay::AlreadySubmitted,
+        faults: FaultPlan {
+            seed: 1,
+            rules: vec![rule("checkout", 0, Fault::Drop)],
+        },
+        ..SimConfig::default()
+    })
+    .await;
+    let workflow = b.env.write("operator.toml", OPERATOR_POLICIES);
+    // The first checkout's reply is lost, and its order never reaches the (lagging) list.
+    let mut lost = support::request("op-lost", "DG7GMGF0DWTL", "0001", None);
+    lost["customerId"] = serde_json::json!("0a0b0c0d-0000-4000-8000-000000000001");
+    assert_eq!(b.submit(&[lost]).await, 1);
+    drain(&b, "first", &workflow).await;
+    let restricted = support::request("op-restricted", "DZH318Z0BQ3Q", "0003", Some("P1Y"));
+    let other = support::request("op-other", "DG7GMGF0DWTL", "0001", None);
+    assert_eq!(b.submit(&[restricted, other]).await, 2);
+    drain(&b, "second", &workflow).await;
+    let sagas = pcsaga_engine::Store::list(&b.store, &pcsaga_engine::ListFilter::default())
+        .await
+        .expect("list");
+    let by_key = |key: &str| {
+        sagas
+            .iter()
+            .find(|s| s.idempotency_key == key)
+            .expect(key)
+            .clone()
+    };
+    let (lost, restricted, other) = (
+        by_key("op-lost"),
+        by_key("op-restricted"),
+        by_key("op-other"),
+    );
+    assert_eq!(restricted.status, pcsaga_engine::SagaStatus::Failed);
+    assert_eq!(
+        lost.status,
+        pcsaga_engine::SagaStatus::NeedsAttention,
+        "{:?}",
+        lost.last_error
+    );
+    assert_eq!(other.status, pcsaga_engine::SagaStatus::Succeeded);
+
+    // 1. Restricted region: lift the restriction, run the printed next command.
+    let http = reqwest::Client::new();
+    let lifted = http
+        .put(format!("{}/_sim/restrictions", b.sim.base_url()))
+        .json(&serde_json::json!({"restrictedRegions": [], "checkoutRestrictedRegions": []}))
+        .send()
+        .await
+        .expect("admin API");
+    assert!(lifted.status().is_success());
+    let shown = show(&b, &restricted.id).await;
+    let step = shown["next"][0].as_str().expect("a next step").to_owned();
+    assert!(step.contains("resume"), "{step}");
+    let resumed = run_printed(&b, &step).await;
+    assert_eq!(
+        resumed.status.code(),
+        Some(0),
+        "{}",
+        support::stderr(&resumed)
+    );
+    assert!(
+        support::stdout(&resumed).contains("no daemon is running"),
+        "{}",
+        support::stdout(&resumed)
+    );
+
+    // 2. The lost reply: no way past Checkout without orders.
+    let mut command = b.env.pcsaga(Some(&b.sim));
+    command.args([
+        "resume",
+        &lost.id,
+        "--from",
+        "OrderVisibilityPolling",
+        "--reason",
+        "skip",
+    ]);
+    let refused = support::run_async(command).await;
+    assert_eq!(
+        refused.status.code(),
+        Some(5),
+        "{}",
+        support::stderr(&refused)
+    );
+    assert!(
+        support::stderr(&refused).contains("its orders are not known"),
+        "{}",
+        support::stderr(&refused)
+    );
+    let shown = show(&b, &lost.id).await;
+    assert!(
+        shown["next"][0]
+            .as_str()
+            .is_some_and(|s| s.contains("attach-order")),
+        "{shown}"
+    );
+    let ledger = b.sim.ledger();
+    let lost_token = serde_json::from_str::<serde_json::Value>(&lost.context).expect("context")
+        ["token"]
+        .as_str()
+        .expect("token")
+        .to_owned();
+    let right = ledger.orders_with_token(&lost_token)[0].order_id.clone();
+    let other_token = serde_json::from_str::<serde_json::Value>(&other.context).expect("context")
+        ["token"]
+        .as_str()
+        .expect("token")
+        .to_owned();
+    let wrong = ledger.orders_with_token(&other_token)[0].order_id.clone();
+    let attach = |order: String| {
+        let mut command = b.env.pcsaga(Some(&b.sim));
+        command.args([
+            "attach-order",
+            &lost.id,
+            "--order",
+            &order,
+            "--reason",
+            "found it in Partner Center",
+        ]);
+        support::run_async(command)
+    };
+    let refused = attach(wrong).await;
+    assert_eq!(
+        refused.status.code(),
+        Some(5),
+        "{}",
+        support::stderr(&refused)
+    );
+    let attached = attach(right).await;
+    assert_eq!(
+        attached.status.code(),
+        Some(0),
+        "{}",
+        support::stderr(&attached)
+    );
+
+    // 3. A purchase in an hour-long backoff (a 503 in Discovery), moved by retry.
+    b.sim
+        .set_faults(FaultPlan {
+            seed: 2,
+            rules: vec![rule(
+                "get_product",
+                0,
+                Fault::Status {
+                    status: 503,
+                    code: None,
+                },
+            )],
+        })
+        .expect("plan");
+    let mut slow = support::request("op-slow", "DG7GMGF0DWTL", "0001", None);
+    slow["customerId"] = serde_json::json!("0a0b0c0d-0000-4000-8000-000000000002");
+    assert_eq!(b.submit(&[slow]).await, 1);
+    let mut daemon = b.daemon(
+        "third",
+        &[("PCSAGA_WORKFLOW", workflow.to_str().unwrap_or(""))],
+        &[],
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let slow = loop {
+        let sagas = pcsaga_engine::Store::list(&b.store, &pcsaga_engine::ListFilter::default())
+            .await
+            .expect("list");
+        let slow = sagas
+            .into_iter()
+            .find(|s| s.idempotency_key == "op-slow")
+            .expect("slow");
+        if slow
+            .wait_reason
+            .as_deref()
+            .is_some_and(|w| w.starts_with("retry 1"))
+        {
+            break slow;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the purchase never waited on its backoff"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let mut command = b.env.pcsaga(Some(&b.sim));
+    command.args(["retry", &slow.id, "--reason", "Partner Center is back"]);
+    let retried = support::run_async(command).await;
+    assert_eq!(
+        retried.status.code(),
+        Some(0),
+        "{}",
+        support::stderr(&retried)
+    );
+    assert!(
+        support::stdout(&retried).contains("daemon(s) running"),
+        "{}",
+        support::stdout(&retried)
+    );
+    // Everything finishes: the resumed, the attached and the retried purchase succeed.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let counts = pcsaga_engine::Store::count_by_status(&b.store)
+            .await
+            .expect("counts");
+        if counts.get(&pcsaga_engine::SagaStatus::Succeeded).copied() == Some(4) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not all finished: {counts:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &daemon.id().to_string()])
+        .status();
+    let _ = support::wait_with_deadline(&mut daemon, Duration::from_secs(30)).await;
+    let audit = b.audit(true).await;
+    audit.assert_clean("cargo test --test e2e an_operator_fixes");
+    let history = pcsaga_engine::Store::history(&b.store, &lost.id)
+        .await
+        .expect("history");
+    assert!(
+        history.iter().any(|r| r.kind == "operator"
+            && r.detail
+                .as_deref()
+                .is_some_and(|d| d.starts_with("attach-order: found it"))),
+        "the action and its reason are in the history"
+    );
+}

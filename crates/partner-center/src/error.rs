@@ -144,7 +144,9 @@ pub enum Error {
     #[error("Partner Center found no such resource [{context}]")]
     NotFound { context: Box<CallContext> },
 
-    #[error("Partner Center refused the request [{context}]; fix the cause the code and description name, then resume")]
+    #[error(
+        "Partner Center refused the request [{context}]; the code and description say what to fix"
+    )]
     Business { context: Box<CallContext> },
 
     #[error("the outcome of a side-effecting Partner Center call is unknown: {detail} [{context}]; repeat the same call with the same MS-RequestId, or reconcile")]

@@ -206,7 +206,7 @@ fn failed(
         ErrorClass::AuthExpired => held_for_credentials(next, failure),
         ErrorClass::Config => {
             let reason = format!(
-                "{}; fix the configuration, then `pcsaga resume <id> --reason \"…\"`",
+                "{}; fix the configuration, then resume the purchase",
                 failure.summary()
             );
             if money {
@@ -314,7 +314,7 @@ fn checkout_failed(mut next: PurchaseContext, failure: &Failure) -> D {
             cont(next, format!("checkout refused ({}); reading the cart to learn whether it was checked out all the same", failure.summary()))
         }
         ErrorClass::AuthExpired => held_for_credentials(next, failure),
-        ErrorClass::Config => park(next, format!("{}; fix the configuration, then `pcsaga resume <id> --reason \"…\"`", failure.summary())),
+        ErrorClass::Config => park(next, format!("{}; fix the configuration, then resume the purchase", failure.summary())),
     }
 }
 
@@ -324,7 +324,7 @@ fn verify_cart(mut next: PurchaseContext, cart: &Cart) -> D {
     let id = next.checkout.cart_id.clone().unwrap_or_default();
     match &cart.status {
         Some(CartStatus::Active) => {
-            fail(next, format!("checkout refused, nothing was bought (cart {id} still reads Active after the refusal): {refusal}; fix the cause, then `pcsaga resume <id> --reason \"…\"` (it checks out the same cart)"))
+            fail(next, format!("checkout refused, nothing was bought (cart {id} still reads Active after the refusal): {refusal}; fix the cause, then resume the purchase (it checks out the same cart)"))
         }
         Some(CartStatus::Ordered) => start_reconcile(next, format!("checkout was refused ({refusal}) but cart {id} reads Ordered: it was checked out; looking for the orders")),
         other => {
@@ -709,7 +709,7 @@ fn judge_cart(mut next: PurchaseContext, cart: &Cart) -> D {
     fail(next, format!("cart {id} has line errors, nothing was bought: {}; fix the request and resubmit it with a new idempotency key", describe(&errors)))
 }
 
-fn order_state(order: &Order) -> OrderState {
+pub(crate) fn order_state(order: &Order) -> OrderState {
     let status = order
         .status
         .as_ref()
@@ -747,7 +747,7 @@ fn checked_out(mut next: PurchaseContext, result: &CartCheckoutResult) -> D {
         .collect::<Vec<_>>()
         .join("; ");
     match (next.orders.is_empty(), next.order_errors.is_empty()) {
-        (true, false) => fail(next, format!("every order group failed at checkout, nothing was bought: {errors}; fix the cause, then `pcsaga resume <id>` re-attempts them on the same cart")),
+        (true, false) => fail(next, format!("every order group failed at checkout, nothing was bought: {errors}; fix the cause, then resume the purchase: it re-attempts them on the same cart")),
         (true, true) => park(next, "checkout answered with neither orders nor errors; check the customer's orders in Partner Center"),
         (false, true) => {
             let n = next.orders.len();
@@ -903,7 +903,7 @@ fn finish_noting(ctx: PurchaseContext, extra: &str) -> D {
         .map(|e| format!("group {}: {} {}", e.group, e.code, e.description))
         .collect::<Vec<_>>()
         .join("; ");
-    park(ctx, format!("partly bought: {errors}. The other orders completed. `pcsaga resume <id> --from Checkout` re-attempts the failed groups on the same cart"))
+    park(ctx, format!("partly bought: {errors}. The other orders completed; resuming from Checkout re-attempts the failed groups on the same cart"))
 }
 
 /// What happens when a failure carries `Config` on an entitlement call: app+user credentials

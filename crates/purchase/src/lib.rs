@@ -9,6 +9,7 @@
 //! - [`execute`]: the only I/O, through `pcsaga-partner-center`;
 //! - [`workflow`]: the engine binding, with the resume and cancel rules.
 
+pub mod attach;
 pub mod call;
 pub mod context;
 pub mod decide;

@@ -302,7 +302,15 @@ impl Workflow for PurchaseWorkflow {
             return Err(format!("cannot resume from {from}: {missing}"));
         }
         let mut next = ctx.clone();
-        // Re-check what may have changed while the purchase stood still.
+        // Redo what the state does, and re-check what may have changed while the purchase
+        // stood still. From Enablement: every SKU and every registration is read again.
+        if from == State::Enablement {
+            for item in &mut next.items {
+                item.sku = None;
+            }
+            next.registrations.clear();
+            next.registrations_planned = false;
+        }
         if from <= State::RegistrationPolling {
             for r in &mut next.registrations {
                 if r.status != Registration::Registered {

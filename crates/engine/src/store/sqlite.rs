@@ -121,6 +121,29 @@ pub struct SqliteStore {
     /// Write batches (transactions) the writer has run: with group commit, fewer than writes.
     batches: Arc<AtomicU64>,
     read_only: bool,
+    /// How to open another writing connection (daemon heartbeats); `None` when read-only.
+    options: Option<SqliteConnectOptions>,
+}
+
+/// See [`SqliteStore::status_snapshot`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StatusSnapshot {
+    pub oldest_due: Option<(String, DateTime<Utc>)>,
+    pub throttled: u64,
+    pub held: u64,
+    pub recent_errors: BTreeMap<String, u64>,
+}
+
+/// A daemon as the `daemons` table records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DaemonRow {
+    /// Its lease owner name.
+    pub id: String,
+    pub host: String,
+    pub pid: u32,
+    pub started_at: DateTime<Utc>,
+    pub heartbeat_at: Option<DateTime<Utc>>,
+    pub stopped_at: Option<DateTime<Utc>>,
 }
 
 impl std::fmt::Debug for WriteOp {
@@ -256,6 +279,7 @@ impl SqliteStore {
             path,
             batches,
             read_only: false,
+            options: Some(options),
         })
     }
 
@@ -307,6 +331,123 @@ impl SqliteStore {
             path,
             batches: Arc::new(AtomicU64::new(0)),
             read_only: true,
+            options: None,
+        })
+    }
+
+    /// Records that daemon `id` is alive at `now` (its row is created on the first beat), or
+    /// that it stopped. On a connection of its own: a heartbeat must not queue behind a batch.
+    pub async fn daemon_beat(
+        &self,
+        daemon: &DaemonRow,
+        now: DateTime<Utc>,
+        stopped: bool,
+    ) -> Result<(), StoreError> {
+        let options = self.options.clone().ok_or_else(|| {
+            StoreError::Unwritable("this command opened the database read-only".to_owned())
+        })?;
+        let mut conn = options.connect().await.map_err(db_error)?;
+        sqlx::query(
+            "INSERT INTO daemons (id, host, pid, started_at, heartbeat_at, stopped_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, CASE WHEN ?6 THEN ?5 END) \
+             ON CONFLICT (id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at, \
+             stopped_at = excluded.stopped_at",
+        )
+        .bind(&daemon.id)
+        .bind(&daemon.host)
+        .bind(i64::from(daemon.pid))
+        .bind(to_millis(daemon.started_at))
+        .bind(to_millis(now))
+        .bind(stopped)
+        .execute(&mut conn)
+        .await
+        .map_err(db_error)?;
+        let _ = conn.close().await;
+        Ok(())
+    }
+
+    /// The daemons that beat within `since` of `now`, or are still marked running, newest
+    /// heartbeat first (at most 100).
+    pub async fn daemons(&self) -> Result<Vec<DaemonRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, host, pid, started_at, heartbeat_at, stopped_at FROM daemons \
+             ORDER BY heartbeat_at DESC LIMIT 100",
+        )
+        .fetch_all(&self.readers)
+        .await
+        .map_err(db_error)?;
+        rows.iter()
+            .map(|row| {
+                Ok(DaemonRow {
+                    id: row.try_get(0).map_err(db_error)?,
+                    host: row.try_get(1).map_err(db_error)?,
+                    pid: u32::try_from(row.try_get::<i64, _>(2).map_err(db_error)?).unwrap_or(0),
+                    started_at: from_millis(row.try_get(3).map_err(db_error)?),
+                    heartbeat_at: Some(from_millis(row.try_get(4).map_err(db_error)?)),
+                    stopped_at: row
+                        .try_get::<Option<i64>, _>(5)
+                        .map_err(db_error)?
+                        .map(from_millis),
+                })
+            })
+            .collect()
+    }
+
+    /// What `pcsaga status` shows beyond the counts: the oldest due saga, how many active
+    /// sagas wait on throttling or on refused credentials, and the error classes of the last
+    /// `recent` history rows. Every query uses an index or a bounded range.
+    pub async fn status_snapshot(
+        &self,
+        now: DateTime<Utc>,
+        recent: u32,
+    ) -> Result<StatusSnapshot, StoreError> {
+        let oldest_due = sqlx::query(
+            "SELECT id, next_run_at FROM sagas INDEXED BY sagas_due \
+             WHERE next_run_at IS NOT NULL AND next_run_at <= ?1 AND status = 'active' \
+             ORDER BY next_run_at LIMIT 1",
+        )
+        .bind(to_millis(now))
+        .fetch_optional(&self.readers)
+        .await
+        .map_err(db_error)?
+        .map(|row| -> Result<(String, DateTime<Utc>), StoreError> {
+            Ok((
+                row.try_get(0).map_err(db_error)?,
+                from_millis(row.try_get(1).map_err(db_error)?),
+            ))
+        })
+        .transpose()?;
+        let counts = sqlx::query(
+            "SELECT \
+               SUM(CASE WHEN last_error LIKE '%throttled%' OR last_error LIKE '%(429%' THEN 1 ELSE 0 END), \
+               SUM(CASE WHEN wait_reason LIKE 'held until%' THEN 1 ELSE 0 END) \
+             FROM sagas WHERE status = 'active'",
+        )
+        .fetch_one(&self.readers)
+        .await
+        .map_err(db_error)?;
+        let throttled: Option<i64> = counts.try_get(0).map_err(db_error)?;
+        let held: Option<i64> = counts.try_get(1).map_err(db_error)?;
+        let rows = sqlx::query(
+            "SELECT error_class, COUNT(*) FROM history \
+             WHERE seq > (SELECT COALESCE(MAX(seq), 0) FROM history) - ?1 AND error_class IS NOT NULL \
+             GROUP BY error_class",
+        )
+        .bind(i64::from(recent))
+        .fetch_all(&self.readers)
+        .await
+        .map_err(db_error)?;
+        let mut recent_errors = BTreeMap::new();
+        for row in rows {
+            let class: String = row.try_get(0).map_err(db_error)?;
+            let n: i64 = row.try_get(1).map_err(db_error)?;
+            recent_errors.insert(class, u64::try_from(n).unwrap_or(0));
+        }
+        Ok(StatusSnapshot {
+            oldest_due,
+            throttled: u64::try_from(throttled.unwrap_or(0)).unwrap_or(0),
+            held: u64::try_from(held.unwrap_or(0)).unwrap_or(0),
+            recent_errors,
         })
     }
 
