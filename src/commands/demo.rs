@@ -288,12 +288,30 @@ pub async fn run(args: &DemoArgs) -> Result<Exit, Failed> {
             "ledger: {checked_out} carts checked out in {calls} checkout calls, {} orders: no purchase was bought twice\n",
             ledger.orders.len()
         ));
+        // The commands below run as printed after `cargo run --release -- demo`.
+        let bin = "./target/release/pcsaga";
+        let db = db.display();
         for (name, id, error) in &failed_ids {
-            out.push_str(&format!("\n{name} did not succeed: {error}\ninspect it:\n  pcsaga --db {} show {id}\n  pcsaga --db {} list --status failed\n", db.display(), db.display()));
+            let expected = if name == "restricted-region" {
+                " (expected: the demo's simulator restricts japanwest, and pcsaga refuses before any cart, so nothing was bought)"
+            } else {
+                ""
+            };
+            out.push_str(&format!(
+                "\n{name} did not succeed{expected}: {error}\ninspect it:\n  {bin} --db {db} show {id}\n  {bin} --db {db} list --status failed\n"
+            ));
         }
         out.push_str(&format!(
             "\nfinished in {:.1}s\n",
             started.elapsed().as_secs_f64()
+        ));
+        out.push_str(&format!(
+            "\nwhat next: run it yourself, against the simulator\n  \
+             {bin} sim --port 18084        # in another terminal; it prints the export line below\n  \
+             export PCSAGA_BASE_URL=http://127.0.0.1:18084 PCSAGA_TOKEN_URL=http://127.0.0.1:18084/5b2d0d1c-8c1e-4d51-9d7f-7c4f1e0b2a11/oauth2/token PCSAGA_CLIENT_ID=6f1c3a52-2b8e-4a6b-9d1e-3c2f4b5a6d7e PCSAGA_CLIENT_SECRET=sim-client-secret PCSAGA_REFRESH_TOKEN=sim-refresh-token\n  \
+             {bin} --db mine.db submit workflows/examples/software-subscription.json\n  \
+             {bin} --db mine.db daemon --exit-when-idle\n  \
+             {bin} --db mine.db status\n"
         ));
         print(&out);
     }
