@@ -59,6 +59,24 @@ fn main() -> ExitCode {
     };
     match runtime.block_on(dispatch(&cli)) {
         Ok(exit) => exit.into(),
+        Err(Failed { exit, error }) if wants_json(&cli.command) => {
+            // With --json, errors are JSON too: one object on stderr.
+            let text = format!("{error:#}");
+            let hint = text
+                .lines()
+                .find_map(|l| l.trim().strip_prefix("next: "))
+                .map(|h| h.trim_matches('`').to_owned());
+            let message = text
+                .lines()
+                .filter(|l| !l.trim().starts_with("next: "))
+                .collect::<Vec<_>>()
+                .join("\n");
+            say!(
+                "{}",
+                serde_json::json!({"error": {"exitCode": exit as u8, "message": message, "hint": hint}})
+            );
+            exit.into()
+        }
         Err(Failed { exit, error }) => {
             say!("error: {error:#}");
             exit.into()
@@ -114,6 +132,28 @@ async fn dispatch(cli: &Cli) -> Result<Exit, Failed> {
 }
 
 /// The verbs that use neither the database nor the configuration file, and what they use.
+/// Whether the verb was asked for JSON (`--json`): its errors are JSON as well.
+fn wants_json(command: &Command) -> bool {
+    match command {
+        Command::Daemon(_) => false,
+        Command::Submit(a) => a.json,
+        Command::List(a) => a.json,
+        Command::Show(a) => a.json,
+        Command::Resume(a) => a.json,
+        Command::Retry(a) => a.json,
+        Command::AttachOrder(a) => a.json,
+        Command::Cancel(a) => a.json,
+        Command::Sim(a) => a.json,
+        Command::Demo(a) => a.json,
+        Command::Bench(a) => a.json,
+        Command::Status { json }
+        | Command::Check { json }
+        | Command::Backup { json, .. }
+        | Command::Migrate { json }
+        | Command::Workflow(WorkflowCommand::Validate { json, .. }) => *json,
+    }
+}
+
 fn self_contained(command: &Command) -> Option<(&'static str, &'static str)> {
     match command {
         Command::Demo(_) => Some((

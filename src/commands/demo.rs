@@ -292,7 +292,7 @@ pub async fn run(args: &DemoArgs) -> Result<Exit, Failed> {
         let bin = "./target/release/pcsaga";
         let db = db.display();
         for (name, id, error) in &failed_ids {
-            let expected = if name == "restricted-region" {
+            let expected = if *name == "restricted-region" {
                 " (expected: the demo's simulator restricts japanwest, and pcsaga refuses before any cart, so nothing was bought)"
             } else {
                 ""

@@ -908,3 +908,119 @@ fn check_and_backup_a_sound_database() {
         support::stderr(&missing)
     );
 }
+
+/// Replaces what changes between runs (ids, times, durations, and each of `known` inside
+/// text) so a JSON shape can be pinned.
+fn redact_all(value: &serde_json::Value, known: &[(String, &str)]) -> serde_json::Value {
+    match value {
+        serde_json::Value::String(text) => serde_json::Value::String(
+            known
+                .iter()
+                .fold(text.clone(), |t, (from, to)| t.replace(from.as_str(), to)),
+        ),
+        serde_json::Value::Object(map) => serde_json::Value::Object(
+            map.iter()
+                .map(|(k, v)| (k.clone(), redact_all(v, known)))
+                .collect(),
+        ),
+        serde_json::Value::Array(items) => {
+            serde_json::Value::Array(items.iter().map(|v| redact_all(v, known)).collect())
+        }
+        other => other.clone(),
+    }
+}
+
+/// Replaces what changes between runs (ids, times, durations) so a JSON shape can be pinned.
+fn redact(value: &serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match value {
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .map(|(k, v)| {
+                    let volatile = matches!(
+                        k.as_str(),
+                        "id" | "database" | "createdAt" | "updatedAt" | "nextRunAt" | "at" | "seq"
+                            | "correlationId" | "token" | "requestId" | "startedAt" | "heartbeatAt"
+                            | "dueSince" | "ageSeconds" | "seconds" | "bytes" | "stateEnteredAt"
+                            | "leaseExpiresAt" | "leaseOwner" | "latencyMs" | "waitingFor" | "detail"
+                            | "sagaId"
+                    );
+                    (k.clone(), if volatile && !v.is_null() { Value::String("[..]".into()) } else { redact(v) })
+                })
+                .collect(),
+        ),
+        Value::Array(items) => Value::Array(items.iter().map(redact).collect()),
+        other => other.clone(),
+    }
+}
+
+/// Every key of every `--json` output is camelCase (the request's own `provisioningContext`
+/// keys aside, which are the SKU's).
+fn camel_keys(value: &serde_json::Value, path: &str, out: &mut Vec<String>) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (k, v) in map {
+                if path.ends_with("provisioningContext") {
+                    continue;
+                }
+                if k.contains('_') || k.starts_with(|c: char| c.is_ascii_uppercase()) {
+                    out.push(format!("{path}.{k}"));
+                }
+                camel_keys(v, &format!("{path}.{k}"), out);
+            }
+        }
+        serde_json::Value::Array(items) => {
+            for item in items {
+                camel_keys(item, &format!("{path}[]"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// One JSON convention: camelCase keys in every `--json` output; `submit --json` an object for
+/// one request and an array for NDJSON; errors, with `--json`, one object on stderr. Each
+/// shape pinned.
+#[test]
+fn json_outputs_share_one_convention() {
+    let env = Env::new();
+    let one = env.write("one.json", &support::request("json-1", "DG7GMGF0DWTL", "0001", None).to_string());
+    let batch = env.write(
+        "batch.ndjson",
+        &format!(
+            "{}\n{}\n",
+            support::request("json-2", "DG7GMGF0DWTL", "0001", None),
+            support::request("json-3", "DG7GMGF0DWTL", "0001", None)
+        ),
+    );
+    let run = |args: &[&str]| support::run(env.pcsaga(None).args(args));
+    let submit = run(&["submit", one.to_str().unwrap_or(""), "--json"]);
+    let submit_batch = run(&["submit", batch.to_str().unwrap_or(""), "--json"]);
+    let id = support::json(&submit)["id"].as_str().expect("id").to_owned();
+    let list = run(&["list", "--json"]);
+    let show = run(&["show", &id, "--json"]);
+    let status = run(&["status", "--json"]);
+    let check = run(&["check", "--json"]);
+    let refused = run(&["resume", &id, "--reason", "try", "--json"]);
+    assert_eq!(refused.status.code(), Some(5));
+    let error: serde_json::Value =
+        serde_json::from_str(support::stderr(&refused).trim()).expect("the error is JSON");
+    let shapes = serde_json::json!({
+        "submit": support::json(&submit),
+        "submitBatch": support::json(&submit_batch),
+        "list": support::json(&list)[0],
+        "show": support::json(&show),
+        "status": support::json(&status),
+        "check": support::json(&check),
+        "error": error,
+    });
+    assert!(shapes["submit"].is_object() && shapes["submitBatch"].is_array());
+    let mut snake = Vec::new();
+    camel_keys(&shapes, "$", &mut snake);
+    assert!(snake.is_empty(), "keys not in camelCase: {snake:?}");
+    let known = [
+        (id.clone(), "[id]"),
+        (env.db.display().to_string(), "[db]"),
+    ];
+    insta::assert_json_snapshot!(redact_all(&redact(&shapes), &known));
+}

@@ -39,9 +39,12 @@ pub enum OnExhausted {
 
 /// Retry with exponential backoff.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct RetryPolicy {
+    #[serde(rename = "initialIntervalMs", serialize_with = "as_ms")]
     pub initial_interval: Duration,
     pub multiplier: f64,
+    #[serde(rename = "maxIntervalMs", serialize_with = "as_ms")]
     pub max_interval: Duration,
     /// Attempts in one state, the first included, before `on_exhausted`.
     pub max_attempts: u32,
@@ -52,11 +55,23 @@ pub struct RetryPolicy {
 
 /// Polling for a state that waits on Partner Center.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct PollPolicy {
+    #[serde(rename = "intervalMs", serialize_with = "as_ms")]
     pub interval: Duration,
     /// How long the saga may stay in the state in all.
+    #[serde(rename = "deadlineS", serialize_with = "as_s")]
     pub deadline: Duration,
     pub on_deadline: OnExhausted,
+}
+
+/// Durations in JSON output: whole milliseconds, as in the policy file.
+fn as_ms<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+fn as_s<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(d.as_secs())
 }
 
 /// The policy of one state.

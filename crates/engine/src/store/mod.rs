@@ -231,6 +231,7 @@ impl HistoryEvent {
 
 /// A stored history row.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct HistoryRow {
     pub seq: i64,
     pub saga_id: String,
