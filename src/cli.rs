@@ -185,9 +185,18 @@ pub struct ListArgs {
     /// Only purchases created within this long, e.g. `30m`, `24h`, `7d` (at most 36500d).
     #[arg(long, value_name = "AGE")]
     pub since: Option<String>,
-    /// At most this many rows, up to 1000000; 0 for all.
+    /// At most this many rows, newest first, up to 1000000; 0 for all.
     #[arg(long, default_value_t = 1000, value_parser = RangedU64ValueParser::<u32>::new().range(0..=1_000_000))]
     pub limit: u32,
+    /// Only active purchases that are stuck: they have retried, or stayed in their state
+    /// longer than its policy expects (its poll deadline); each with what it waits for and its
+    /// last error.
+    #[arg(long)]
+    pub stuck: bool,
+    /// The policy file whose deadlines `--stuck` uses (default: the built-in one, or
+    /// PCSAGA_WORKFLOW).
+    #[arg(long, env = "PCSAGA_WORKFLOW", value_name = "FILE")]
+    pub workflow: Option<PathBuf>,
     #[arg(long)]
     pub json: bool,
 }
@@ -196,6 +205,9 @@ pub struct ListArgs {
 pub struct ShowArgs {
     /// The purchase id (from `submit` or `list`), or a prefix of it that no other id has.
     pub id: String,
+    /// Only the last N rows of the timeline (1 to 100000).
+    #[arg(long, value_name = "N", value_parser = RangedU64ValueParser::<usize>::new().range(1..=100_000))]
+    pub tail: Option<usize>,
     #[arg(long)]
     pub json: bool,
 }

@@ -107,24 +107,69 @@ pub fn filter_of(
         state,
         customer_id: customer.map(str::to_owned),
         created_after,
+        stuck: None,
         limit,
     })
 }
 
+/// Counting the matches of a cut `list` stops here: the count costs at most this many index
+/// entries, whatever the table's size.
+const COUNT_CAP: u64 = 100_000;
+
 pub async fn list(global: &Global, args: &ListArgs, file: &FileConfig) -> Result<Exit, Failed> {
-    let filter = filter_of(
+    let mut filter = filter_of(
         args.status.as_deref(),
         args.state.as_deref(),
         args.customer.as_deref(),
         args.since.as_deref(),
         args.limit,
     )?;
+    if args.stuck {
+        if filter.status.is_some_and(|s| s != SagaStatus::Active) {
+            return Err(Failed::new(
+                Exit::Usage,
+                ConfigError("--stuck lists active purchases; leave out --status".into()),
+            ));
+        }
+        let policies = crate::app::policies(args.workflow.as_deref())?;
+        let now = Utc::now();
+        filter.stuck = Some(
+            pcsaga_purchase::STATE_NAMES
+                .iter()
+                .map(|state| {
+                    let deadline = Duration::from_std(policies.get(state).poll.deadline)
+                        .unwrap_or(Duration::days(36_500));
+                    ((*state).to_owned(), now - deadline)
+                })
+                .collect(),
+        );
+    }
     let (store, _) =
         crate::app::open(global.db.as_deref(), file, crate::app::Open::ReadOnly).await?;
-    let engine = crate::app::offline_engine(store);
-    let sagas = engine.list(&filter).await?;
+    let sagas = pcsaga_engine::Store::list(&store, &filter).await?;
+    // Said whenever the limit cut the result: `list` never hides work silently.
+    let cut = filter.limit != 0 && sagas.len() as u64 >= u64::from(filter.limit);
+    let total = if cut {
+        Some(pcsaga_engine::Store::count(&store, &filter, COUNT_CAP + 1).await?)
+    } else {
+        None
+    };
+    let showing = match total {
+        Some(t) if t > COUNT_CAP => Some(format!(
+            "showing the newest {} of more than {COUNT_CAP}; narrow with --status, --state, --customer or --since, or raise --limit",
+            sagas.len()
+        )),
+        Some(t) if t > sagas.len() as u64 => Some(format!(
+            "showing the newest {} of {t}; narrow with --status, --state, --customer or --since, or raise --limit",
+            sagas.len()
+        )),
+        _ => None,
+    };
     if args.json {
         print_json(&Value::Array(sagas.iter().map(summary).collect()));
+        if let Some(note) = &showing {
+            say!("{note}");
+        }
         return Ok(Exit::Ok);
     }
     let mut table = Table::new(&[
@@ -138,11 +183,11 @@ pub async fn list(global: &Global, args: &ListArgs, file: &FileConfig) -> Result
         "WAITING FOR / LAST ERROR",
     ]);
     for saga in &sagas {
-        let note = saga
-            .wait_reason
-            .clone()
-            .or_else(|| saga.last_error.clone())
-            .unwrap_or_default();
+        let note = match (&saga.wait_reason, &saga.last_error) {
+            (Some(wait), Some(error)) => format!("{wait}; last error: {error}"),
+            (Some(one), None) | (None, Some(one)) => one.clone(),
+            (None, None) => String::new(),
+        };
         table.row(vec![
             saga.id.clone(),
             saga.idempotency_key.clone(),
@@ -158,6 +203,9 @@ pub async fn list(global: &Global, args: &ListArgs, file: &FileConfig) -> Result
         print("no purchases match\n");
     } else {
         print(&table.render());
+    }
+    if let Some(note) = &showing {
+        print(&format!("{note}\n"));
     }
     Ok(Exit::Ok)
 }
@@ -316,7 +364,15 @@ pub async fn show(global: &Global, args: &ShowArgs, file: &FileConfig) -> Result
         "MS-REQUESTID",
         "DETAIL",
     ]);
-    for row in &history {
+    let width = terminal_width();
+    let folded = fold(&history);
+    let skipped = args.tail.map_or(0, |n| folded.len().saturating_sub(n));
+    if skipped > 0 {
+        out.push_str(&format!(
+            "({skipped} earlier rows; leave out --tail to see them)\n"
+        ));
+    }
+    for (row, repeats) in folded.into_iter().skip(skipped) {
         let state = match (&row.state, &row.to_state) {
             (Some(a), Some(b)) if a != b => format!("{a} -> {b}"),
             (Some(a), _) => a.clone(),
@@ -331,13 +387,17 @@ pub async fn show(global: &Global, args: &ShowArgs, file: &FileConfig) -> Result
         };
         table.row(vec![
             row.at.format("%H:%M:%S%.3f").to_string(),
-            row.kind.clone(),
+            if repeats > 1 {
+                format!("{} ×{repeats}", row.kind)
+            } else {
+                row.kind.clone()
+            },
             state,
             row.call.clone().unwrap_or_default(),
             row.http_status.map(|s| s.to_string()).unwrap_or_default(),
             row.latency_ms.map(|s| s.to_string()).unwrap_or_default(),
             row.request_id.clone().unwrap_or_default(),
-            clip(&detail, 120),
+            clip(&detail, width.saturating_sub(110).max(40)),
         ]);
     }
     out.push_str(&table.render());
@@ -497,9 +557,107 @@ pub fn next_steps(
     out
 }
 
+/// The terminal's width (`COLUMNS`, as shells export it), or 200 for a pipe or a file.
+fn terminal_width() -> usize {
+    std::env::var("COLUMNS")
+        .ok()
+        .and_then(|c| c.trim().parse::<usize>().ok())
+        .filter(|c| (40..=1000).contains(c))
+        .unwrap_or(200)
+}
+
+/// Folds runs of the same step (the same call answered the same way with the same decision,
+/// numbers aside: attempt counts, waits, times) into their last row and a count, so a purchase
+/// that retried 90 times reads as a few rows.
+fn fold(history: &[pcsaga_engine::HistoryRow]) -> Vec<(pcsaga_engine::HistoryRow, usize)> {
+    let shape = |r: &pcsaga_engine::HistoryRow| {
+        let text: String = format!(
+            "{}|{:?}|{:?}|{:?}|{:?}|{:?}|{}|{}",
+            r.kind,
+            r.state,
+            r.to_state,
+            r.call,
+            r.http_status,
+            r.error_class,
+            r.error.as_deref().unwrap_or(""),
+            r.detail.as_deref().unwrap_or("")
+        );
+        // Ids (request ids in error texts) and numbers change from one attempt to the next.
+        text.split_whitespace()
+            .map(|token| {
+                if token.chars().filter(char::is_ascii_hexdigit).count() >= 16 {
+                    "<id>".to_owned()
+                } else {
+                    token.chars().filter(|c| !c.is_ascii_digit()).collect()
+                }
+            })
+            .collect::<Vec<String>>()
+            .join(" ")
+    };
+    let mut out: Vec<(pcsaga_engine::HistoryRow, usize)> = Vec::new();
+    for row in history {
+        match out.last_mut() {
+            Some((last, n)) if row.kind != "intent" && shape(last) == shape(row) => {
+                *last = row.clone();
+                *n += 1;
+            }
+            _ => out.push((row.clone(), 1)),
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn row(seq: i64, detail: &str, error: Option<&str>) -> pcsaga_engine::HistoryRow {
+        pcsaga_engine::HistoryRow {
+            seq,
+            saga_id: "s".into(),
+            at: Utc::now(),
+            kind: "transition".into(),
+            state: Some("Discovery".into()),
+            to_state: Some("Discovery".into()),
+            call: Some("get_product".into()),
+            http_status: Some(503),
+            latency_ms: Some(seq as u64),
+            request_id: Some(format!("{seq:032x}")),
+            error_class: Some("transient".into()),
+            error: error.map(str::to_owned),
+            detail: Some(detail.into()),
+        }
+    }
+
+    #[test]
+    fn identical_attempts_fold_into_one_row_with_a_count() {
+        let history = vec![
+            row(
+                1,
+                "retry in 2s: HTTP 503",
+                Some("MS-RequestId=0a8e6a52-6b4e-4f40-9c8e-1f2d3c4b5a69 down"),
+            ),
+            row(
+                2,
+                "retry in 4s: HTTP 503",
+                Some("MS-RequestId=9b8e6a52-6b4e-4f40-9c8e-1f2d3c4b5a70 down"),
+            ),
+            row(
+                3,
+                "retry in 8s: HTTP 503",
+                Some("MS-RequestId=1c8e6a52-6b4e-4f40-9c8e-1f2d3c4b5a71 down"),
+            ),
+            row(4, "product of items[0] found", None),
+        ];
+        let folded = fold(&history);
+        assert_eq!(folded.len(), 2);
+        assert_eq!(
+            (folded[0].0.seq, folded[0].1),
+            (3, 3),
+            "the last of three, counted"
+        );
+        assert_eq!(folded[1].1, 1);
+    }
 
     #[test]
     fn ages() {

@@ -834,7 +834,7 @@ async fn a_database_from_a_newer_release_is_refused_by_name() {
         let stderr = support::stderr(&output);
         assert_eq!(output.status.code(), Some(6), "{args:?}: {stderr}");
         assert!(
-            stderr.contains("written by a newer pcsaga (schema 29991231000000); this binary knows up to 20261201000001"),
+            stderr.contains("written by a newer pcsaga (schema 29991231000000); this binary knows up to 20261201000002"),
             "{args:?}: {stderr}"
         );
     }
@@ -939,13 +939,37 @@ fn redact(value: &serde_json::Value) -> serde_json::Value {
                 .map(|(k, v)| {
                     let volatile = matches!(
                         k.as_str(),
-                        "id" | "database" | "createdAt" | "updatedAt" | "nextRunAt" | "at" | "seq"
-                            | "correlationId" | "token" | "requestId" | "startedAt" | "heartbeatAt"
-                            | "dueSince" | "ageSeconds" | "seconds" | "bytes" | "stateEnteredAt"
-                            | "leaseExpiresAt" | "leaseOwner" | "latencyMs" | "waitingFor" | "detail"
+                        "id" | "database"
+                            | "createdAt"
+                            | "updatedAt"
+                            | "nextRunAt"
+                            | "at"
+                            | "seq"
+                            | "correlationId"
+                            | "token"
+                            | "requestId"
+                            | "startedAt"
+                            | "heartbeatAt"
+                            | "dueSince"
+                            | "ageSeconds"
+                            | "seconds"
+                            | "bytes"
+                            | "stateEnteredAt"
+                            | "leaseExpiresAt"
+                            | "leaseOwner"
+                            | "latencyMs"
+                            | "waitingFor"
+                            | "detail"
                             | "sagaId"
                     );
-                    (k.clone(), if volatile && !v.is_null() { Value::String("[..]".into()) } else { redact(v) })
+                    (
+                        k.clone(),
+                        if volatile && !v.is_null() {
+                            Value::String("[..]".into())
+                        } else {
+                            redact(v)
+                        },
+                    )
                 })
                 .collect(),
         ),
@@ -984,7 +1008,10 @@ fn camel_keys(value: &serde_json::Value, path: &str, out: &mut Vec<String>) {
 #[test]
 fn json_outputs_share_one_convention() {
     let env = Env::new();
-    let one = env.write("one.json", &support::request("json-1", "DG7GMGF0DWTL", "0001", None).to_string());
+    let one = env.write(
+        "one.json",
+        &support::request("json-1", "DG7GMGF0DWTL", "0001", None).to_string(),
+    );
     let batch = env.write(
         "batch.ndjson",
         &format!(
@@ -996,7 +1023,10 @@ fn json_outputs_share_one_convention() {
     let run = |args: &[&str]| support::run(env.pcsaga(None).args(args));
     let submit = run(&["submit", one.to_str().unwrap_or(""), "--json"]);
     let submit_batch = run(&["submit", batch.to_str().unwrap_or(""), "--json"]);
-    let id = support::json(&submit)["id"].as_str().expect("id").to_owned();
+    let id = support::json(&submit)["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
     let list = run(&["list", "--json"]);
     let show = run(&["show", &id, "--json"]);
     let status = run(&["status", "--json"]);
@@ -1018,9 +1048,55 @@ fn json_outputs_share_one_convention() {
     let mut snake = Vec::new();
     camel_keys(&shapes, "$", &mut snake);
     assert!(snake.is_empty(), "keys not in camelCase: {snake:?}");
-    let known = [
-        (id.clone(), "[id]"),
-        (env.db.display().to_string(), "[db]"),
-    ];
+    let known = [(id.clone(), "[id]"), (env.db.display().to_string(), "[db]")];
     insta::assert_json_snapshot!(redact_all(&redact(&shapes), &known));
+}
+
+/// `list` shows the newest first and says when its limit cut the result; `--stuck` selects
+/// active purchases that retried or overstayed; `show --tail` keeps the last rows.
+#[test]
+fn list_is_newest_first_and_says_when_it_is_cut() {
+    let env = Env::new();
+    let lines: Vec<String> = (0..5)
+        .map(|i| support::request(&format!("cut-{i}"), "DG7GMGF0DWTL", "0001", None).to_string())
+        .collect();
+    let file = env.write("five.ndjson", &lines.join("\n"));
+    assert_eq!(
+        support::run(env.pcsaga(None).arg("submit").arg(&file))
+            .status
+            .code(),
+        Some(0)
+    );
+    let listed = support::run(env.pcsaga(None).args(["list", "--limit", "2"]));
+    let out = support::stdout(&listed);
+    assert!(out.contains("showing the newest 2 of 5"), "{out}");
+    let keys: Vec<&str> = out
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .filter(|k| k.starts_with("cut-"))
+        .collect();
+    assert_eq!(keys, vec!["cut-4", "cut-3"], "newest first: {out}");
+    let all = support::run(env.pcsaga(None).args(["list"]));
+    assert!(
+        !support::stdout(&all).contains("showing"),
+        "nothing cut, nothing said"
+    );
+    let stuck = support::run(env.pcsaga(None).args(["list", "--stuck"]));
+    assert_eq!(stuck.status.code(), Some(0), "{}", support::stderr(&stuck));
+    assert!(
+        support::stdout(&stuck).contains("no purchases match"),
+        "fresh purchases are not stuck"
+    );
+    let json = support::run(env.pcsaga(None).args(["list", "--json", "--limit", "1"]));
+    assert!(support::stderr(&json).contains("showing the newest 1 of 5"));
+    let id = support::json(&json)[0]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let shown = support::run(env.pcsaga(None).args(["show", &id, "--tail", "1"]));
+    assert!(
+        support::stdout(&shown).contains("timeline"),
+        "{}",
+        support::stdout(&shown)
+    );
 }

@@ -20,7 +20,9 @@ pub mod workflow;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use policy::{OnExhausted, Policies, PolicyError, StatePolicy};
 pub use runtime::{CrashAt, CrashPoint, Driven, Engine, EngineConfig, Submitted};
-pub use store::sqlite::{DaemonRow, Durability, SqliteConfig, SqliteStore, StatusSnapshot};
+pub use store::sqlite::{
+    list_plan, DaemonRow, Durability, SqliteConfig, SqliteStore, StatusSnapshot,
+};
 pub use store::{HistoryRow, ListFilter, SagaRecord, SagaStatus, Store, StoreError};
 pub use workflow::{AttemptRecord, Decision, Executed, Plan, SagaView, Workflow};
 

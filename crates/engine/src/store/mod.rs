@@ -256,6 +256,10 @@ pub struct ListFilter {
     pub customer_id: Option<String>,
     /// Only sagas created at or after this instant.
     pub created_after: Option<DateTime<Utc>>,
+    /// Only active sagas that are stuck: they retried, or entered their state before the
+    /// instant given for it (a state missing here has no such bound).
+    pub stuck: Option<Vec<(String, DateTime<Utc>)>>,
+    /// At most this many, newest first; 0 for all.
     pub limit: u32,
 }
 
@@ -339,6 +343,14 @@ pub trait Store: Send + Sync + 'static {
 
     /// The earliest `next_run_at` of any active saga.
     fn next_due(&self) -> impl Future<Output = Result<Option<DateTime<Utc>>, StoreError>> + Send;
+
+    /// How many sagas match `filter` (its limit ignored), counting at most `cap`: the count
+    /// costs at most `cap` index entries whatever the table's size.
+    fn count(
+        &self,
+        filter: &ListFilter,
+        cap: u64,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
 
     /// How many sagas there are per status.
     fn count_by_status(

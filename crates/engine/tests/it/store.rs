@@ -207,3 +207,70 @@ async fn a_checkpoint_copies_every_committed_page_into_the_database() {
     );
     assert_eq!(h.store.integrity_check().await.expect("check"), "ok");
 }
+
+/// Each filter of `list` uses its index, newest first, without scanning the table: the plan
+/// is pinned for every filter (a `(? IS NULL OR column = ?)` query scanned and sorted all).
+#[tokio::test]
+async fn every_list_filter_uses_an_index() {
+    use pcsaga_engine::{ListFilter, SagaStatus};
+    let h = harness("w1").await;
+    let t = crate::support::t0();
+    let cases: Vec<(&str, ListFilter, &str)> = vec![
+        ("no filter", ListFilter::default(), "sagas_created"),
+        (
+            "status",
+            ListFilter {
+                status: Some(SagaStatus::Failed),
+                ..Default::default()
+            },
+            "sagas_status",
+        ),
+        (
+            "state",
+            ListFilter {
+                state: Some("Checkout".into()),
+                ..Default::default()
+            },
+            "sagas_state",
+        ),
+        (
+            "customer",
+            ListFilter {
+                customer_id: Some("c".into()),
+                ..Default::default()
+            },
+            "sagas_customer",
+        ),
+        (
+            "since",
+            ListFilter {
+                created_after: Some(t),
+                ..Default::default()
+            },
+            "sagas_created",
+        ),
+        (
+            "stuck",
+            ListFilter {
+                stuck: Some(vec![("Checkout".into(), t)]),
+                ..Default::default()
+            },
+            "sagas_status",
+        ),
+    ];
+    for (name, filter, index) in cases {
+        let plan = pcsaga_engine::list_plan(&h.store, &filter)
+            .await
+            .expect("plan");
+        assert!(plan.contains(index), "{name}: {plan}");
+        // A scan only through the index (newest first, stopping at the limit), never of the table.
+        assert!(
+            !plan.split("; ").any(|step| step == "SCAN sagas"),
+            "{name}: {plan}"
+        );
+        assert!(
+            !plan.contains("USE TEMP B-TREE FOR ORDER BY"),
+            "{name} sorts the whole result: {plan}"
+        );
+    }
+}

@@ -533,7 +533,10 @@ async fn restrictions_and_registrations_change_at_run_time() {
 /// The example settings file in the repository loads, with every field it names.
 #[test]
 fn example_sim_config_loads() {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/sim-config.toml");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../examples/sim-config.toml"
+    );
     let text = std::fs::read_to_string(path).expect("the example exists");
     let config: SimConfig = toml::from_str(&text).expect("the example loads");
     assert_eq!(config.restricted_regions, vec!["japanwest".to_owned()]);
