@@ -435,3 +435,95 @@ pub async fn recovery(in_flight: usize) -> Result<Recovery, Failure> {
         all_claimed_ms: (all_claimed - started).as_secs_f64() * 1000.0,
     })
 }
+
+/// 6. Inspection at scale: `list` (as the CLI runs it: the newest 1,000 and, when cut, the
+/// bounded count) with each filter, and `show` (the saga and its history), on a database of
+/// `n` purchases shaped like a partner's book.
+pub struct Inspect {
+    /// (filter, p50 ms, p99 ms)
+    pub list: Vec<(&'static str, f64, f64)>,
+    pub show_p50_ms: f64,
+    pub show_p99_ms: f64,
+}
+
+pub async fn inspect(n: u64, probes: usize) -> Result<Inspect, Failure> {
+    use pcsaga_engine::{ListFilter, SagaStatus, Store};
+    let scratch = Scratch::new("inspect")?;
+    let store = open(&scratch.db()).await?;
+    let now = chrono::Utc::now();
+    // A context of a realistic size (a purchase's is 1-3 KB).
+    let context = format!("{{\"pad\":\"{}\"}}", "x".repeat(1200));
+    store.bench_populate(n, now, &context).await?;
+    let filters: Vec<(&'static str, ListFilter)> = vec![
+        ("none", ListFilter::default()),
+        (
+            "--status failed",
+            ListFilter {
+                status: Some(SagaStatus::Failed),
+                ..Default::default()
+            },
+        ),
+        (
+            "--state Checkout",
+            ListFilter {
+                state: Some("Checkout".into()),
+                ..Default::default()
+            },
+        ),
+        (
+            "--customer",
+            ListFilter {
+                customer_id: Some("00000007-0000-4000-8000-000000000007".into()),
+                ..Default::default()
+            },
+        ),
+        (
+            "--since 24h",
+            ListFilter {
+                created_after: Some(now - chrono::Duration::hours(24)),
+                ..Default::default()
+            },
+        ),
+        (
+            "--stuck",
+            ListFilter {
+                stuck: Some(vec![("Checkout".into(), now - chrono::Duration::hours(1))]),
+                ..Default::default()
+            },
+        ),
+    ];
+    let mut list = Vec::new();
+    for (name, mut filter) in filters {
+        filter.limit = 1000;
+        let mut times = Vec::with_capacity(probes);
+        for _ in 0..probes {
+            let started = Instant::now();
+            let rows = store.list(&filter).await?;
+            if rows.len() >= 1000 {
+                store.count(&filter, 100_001).await?;
+            }
+            times.push(started.elapsed().as_secs_f64() * 1e3);
+        }
+        times.sort_by(f64::total_cmp);
+        list.push((name, percentile(&times, 0.5), percentile(&times, 0.99)));
+    }
+    let mut times = Vec::with_capacity(probes);
+    for i in 0..probes as u64 {
+        let k = 1 + (i * 7919) % n.max(1);
+        let id = format!("{:08x}-0000-7000-8000-{:012x}", k / 65536, k);
+        let started = Instant::now();
+        let saga = store.get(&id).await?;
+        let history = store.history(&id).await?;
+        times.push(started.elapsed().as_secs_f64() * 1e3);
+        anyhow::ensure!(
+            saga.is_some_and(|s| s.id == id) && history.len() == 2,
+            "show read the wrong purchase"
+        );
+    }
+    times.sort_by(f64::total_cmp);
+    Ok(Inspect {
+        list,
+        show_p50_ms: percentile(&times, 0.5),
+        show_p99_ms: percentile(&times, 0.99),
+    })
+}

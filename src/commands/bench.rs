@@ -7,7 +7,14 @@ use crate::cli::BenchArgs;
 use crate::exit::{Exit, Failed};
 use crate::output::{print, print_json, Table};
 
-const ALL: &[&str] = &["raw", "orchestration", "e2e", "backlog", "recovery"];
+const ALL: &[&str] = &[
+    "raw",
+    "orchestration",
+    "e2e",
+    "backlog",
+    "recovery",
+    "inspect",
+];
 
 pub async fn run(args: &BenchArgs) -> Result<Exit, Failed> {
     let only: Vec<String> = match &args.only {
@@ -93,6 +100,28 @@ pub async fn run(args: &BenchArgs) -> Result<Exit, Failed> {
                 String::new(),
             ]);
             out[format!("backlog{parked}")] = json!({"claimP50Micros": b.claim_p50_us, "claimP99Micros": b.claim_p99_us, "rssMb": b.rss_mb});
+        }
+    }
+    if wants("inspect") {
+        for purchases in [100_000_u64, 1_000_000] {
+            say!("bench: list and show on {purchases} purchases (filling the database)...");
+            let i = run::inspect(purchases, 20).await?;
+            for (filter, p50, p99) in &i.list {
+                table.row(vec![
+                    format!("list {filter}, {purchases} purchases: p50 / p99"),
+                    format!("{p50:.1} ms / {p99:.1} ms"),
+                    format!("{:.1}", p50 * 1e3 / commit_us),
+                ]);
+            }
+            table.row(vec![
+                format!("show, {purchases} purchases: p50 / p99"),
+                format!("{:.2} ms / {:.2} ms", i.show_p50_ms, i.show_p99_ms),
+                format!("{:.1}", i.show_p50_ms * 1e3 / commit_us),
+            ]);
+            out[format!("inspect{purchases}")] = json!({
+                "list": i.list.iter().map(|(f, p50, p99)| json!({"filter": f, "p50Ms": p50, "p99Ms": p99})).collect::<Vec<_>>(),
+                "showP50Ms": i.show_p50_ms, "showP99Ms": i.show_p99_ms,
+            });
         }
     }
     if wants("recovery") {

@@ -1515,6 +1515,58 @@ impl SqliteStore {
             .map_err(db_error)
     }
 
+    /// Benchmarks only: fills an empty database with `n` sagas shaped like a partner's book
+    /// (statuses 85% succeeded, 7% failed, 3% parked, 5% active; every state; 2,000 customers;
+    /// created over 90 days before `now`), each with two history rows, in one transaction.
+    pub async fn bench_populate(
+        &self,
+        n: u64,
+        now: DateTime<Utc>,
+        context: &str,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.maintenance_connection().await?;
+        let n = i64::try_from(n).unwrap_or(i64::MAX);
+        let now = to_millis(now);
+        let day = 86_400_000_i64;
+        let mut tx = conn.begin().await.map_err(db_error)?;
+        sqlx::query(
+            "WITH RECURSIVE k(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM k WHERE i < ?1) \
+             INSERT INTO sagas (id, workflow, idempotency_key, state, status, context, input, customer_id, \
+               attempt, total_attempts, state_entered_at, next_run_at, version, created_at, updated_at, last_error, wait_reason) \
+             SELECT printf('%08x-0000-7000-8000-%012x', i / 65536, i), 'one-time-purchase', 'bench-' || i, \
+               CASE i % 8 WHEN 0 THEN 'Enablement' WHEN 1 THEN 'RegistrationPolling' WHEN 2 THEN 'Discovery' \
+                 WHEN 3 THEN 'InventoryCheck' WHEN 4 THEN 'CartBuild' WHEN 5 THEN 'Checkout' \
+                 WHEN 6 THEN 'OrderVisibilityPolling' ELSE 'EntitlementFetch' END, \
+               CASE WHEN i % 100 < 85 THEN 'succeeded' WHEN i % 100 < 92 THEN 'failed' \
+                 WHEN i % 100 < 95 THEN 'needs_attention' ELSE 'active' END, \
+               ?2, '{}', printf('%08x-0000-4000-8000-%012x', i % 2000, i % 2000), \
+               i % 3, 5 + i % 7, ?3 - (?1 - i) * (?4 * 90 / ?1), \
+               CASE WHEN i % 100 >= 95 THEN ?3 + (i % 600) * 1000 END, 3, ?3 - (?1 - i) * (?4 * 90 / ?1), \
+               ?3 - (?1 - i) * (?4 * 90 / ?1), \
+               CASE WHEN i % 100 >= 85 AND i % 100 < 95 THEN 'HTTP 400 code 800002: Invalid request input' END, \
+               CASE WHEN i % 100 >= 95 THEN 'retry 1 of 11' END \
+             FROM k",
+        )
+        .bind(n)
+        .bind(context)
+        .bind(now)
+        .bind(day)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        sqlx::query(
+            "INSERT INTO history (saga_id, at, kind, state, to_state, detail) \
+             SELECT id, created_at, 'submitted', 'Enablement', NULL, 'bench' FROM sagas \
+             UNION ALL SELECT id, updated_at, 'transition', state, status, 'bench' FROM sagas",
+        )
+        .execute(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        tx.commit().await.map_err(db_error)?;
+        let _ = conn.close().await;
+        Ok(())
+    }
+
     /// Moves every active saga's next run to `until` (a maintenance operation: pause the
     /// queue; the benchmark uses it to park a backlog). Returns how many moved.
     pub async fn defer_all(&self, until: DateTime<Utc>) -> Result<u64, StoreError> {
