@@ -436,7 +436,7 @@ pub async fn recovery(in_flight: usize) -> Result<Recovery, Failure> {
     })
 }
 
-/// 6. Inspection at scale: `list` (as the CLI runs it: the newest 1,000 and, when cut, the
+/// Measurement 6, inspection at scale: `list` (as the CLI runs it: the newest 1,000 and, when cut, the
 /// bounded count) with each filter, and `show` (the saga and its history), on a database of
 /// `n` purchases shaped like a partner's book.
 pub struct Inspect {
