@@ -409,5 +409,13 @@ mod tests {
         assert_eq!(human(Duration::from_secs(12)), "12s");
         assert_eq!(human(Duration::from_secs(250)), "4m10s");
         assert_eq!(human(Duration::from_secs(7200)), "2h");
+        // The boundaries: a second is "1s", a minute "1m", an hour "1h"; minutes and hours
+        // carry their remainders.
+        assert_eq!(human(Duration::from_millis(999)), "999ms");
+        assert_eq!(human(Duration::from_millis(1000)), "1s");
+        assert_eq!(human(Duration::from_secs(60)), "1m");
+        assert_eq!(human(Duration::from_secs(61)), "1m1s");
+        assert_eq!(human(Duration::from_secs(3600)), "1h");
+        assert_eq!(human(Duration::from_secs(3660)), "1h1m");
     }
 }

@@ -2,6 +2,7 @@
 //! engine against the simulator.
 
 mod coverage;
+mod decisions;
 mod flow;
 mod reply_table;
 mod transition_table;
