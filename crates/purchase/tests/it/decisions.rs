@@ -285,3 +285,101 @@ fn a_read_reply_never_frees_a_pending_request_id() {
         |d| d.context().pending == ctx.pending,
     );
 }
+
+#[test]
+fn stale_catalog_ids_are_rediscovered_a_bounded_number_of_times() {
+    use pcsaga_partner_center::models::{Cart, CartError, CartErrorCode, CartLineItem};
+    use pcsaga_purchase::decide::MAX_REDISCOVERIES;
+    let stale = Cart {
+        id: Some("cart-1".into()),
+        line_items: vec![CartLineItem {
+            id: Some(0),
+            catalog_item_id: "DZH318Z0BQ3Q:0001:OLD".into(),
+            quantity: 2,
+            error: Some(CartError {
+                error_code: CartErrorCode::CatalogItemIdIsNotValid,
+                error_description: Some("stale".into()),
+                additional_information: None,
+            }),
+            ..CartLineItem::default()
+        }],
+        ..Cart::default()
+    };
+    let mut ctx = at(State::CartBuild);
+    let create = || Call::CreateCart {
+        request_id: uuid::Uuid::nil(),
+        cart: Cart::default(),
+    };
+    check(
+        "first time",
+        State::CartBuild,
+        &ctx,
+        create(),
+        Ok(Reply::Cart(Box::new(stale.clone()))),
+        |d| {
+            matches!(d, Decision::Advance { to, .. } if to == "Discovery")
+                && d.context().rediscoveries == 1
+        },
+    );
+    ctx.rediscoveries = MAX_REDISCOVERIES - 1;
+    check(
+        "last allowed",
+        State::CartBuild,
+        &ctx,
+        create(),
+        Ok(Reply::Cart(Box::new(stale.clone()))),
+        |d| matches!(d, Decision::Advance { .. }) && d.context().rediscoveries == MAX_REDISCOVERIES,
+    );
+    ctx.rediscoveries = MAX_REDISCOVERIES;
+    check(
+        "one too many",
+        State::CartBuild,
+        &ctx,
+        create(),
+        Ok(Reply::Cart(Box::new(stale))),
+        |d| matches!(d, Decision::Fail { .. }),
+    );
+}
+
+/// Reconciliation finishes only when every item's line is found: one order of two is not
+/// enough (the other may still be on its way to the lagging list).
+#[test]
+fn reconciliation_waits_for_every_line() {
+    use pcsaga_partner_center::models::{Order, OrderLineItem, OrderStatus};
+    let mut ctx = at(State::Checkout);
+    ctx.checkout.reconciling = true;
+    ctx.pending = None;
+    let mut second = ctx.request.items[0].clone();
+    second.product_id = "DG7GMGF0DWTL".into();
+    ctx.request.items.push(second);
+    ctx.items.push(ctx.items[0].clone());
+    let token = ctx.token.clone();
+    let order = |id: &str, line: i64| Order {
+        id: id.into(),
+        status: Some(OrderStatus::Pending),
+        line_items: vec![OrderLineItem {
+            line_item_number: line,
+            offer_id: "X".into(),
+            quantity: 2,
+            friendly_name: Some(format!("[{token}]")),
+            ..OrderLineItem::default()
+        }],
+        ..Order::default()
+    };
+    check(
+        "one of two lines",
+        State::Checkout,
+        &ctx,
+        Call::ListOrders,
+        Ok(Reply::Orders(vec![order("o-1", 0)])),
+        |d| matches!(d, Decision::Poll { .. }) && d.context().orders.is_empty(),
+    );
+    check(
+        "both lines",
+        State::Checkout,
+        &ctx,
+        Call::ListOrders,
+        Ok(Reply::Orders(vec![order("o-1", 0), order("o-2", 1)])),
+        |d| matches!(d, Decision::Advance { .. }) && d.context().orders.len() == 2,
+    );
+}

@@ -98,7 +98,12 @@ impl World {
     /// Runs due work and moves both clocks a minute at a time until nothing is active.
     pub(crate) async fn settle(&self) {
         for _ in 0..2000 {
-            self.engine.run_due().await.expect("run");
+            // Bounded: a saga that never stops being due (a planning loop) fails the test
+            // instead of hanging the run.
+            tokio::time::timeout(Duration::from_secs(60), self.engine.run_due())
+                .await
+                .expect("run_due returns: nothing is due for ever")
+                .expect("run");
             let active = self
                 .engine
                 .list(&pcsaga_engine::ListFilter {
