@@ -452,7 +452,7 @@ pub async fn inspect(n: u64, probes: usize) -> Result<Inspect, Failure> {
     let store = open(&scratch.db()).await?;
     let now = chrono::Utc::now();
     // A context of a realistic size (a purchase's is 1-3 KB).
-    let context = format!("{{\"pad\":\"{}\"}}", "x".repeat(1200));
+    let context = format!("{{\"pad\":\"{}\"}}", "x".repeat(800));
     store.bench_populate(n, now, &context).await?;
     let filters: Vec<(&'static str, ListFilter)> = vec![
         ("none", ListFilter::default()),
@@ -500,7 +500,7 @@ pub async fn inspect(n: u64, probes: usize) -> Result<Inspect, Failure> {
             let started = Instant::now();
             let rows = store.list(&filter).await?;
             if rows.len() >= 1000 {
-                store.count(&filter, 100_001).await?;
+                store.count(&filter, 10_001).await?;
             }
             times.push(started.elapsed().as_secs_f64() * 1e3);
         }

@@ -114,7 +114,7 @@ pub fn filter_of(
 
 /// Counting the matches of a cut `list` stops here: the count costs at most this many index
 /// entries, whatever the table's size.
-const COUNT_CAP: u64 = 100_000;
+const COUNT_CAP: u64 = 10_000;
 
 pub async fn list(global: &Global, args: &ListArgs, file: &FileConfig) -> Result<Exit, Failed> {
     let mut filter = filter_of(
