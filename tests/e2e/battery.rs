@@ -3,7 +3,6 @@
 //! test ends with the auditor (`pcsaga-testkit`). Randomized tests take `PCSAGA_SEED`, print
 //! it, and derive every schedule from it. `PCSAGA_BATTERY=big` runs the bigger tier.
 
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use pcsaga_simulator::{Fault, FaultPlan, FaultRule, SimConfig};
@@ -295,16 +294,7 @@ async fn throttling_and_outage_storm() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // SIGTERM: a clean stop.
-    let pid = daemon.id().to_string();
-    let term = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .stdout(Stdio::null())
-        .status()
-        .expect("kill -TERM");
-    assert!(term.success());
-    let status = support::wait_with_deadline(&mut daemon, Duration::from_secs(30))
-        .await
-        .expect("stops on SIGTERM");
+    let status = support::sigterm(&mut daemon).await;
     assert!(status.success(), "SIGTERM is a clean stop: {status}");
     assert!(b.env.read("storm.err").contains("daemon stopped cleanly"));
 
@@ -564,16 +554,7 @@ async fn refused_credentials_stop_claiming_and_fail_nothing() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let pid = daemon.id().to_string();
-    let term = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .stdout(Stdio::null())
-        .status()
-        .expect("kill -TERM");
-    assert!(term.success());
-    let status = support::wait_with_deadline(&mut daemon, Duration::from_secs(30))
-        .await
-        .expect("stops on SIGTERM");
+    let status = support::sigterm(&mut daemon).await;
     assert!(status.success(), "SIGTERM is a clean stop: {status}");
     let log = b.env.read("wrong.err");
     assert!(

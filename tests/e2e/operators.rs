@@ -190,14 +190,7 @@ async fn a_broken_log_pipe_never_stops_the_daemon() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let term = std::process::Command::new("kill")
-        .args(["-TERM", &daemon.id().to_string()])
-        .status()
-        .expect("kill -TERM");
-    assert!(term.success());
-    let status = support::wait_with_deadline(&mut daemon, Duration::from_secs(30))
-        .await
-        .expect("SIGTERM stops the daemon with its log pipe closed");
+    let status = support::sigterm(&mut daemon).await;
     assert_eq!(
         status.code(),
         Some(0),

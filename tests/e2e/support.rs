@@ -269,3 +269,16 @@ pub fn mixed(prefix: &str, n: usize) -> Vec<serde_json::Value> {
         })
         .collect()
 }
+
+/// Sends SIGTERM to a daemon and waits (30 s at most) for it to exit; its exit status.
+pub async fn sigterm(child: &mut std::process::Child) -> std::process::ExitStatus {
+    let term = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .stdout(Stdio::null())
+        .status()
+        .expect("kill -TERM");
+    assert!(term.success(), "kill -TERM {}", child.id());
+    wait_with_deadline(child, std::time::Duration::from_secs(30))
+        .await
+        .expect("the daemon stops within 30 s of SIGTERM")
+}

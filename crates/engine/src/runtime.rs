@@ -880,23 +880,8 @@ impl<W: Workflow, S: Store> Engine<W, S> {
             .workflow
             .prepare_resume(&view, &from)
             .map_err(Error::Refused)?;
-        let now = self.now();
-        let update = SagaUpdate {
-            state: from.clone(),
-            status: SagaStatus::Active,
-            context: to_json(&context)?,
-            attempt: 0,
-            state_entered_at: now,
-            next_run_at: Some(now),
-            last_error: None,
-            wait_reason: None,
-            ..update_of(&saga)
-        };
-        let event = HistoryEvent::new(EventKind::Operator)
-            .state(saga.state.clone())
-            .to_state(from)
-            .detail(format!("resume: {reason}"));
-        self.operator_commit(saga, update, event).await
+        self.operator_continue(saga, &from, &context, "resume", reason)
+            .await
     }
 
     /// Cancels a saga the workflow allows to be cancelled.

@@ -155,7 +155,8 @@ pub fn decide(
     }
 }
 
-fn is_side_effecting(call: &Call) -> bool {
+/// Whether the call changes state at Partner Center (its request id is kept until settled).
+pub fn is_side_effecting(call: &Call) -> bool {
     matches!(
         call,
         Call::Register { .. }

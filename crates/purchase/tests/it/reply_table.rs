@@ -8,7 +8,7 @@ use pcsaga_engine::Decision;
 use pcsaga_partner_center::{Client, ClientConfig, Credentials, Secret};
 use pcsaga_purchase::call::Call;
 use pcsaga_purchase::context::{Registration, RegistrationState};
-use pcsaga_purchase::decide::decide;
+use pcsaga_purchase::decide::{decide, is_side_effecting};
 use pcsaga_purchase::{PurchaseContext, State};
 use pcsaga_simulator::{Fault, FaultPlan, FaultRule, SimConfig, Simulator};
 
@@ -240,16 +240,6 @@ fn calls() -> Vec<(&'static str, State, Call, PurchaseContext)> {
     ]
 }
 
-fn side_effecting(call: &Call) -> bool {
-    matches!(
-        call,
-        Call::Register { .. }
-            | Call::CreateCart { .. }
-            | Call::UpdateCart { .. }
-            | Call::Checkout { .. }
-    )
-}
-
 #[tokio::test]
 async fn every_reply_from_the_wire_to_the_decision() {
     let sim = Simulator::start(SimConfig::default())
@@ -293,7 +283,7 @@ async fn every_reply_from_the_wire_to_the_decision() {
             let decision = decide(state, &ctx, &call, outcome, now());
             let after = decision.context();
             let at = format!("{endpoint} × {}", reply.label);
-            let request_id = if !side_effecting(&call) {
+            let request_id = if !is_side_effecting(&call) {
                 "-"
             } else if after.pending == ctx.pending {
                 "kept"
@@ -307,7 +297,7 @@ async fn every_reply_from_the_wire_to_the_decision() {
                 class.as_str(),
                 "transient" | "outcome_unknown" | "throttled" | "auth_expired"
             );
-            if side_effecting(&call) && proves_nothing {
+            if is_side_effecting(&call) && proves_nothing {
                 assert_eq!(
                     request_id, "kept",
                     "{at}: a reply that settles nothing keeps the id"
