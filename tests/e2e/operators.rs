@@ -522,3 +522,83 @@ async fn an_operator_fixes_resumes_attaches_and_retries() {
         "the action and its reason are in the history"
     );
 }
+
+/// Bulk actions: `resume` with filters lists what it would touch with `--dry-run`, refuses
+/// more than 10 without `--yes`, and with it resumes each one, recorded in each history.
+#[tokio::test(flavor = "multi_thread")]
+async fn bulk_resume_asks_before_it_touches_many() {
+    let mut b = Battery::new(SimConfig::default()).await;
+    let requests: Vec<serde_json::Value> = (0..12)
+        .map(|i| support::request(&format!("bulk-{i}"), "DZH318Z0BQ3Q", "0003", Some("P1Y")))
+        .collect();
+    assert_eq!(b.submit(&requests).await, 12);
+    let mut daemon = b.daemon("bulk", &[], &["--exit-when-idle"]);
+    let status = support::wait_with_deadline(&mut daemon, Duration::from_secs(60))
+        .await
+        .expect("the daemon finishes");
+    assert!(status.success());
+    let run = |args: &[&str]| {
+        let mut command = b.env.pcsaga(Some(&b.sim));
+        command.args(args);
+        support::run_async(command)
+    };
+    let dry = run(&[
+        "resume",
+        "--status",
+        "failed",
+        "--reason",
+        "region lifted",
+        "--dry-run",
+    ])
+    .await;
+    assert_eq!(dry.status.code(), Some(0), "{}", support::stderr(&dry));
+    assert!(
+        support::stdout(&dry).contains("resume would touch 12 purchase(s)"),
+        "{}",
+        support::stdout(&dry)
+    );
+    let refused = run(&["resume", "--status", "failed", "--reason", "region lifted"]).await;
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(
+        support::stderr(&refused).contains("add --yes"),
+        "{}",
+        support::stderr(&refused)
+    );
+    let both = run(&["resume", "x", "--status", "failed", "--reason", "r"]).await;
+    assert_eq!(
+        both.status.code(),
+        Some(2),
+        "an id and filters together are refused"
+    );
+    let done = run(&[
+        "resume",
+        "--status",
+        "failed",
+        "--reason",
+        "region lifted",
+        "--yes",
+        "--json",
+    ])
+    .await;
+    assert_eq!(done.status.code(), Some(0), "{}", support::stderr(&done));
+    let results = support::json(&done);
+    assert_eq!(results.as_array().map(Vec::len), Some(12));
+    let counts = pcsaga_engine::Store::count_by_status(&b.store)
+        .await
+        .expect("counts");
+    assert_eq!(
+        counts.get(&pcsaga_engine::SagaStatus::Active).copied(),
+        Some(12)
+    );
+    let sagas = pcsaga_engine::Store::list(&b.store, &pcsaga_engine::ListFilter::default())
+        .await
+        .expect("list");
+    for saga in sagas {
+        let history = pcsaga_engine::Store::history(&b.store, &saga.id)
+            .await
+            .expect("history");
+        assert!(history
+            .iter()
+            .any(|r| r.kind == "operator" && r.detail.as_deref() == Some("resume: region lifted")));
+    }
+}
