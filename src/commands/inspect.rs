@@ -557,11 +557,14 @@ pub fn next_steps(
     out
 }
 
-/// The terminal's width (`COLUMNS`, as shells export it), or 200 for a pipe or a file.
+/// The width to fit: `COLUMNS` when set, else the terminal's, else 200 (a pipe or a file).
 fn terminal_width() -> usize {
     std::env::var("COLUMNS")
         .ok()
         .and_then(|c| c.trim().parse::<usize>().ok())
+        .or_else(|| {
+            terminal_size::terminal_size_of(std::io::stdout()).map(|(w, _)| usize::from(w.0))
+        })
         .filter(|c| (40..=1000).contains(c))
         .unwrap_or(200)
 }
