@@ -383,3 +383,71 @@ fn reconciliation_waits_for_every_line() {
         |d| matches!(d, Decision::Advance { .. }) && d.context().orders.len() == 2,
     );
 }
+
+/// What `plan` decides without a call, pinned where the mutation check found it loose.
+mod plans {
+    use super::*;
+    use pcsaga_engine::Plan;
+    use pcsaga_purchase::context::CartState;
+    use pcsaga_purchase::plan::{build_cart, plan};
+
+    #[test]
+    fn registration_is_requested_once_per_subscription() {
+        // Requested already (its reply arrived): never sent again; wait for it instead.
+        let mut ctx = two_registrations(State::Enablement, Registration::NotRegistered, true);
+        ctx.items[0].sku = Some(sku_facts());
+        ctx.registrations_planned = true;
+        match plan(State::Enablement, &ctx, now()) {
+            Plan::Decide(Decision::Advance { to, .. }) => assert_eq!(to, "RegistrationPolling"),
+            other => panic!("{other:?}"),
+        }
+        // Registering but not requested by us: read its status, do not register it.
+        ctx.registrations[0].status = Registration::Registering;
+        ctx.registrations[0].register_sent = false;
+        ctx.registrations[1].register_sent = true;
+        assert!(!matches!(
+            plan(State::Enablement, &ctx, now()),
+            Plan::Call {
+                effect: Call::Register { .. },
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn the_cart_carries_each_line_id_and_term() {
+        let mut ctx = at(State::CartBuild);
+        let mut second = ctx.request.items[0].clone();
+        second.product_id = "DG7GMGF0DWTL".into();
+        ctx.request.items.push(second);
+        let mut state = ctx.items[0].clone();
+        state.term_duration = Some("P3Y".into());
+        ctx.items.push(state);
+        let cart = build_cart(&ctx);
+        let ids: Vec<Option<i64>> = cart.line_items.iter().map(|l| l.id).collect();
+        assert_eq!(ids, vec![Some(0), Some(1)], "line ids are the item indexes");
+        assert_eq!(cart.line_items[0].term_duration.as_deref(), Some("P1Y"));
+        assert_eq!(cart.line_items[1].term_duration.as_deref(), Some("P3Y"));
+    }
+
+    #[test]
+    fn a_cart_about_to_expire_is_replaced_before_checkout() {
+        let mut ctx = at(State::CartBuild);
+        ctx.pending = None;
+        let cart = |minutes: i64| CartState {
+            id: "cart-1".into(),
+            expires_at: Some(now() + chrono::Duration::minutes(minutes)),
+            needs_update: false,
+        };
+        ctx.cart = Some(cart(30));
+        match plan(State::CartBuild, &ctx, now()) {
+            Plan::Decide(Decision::Continue { context, .. }) => assert!(context.cart.is_none()),
+            other => panic!("expiring in 30 min: {other:?}"),
+        }
+        ctx.cart = Some(cart(120));
+        match plan(State::CartBuild, &ctx, now()) {
+            Plan::Decide(Decision::Advance { to, .. }) => assert_eq!(to, "Checkout"),
+            other => panic!("two hours left: {other:?}"),
+        }
+    }
+}
