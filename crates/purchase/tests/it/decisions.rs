@@ -451,3 +451,21 @@ mod plans {
         }
     }
 }
+
+/// The SKU's quantity bounds are inclusive: its minimum and its maximum can be bought.
+#[test]
+fn quantity_bounds_are_inclusive() {
+    let list = vec![availability("ONEYEAR", "P1Y")];
+    for (quantity, buys) in [(1, true), (999, true), (1000, false)] {
+        let mut ctx = discovery(Some("P1Y"), "1Year");
+        ctx.request.items[0].quantity = quantity;
+        check(
+            &format!("quantity {quantity}"),
+            State::Discovery,
+            &ctx,
+            Call::ListAvailabilities { item: 0 },
+            Ok(Reply::Availabilities(list.clone())),
+            |d| matches!(d, Decision::Continue { .. }) == buys,
+        );
+    }
+}
