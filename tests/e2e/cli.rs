@@ -723,17 +723,7 @@ fn extreme_values_never_panic() {
 /// Fills a database with `n` purchases, then overwrites every page but the first (the header
 /// and the schema) with garbage, as a failing disk would.
 fn damaged_database(env: &Env, n: usize) {
-    let lines: Vec<String> = (0..n)
-        .map(|i| support::request(&format!("dmg-{i}"), "DG7GMGF0DWTL", "0001", None).to_string())
-        .collect();
-    let file = env.write("many.ndjson", &lines.join("\n"));
-    let output = support::run(env.pcsaga(None).arg("submit").arg(&file));
-    assert_eq!(
-        output.status.code(),
-        Some(0),
-        "{}",
-        support::stderr(&output)
-    );
+    support::submit_batch(env, "dmg", n);
     // A backup is one self-contained file (no WAL beside it): damage that, and put it in place.
     let packed = env.dir.path().join("packed.db");
     let output = support::run(env.pcsaga(None).args(["backup", "--to"]).arg(&packed));
@@ -845,16 +835,7 @@ async fn a_database_from_a_newer_release_is_refused_by_name() {
 #[test]
 fn check_and_backup_a_sound_database() {
     let env = Env::new();
-    let lines: Vec<String> = (0..25)
-        .map(|i| support::request(&format!("bk-{i}"), "DG7GMGF0DWTL", "0001", None).to_string())
-        .collect();
-    let file = env.write("batch.ndjson", &lines.join("\n"));
-    assert_eq!(
-        support::run(env.pcsaga(None).arg("submit").arg(&file))
-            .status
-            .code(),
-        Some(0)
-    );
+    support::submit_batch(&env, "bk", 25);
     let output = support::run(env.pcsaga(None).args(["check", "--json"]));
     assert_eq!(
         output.status.code(),
@@ -1057,16 +1038,7 @@ fn json_outputs_share_one_convention() {
 #[test]
 fn list_is_newest_first_and_says_when_it_is_cut() {
     let env = Env::new();
-    let lines: Vec<String> = (0..5)
-        .map(|i| support::request(&format!("cut-{i}"), "DG7GMGF0DWTL", "0001", None).to_string())
-        .collect();
-    let file = env.write("five.ndjson", &lines.join("\n"));
-    assert_eq!(
-        support::run(env.pcsaga(None).arg("submit").arg(&file))
-            .status
-            .code(),
-        Some(0)
-    );
+    support::submit_batch(&env, "cut", 5);
     let listed = support::run(env.pcsaga(None).args(["list", "--limit", "2"]));
     let out = support::stdout(&listed);
     assert!(out.contains("showing the newest 2 of 5"), "{out}");

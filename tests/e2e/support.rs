@@ -282,3 +282,14 @@ pub async fn sigterm(child: &mut std::process::Child) -> std::process::ExitStatu
         .await
         .expect("the daemon stops within 30 s of SIGTERM")
 }
+
+/// Submits `n` perpetual-software purchases keyed `{prefix}-{i}` as one NDJSON batch through
+/// the binary, and asserts they were all accepted.
+pub fn submit_batch(env: &Env, prefix: &str, n: usize) {
+    let lines: Vec<String> = (0..n)
+        .map(|i| request(&format!("{prefix}-{i}"), "DG7GMGF0DWTL", "0001", None).to_string())
+        .collect();
+    let file = env.write(&format!("{prefix}.ndjson"), &lines.join("\n"));
+    let output = run(env.pcsaga(None).arg("submit").arg(&file));
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+}
