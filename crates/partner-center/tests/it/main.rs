@@ -3,6 +3,7 @@
 
 mod auth;
 mod classification;
+mod endpoint;
 mod faults;
 mod flow;
 mod malformed;
