@@ -78,6 +78,7 @@ pub async fn run(global: &Global, args: &DaemonArgs, file: &FileConfig) -> Resul
         ));
     }
     config.dropped_log_lines = Some(crate::logging::dropped);
+    config.command = format!("pcsaga{}", crate::output::db_flag(global));
     // Test-only switches of the reliability battery. Loud, because they break guarantees.
     if let Ok(point) = std::env::var("PCSAGA_TEST_CRASH_AT") {
         let point = pcsaga_engine::CrashPoint::parse(&point).map_err(|e| {

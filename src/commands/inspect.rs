@@ -417,11 +417,9 @@ pub async fn status(global: &Global, json_out: bool, file: &FileConfig) -> Resul
     let active = pcsaga_engine::Store::count_active_by_state(&store, now).await?;
     let snapshot = store.status_snapshot(now, STATUS_RECENT_ROWS).await?;
     let daemons = store.daemons().await?;
-    let stale = chrono::Duration::from_std(crate::commands::daemon::HEARTBEAT * 3)
-        .unwrap_or(Duration::seconds(30));
     let alive: Vec<&pcsaga_engine::DaemonRow> = daemons
         .iter()
-        .filter(|d| d.stopped_at.is_none() && d.heartbeat_at.is_some_and(|at| now - at < stale))
+        .filter(|d| crate::commands::operator::is_alive(d, now))
         .collect();
     if json_out {
         print_json(&json!({

@@ -52,16 +52,22 @@ pub async fn daemon_note(global: &Global, store: &SqliteStore) -> String {
     }
 }
 
-/// Daemons whose last heartbeat is recent and that did not say they stopped.
-pub async fn alive_daemons(store: &SqliteStore) -> Result<usize, pcsaga_engine::StoreError> {
+/// Whether a daemon is alive at `now`: it did not say it stopped, and its last heartbeat is
+/// less than three heartbeats old.
+pub fn is_alive(daemon: &pcsaga_engine::DaemonRow, now: chrono::DateTime<chrono::Utc>) -> bool {
     let stale = chrono::Duration::from_std(crate::commands::daemon::HEARTBEAT * 3)
         .unwrap_or(chrono::Duration::seconds(30));
+    daemon.stopped_at.is_none() && daemon.heartbeat_at.is_some_and(|at| now - at < stale)
+}
+
+/// How many daemons are alive on this database.
+pub async fn alive_daemons(store: &SqliteStore) -> Result<usize, pcsaga_engine::StoreError> {
     let now = chrono::Utc::now();
     Ok(store
         .daemons()
         .await?
         .iter()
-        .filter(|d| d.stopped_at.is_none() && d.heartbeat_at.is_some_and(|at| now - at < stale))
+        .filter(|d| is_alive(d, now))
         .count())
 }
 

@@ -588,6 +588,21 @@ async fn refused_credentials_stop_claiming_and_fail_nothing() {
         "{tokens} token requests in {probes} s"
     );
     assert!(b.sim.ledger().carts.is_empty());
+    // `status` says why the queue does not move.
+    let mut command = b.env.pcsaga(Some(&b.sim));
+    command.arg("status");
+    let status = support::run_async(command).await;
+    let text = support::stdout(&status);
+    assert!(
+        text.contains("HELD") && text.contains("refuses the credentials"),
+        "{text}"
+    );
+    let mut command = b.env.pcsaga(Some(&b.sim));
+    command.args(["status", "--json"]);
+    let held = support::json(&support::run_async(command).await)["heldForCredentials"]
+        .as_u64()
+        .unwrap_or(0);
+    assert!(held >= 1, "held purchases are counted: {held}");
 
     b.finish("right", Duration::from_secs(120)).await;
     let audit = b.audit(true).await;

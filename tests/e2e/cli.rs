@@ -1072,3 +1072,73 @@ fn list_is_newest_first_and_says_when_it_is_cut() {
         support::stdout(&shown)
     );
 }
+
+/// `check` finds what breaks the engine's own invariants, each named with its purchase: a
+/// stopped purchase still due, an active one due never, a purchase without its history, a
+/// state this release does not know.
+#[tokio::test]
+async fn check_names_each_broken_invariant() {
+    use sqlx::Connection as _;
+    let env = Env::new();
+    support::submit_batch(&env, "inv", 4);
+    let listed = support::run(env.pcsaga(None).args(["list", "--json"]));
+    let ids: Vec<String> = support::json(&listed)
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|p| p["id"].as_str().expect("id").to_owned())
+        .collect();
+    assert_eq!(ids.len(), 4);
+    {
+        let mut db = sqlx::SqliteConnection::connect(&format!("sqlite://{}", env.db.display()))
+            .await
+            .expect("open");
+        for (sql, id) in [
+            ("UPDATE sagas SET status = 'failed' WHERE id = ?", &ids[0]),
+            ("UPDATE sagas SET next_run_at = NULL WHERE id = ?", &ids[1]),
+            ("DELETE FROM history WHERE saga_id = ?", &ids[2]),
+            (
+                "UPDATE sagas SET state = 'CheckoutV2' WHERE id = ?",
+                &ids[3],
+            ),
+        ] {
+            sqlx::query(sql)
+                .bind(id)
+                .execute(&mut db)
+                .await
+                .expect("break an invariant");
+        }
+        db.close().await.expect("close");
+    }
+    let output = support::run(env.pcsaga(None).args(["check", "--json"]));
+    assert_eq!(
+        output.status.code(),
+        Some(6),
+        "{}",
+        support::stderr(&output)
+    );
+    let answer = support::json(&output);
+    assert_eq!(answer["integrity"], "ok");
+    assert_eq!(answer["sound"], false);
+    let findings: Vec<String> = answer["invariants"]
+        .as_array()
+        .expect("findings")
+        .iter()
+        .map(|f| f.as_str().unwrap_or("").to_owned())
+        .collect();
+    for (id, says) in [
+        (&ids[0], "is stopped but still holds a lease or a due time"),
+        (&ids[1], "is active but has no due time"),
+        (&ids[2], "has no history"),
+        (&ids[3], "is in a state this workflow does not have"),
+    ] {
+        assert!(
+            findings
+                .iter()
+                .any(|f| f.contains(id.as_str()) && f.contains(says)),
+            "{says}: {findings:?}"
+        );
+    }
+    assert_eq!(findings.len(), 4, "nothing else: {findings:?}");
+    assert!(support::stderr(&output).contains("backup --to FILE"));
+}

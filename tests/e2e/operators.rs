@@ -135,6 +135,9 @@ async fn the_daemon_log_says_what_an_operator_needs() {
         log.contains("\"message\":\"summary\""),
         "a summary at the end"
     );
+    // The next command runs as printed: it names the database the daemon uses.
+    let next = format!("Next: `pcsaga --db {} show ", b.env.db.display());
+    assert!(log.contains(&next), "{}", support::tail(&log, 5));
     insta::assert_snapshot!(redacted(&log).join("\n"));
 }
 
@@ -174,8 +177,9 @@ async fn a_broken_log_pipe_never_stops_the_daemon() {
     let mut first = [0u8; 4096];
     let read = pipe.read(&mut first).expect("the daemon logs");
     assert!(read > 0);
-    drop(pipe); // the reader goes away, as when `tee` is stopped
-                // Purchases are in flight: wait until some have made progress after the pipe closed.
+    // The reader goes away, as when `tee` is stopped.
+    drop(pipe);
+    // Purchases are in flight: wait until some have made progress after the pipe closed.
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let witnesses = pcsaga_testkit::gather(&b.store, &b.sim.ledger(), &b.sim.requests())
@@ -263,10 +267,15 @@ async fn drain(b: &Battery, name: &str, workflow: &std::path::Path) {
     );
 }
 
-async fn show(b: &Battery, id: &str) -> serde_json::Value {
+/// Runs `pcsaga ARGS` with the battery's database and simulator.
+async fn pcsaga(b: &Battery, args: &[&str]) -> std::process::Output {
     let mut command = b.env.pcsaga(Some(&b.sim));
-    command.args(["show", id, "--json"]);
-    support::json(&support::run_async(command).await)
+    command.args(args);
+    support::run_async(command).await
+}
+
+async fn show(b: &Battery, id: &str) -> serde_json::Value {
+    support::json(&pcsaga(b, &["show", id, "--json"]).await)
 }
 
 /// Runs a command exactly as `show` printed it (between backticks), with this test's binary.
@@ -367,16 +376,18 @@ async fn an_operator_fixes_resumes_attaches_and_retries() {
     );
 
     // 2. The lost reply: no way past Checkout without orders.
-    let mut command = b.env.pcsaga(Some(&b.sim));
-    command.args([
-        "resume",
-        &lost.id,
-        "--from",
-        "OrderVisibilityPolling",
-        "--reason",
-        "skip",
-    ]);
-    let refused = support::run_async(command).await;
+    let refused = pcsaga(
+        &b,
+        &[
+            "resume",
+            &lost.id,
+            "--from",
+            "OrderVisibilityPolling",
+            "--reason",
+            "skip",
+        ],
+    )
+    .await;
     assert_eq!(
         refused.status.code(),
         Some(5),
@@ -409,16 +420,15 @@ async fn an_operator_fixes_resumes_attaches_and_retries() {
         .to_owned();
     let wrong = ledger.orders_with_token(&other_token)[0].order_id.clone();
     let attach = |order: String| {
-        let mut command = b.env.pcsaga(Some(&b.sim));
-        command.args([
-            "attach-order",
-            &lost.id,
-            "--order",
-            &order,
-            "--reason",
-            "found it in Partner Center",
-        ]);
-        support::run_async(command)
+        let (b, id) = (&b, lost.id.clone());
+        async move {
+            let reason = "found it in Partner Center";
+            pcsaga(
+                b,
+                &["attach-order", &id, "--order", &order, "--reason", reason],
+            )
+            .await
+        }
     };
     let refused = attach(wrong).await;
     assert_eq!(
@@ -479,9 +489,20 @@ async fn an_operator_fixes_resumes_attaches_and_retries() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    let mut command = b.env.pcsaga(Some(&b.sim));
-    command.args(["retry", &slow.id, "--reason", "Partner Center is back"]);
-    let retried = support::run_async(command).await;
+    // Waiting on an hour-long backoff after a retry: `list --stuck` shows it.
+    let stuck = pcsaga(&b, &["list", "--stuck", "--json"]).await;
+    let stuck = support::json(&stuck);
+    assert!(
+        stuck
+            .as_array()
+            .is_some_and(|a| a.iter().any(|p| p["id"] == slow.id.as_str())),
+        "{stuck}"
+    );
+    let retried = pcsaga(
+        &b,
+        &["retry", &slow.id, "--reason", "Partner Center is back"],
+    )
+    .await;
     assert_eq!(
         retried.status.code(),
         Some(0),
@@ -537,11 +558,7 @@ async fn bulk_resume_asks_before_it_touches_many() {
         .await
         .expect("the daemon finishes");
     assert!(status.success());
-    let run = |args: &[&str]| {
-        let mut command = b.env.pcsaga(Some(&b.sim));
-        command.args(args);
-        support::run_async(command)
-    };
+    let run = |args: &'static [&'static str]| pcsaga(&b, args);
     let dry = run(&[
         "resume",
         "--status",

@@ -86,6 +86,7 @@ pub(crate) fn decided<C>(
     kind: &str,
     scheduled: &Scheduled<C>,
     now: DateTime<Utc>,
+    command: &str,
 ) {
     let wait = scheduled
         .next_run_at
@@ -96,11 +97,11 @@ pub(crate) fn decided<C>(
     match (kind, scheduled.status) {
         (_, SagaStatus::Failed) => {
             Tally::add(&tally.failed);
-            tracing::error!(purchase = %saga.id, customer, state = %scheduled.state, reason = error, "purchase failed; nothing was bought. Next: `pcsaga show {}`", saga.id);
+            tracing::error!(purchase = %saga.id, customer, state = %scheduled.state, reason = error, "purchase failed; nothing was bought. Next: `{command} show {}`", saga.id);
         }
         (_, SagaStatus::NeedsAttention) => {
             Tally::add(&tally.parked);
-            tracing::error!(purchase = %saga.id, customer, state = %scheduled.state, reason = error, "purchase parked for an operator. Next: `pcsaga show {}`", saga.id);
+            tracing::error!(purchase = %saga.id, customer, state = %scheduled.state, reason = error, "purchase parked for an operator. Next: `{command} show {}`", saga.id);
         }
         (_, SagaStatus::Succeeded) => {
             Tally::add(&tally.succeeded);

@@ -54,6 +54,9 @@ pub struct EngineConfig {
     pub summary_every: Duration,
     /// Log lines the process could not write, for the summary (the binary's writer counts).
     pub dropped_log_lines: Option<fn() -> u64>,
+    /// How log lines spell the command an operator runs next (`pcsaga --db /var/lib/x.db`),
+    /// so that it runs as printed.
+    pub command: String,
 }
 
 /// Where a test-only crash happens, for which call.
@@ -115,6 +118,7 @@ impl EngineConfig {
             unsafe_skip_intent: false,
             summary_every: Duration::from_secs(60),
             dropped_log_lines: None,
+            command: "pcsaga".to_owned(),
         }
     }
 }
@@ -621,7 +625,14 @@ impl<W: Workflow, S: Store> Engine<W, S> {
             if let Some((_, attempt)) = &attempt {
                 crate::oplog::call(&inner.tally, &saga, attempt_route.unwrap_or(""), attempt);
             }
-            crate::oplog::decided(&inner.tally, &saga, kind, &scheduled, now);
+            crate::oplog::decided(
+                &inner.tally,
+                &saga,
+                kind,
+                &scheduled,
+                now,
+                &inner.config.command,
+            );
             drop(_entered);
             let keep = scheduled.run_now && !*shutdown.borrow();
             let lease_until = keep.then(|| after(now, inner.config.lease));
