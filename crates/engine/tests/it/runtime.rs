@@ -341,9 +341,22 @@ async fn two_engines_on_one_file_never_run_a_saga_twice() {
     }
     h1.answer(&[Answer::Ok; 80]);
     h2.answer(&[Answer::Ok; 80]);
-    let (a, b) = tokio::join!(h1.engine.run_due(), h2.engine.run_due());
-    a.expect("run 1");
-    b.expect("run 2");
+    // The first engine's first call stalls while it holds its claim of four; the second
+    // engine runs meanwhile. Both must then have worked, and nothing twice.
+    let stall = std::sync::Arc::new(tokio::sync::Notify::new());
+    h1.script
+        .lock()
+        .expect("script")
+        .stall
+        .push_back(stall.clone());
+    let first = {
+        let engine = h1.engine.clone();
+        tokio::spawn(async move { engine.run_due().await })
+    };
+    crate::support::until("the first engine's call", || !h1.calls().is_empty()).await;
+    h2.engine.run_due().await.expect("run 2");
+    stall.notify_one();
+    first.await.expect("task").expect("run 1");
     h1.clock.advance(Duration::from_secs(10));
     let pays_1 = h1.calls().into_iter().filter(|c| c.0 == "pay").count();
     let pays_2 = h2.calls().into_iter().filter(|c| c.0 == "pay").count();
