@@ -27,6 +27,19 @@ pub struct FileConfig {
     pub daemon: DaemonFile,
     #[serde(default)]
     pub database: DatabaseFile,
+    #[serde(default)]
+    pub governor: GovernorFile,
+}
+
+/// `[governor]`: good manners toward Partner Center (README "Rate limits").
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GovernorFile {
+    /// How long catalog replies and registered subscriptions are reused; 0 turns it off.
+    pub cache_ttl_s: Option<u64>,
+    /// Budgets in calls per minute for the whole partner tenant, by call class.
+    #[serde(default)]
+    pub per_minute: std::collections::BTreeMap<String, u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -221,6 +234,55 @@ pub fn max_size_mb(file: &FileConfig) -> Result<Option<u64>, ConfigError> {
     }
 }
 
+/// The governor's budgets: the defaults of `pcsaga_purchase::budgets`, with the file's
+/// overrides. Unknown classes and budgets out of range are refused by name.
+pub fn budgets(file: &FileConfig) -> Result<Vec<pcsaga_engine::ClassBudget>, ConfigError> {
+    let mut budgets = pcsaga_purchase::budgets::default_budgets();
+    for (class, per_minute) in &file.governor.per_minute {
+        let Some(budget) = budgets.iter_mut().find(|b| &b.name == class) else {
+            return Err(bad(format!(
+                "governor.per_minute.{class}: no such call class; the classes are {}",
+                pcsaga_purchase::budgets::DEFAULT_BUDGETS
+                    .iter()
+                    .map(|(name, _)| *name)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        };
+        if !(1..=MAX_PER_MINUTE).contains(per_minute) {
+            return Err(bad(format!(
+                "governor.per_minute.{class} = {per_minute}: must be between 1 and {MAX_PER_MINUTE} calls per minute"
+            )));
+        }
+        budget.per_minute = *per_minute;
+    }
+    Ok(budgets)
+}
+
+/// Largest budget accepted for a class, in calls per minute (well above any real limit).
+pub const MAX_PER_MINUTE: u32 = 10_000_000;
+
+/// How long shared replies are reused: `PCSAGA_CACHE_TTL_S`, then the file, then one hour.
+pub fn cache_ttl(file: &FileConfig) -> Result<Duration, ConfigError> {
+    let ttl = match env("PCSAGA_CACHE_TTL_S") {
+        Some(v) => v.parse::<u64>().map_err(|_| {
+            bad(format!(
+                "PCSAGA_CACHE_TTL_S = {v:?}: a whole number of seconds (0 turns the cache off)"
+            ))
+        })?,
+        None => file
+            .governor
+            .cache_ttl_s
+            .unwrap_or(pcsaga_purchase::cache::DEFAULT_TTL.as_secs()),
+    };
+    if ttl > 7 * 24 * 3600 {
+        return Err(bad(format!(
+            "governor.cache_ttl_s (PCSAGA_CACHE_TTL_S) = {ttl}: at most 604800 (a week); catalog ids change"
+        )));
+    }
+    Ok(Duration::from_secs(ttl))
+}
+
 /// Largest database size cap accepted, in MiB.
 const MAX_DB_SIZE_MB: u64 = 16 * 1024 * 1024;
 
@@ -259,6 +321,18 @@ mod tests {
             .expect_err("refused")
             .0
             .contains("concurency"));
+        std::fs::write(&path, "[governor.per_minute]\ncatalogue = 10\n").expect("write");
+        let file = load_file(Some(&path)).expect("parses");
+        let refused = budgets(&file).expect_err("refused").0;
+        assert!(refused.contains("governor.per_minute.catalogue: no such call class"), "{refused}");
+        std::fs::write(&path, "[governor.per_minute]\ncheckout = 0\n").expect("write");
+        let file = load_file(Some(&path)).expect("parses");
+        assert!(budgets(&file).expect_err("refused").0.contains("between 1 and"));
+        std::fs::write(&path, "[governor]\ncache_ttl_s = 0\n[governor.per_minute]\ncheckout = 100\n").expect("write");
+        let file = load_file(Some(&path)).expect("parses");
+        let checkout = budgets(&file).expect("valid").into_iter().find(|b| b.name == "checkout");
+        assert_eq!(checkout.map(|b| b.per_minute), Some(100));
+        assert_eq!(cache_ttl(&file).expect("valid"), Duration::ZERO);
         std::fs::write(&path, "[database]\nsynchronous = \"off\"\n").expect("write");
         let file = load_file(Some(&path)).expect("parses");
         assert!(durability(&file)

@@ -77,6 +77,9 @@ pub async fn run(global: &Global, args: &DaemonArgs, file: &FileConfig) -> Resul
             ConfigError(format!("daemon.lease_s = {lease_s} must be longer than partner_center.timeout_s = {} (plus a second)", timeout.as_secs())),
         ));
     }
+    config.budgets = crate::config::budgets(file).map_err(|e| Failed::new(Exit::InvalidInput, e))?;
+    config.tenant = client.tenant().to_owned();
+    let cache_ttl = crate::config::cache_ttl(file).map_err(|e| Failed::new(Exit::InvalidInput, e))?;
     config.dropped_log_lines = Some(crate::logging::dropped);
     config.command = format!("pcsaga{}", crate::output::db_flag(global));
     // Test-only switches of the reliability battery. Loud, because they break guarantees.
@@ -100,7 +103,9 @@ pub async fn run(global: &Global, args: &DaemonArgs, file: &FileConfig) -> Resul
     let (store, path) = crate::app::open_store(global.db.as_deref(), file).await?;
     let owner = config.owner.clone();
     let engine = Engine::new(
-        PurchaseWorkflow::new(client).with_credentials_retry(credentials_retry),
+        PurchaseWorkflow::new(client)
+            .with_credentials_retry(credentials_retry)
+            .with_cache(cache_ttl, std::sync::Arc::new(SystemClock)),
         store.clone(),
         policies,
         std::sync::Arc::new(SystemClock),
@@ -126,10 +131,17 @@ pub async fn run(global: &Global, args: &DaemonArgs, file: &FileConfig) -> Resul
         started_at: chrono::Utc::now(),
         heartbeat_at: None,
         stopped_at: None,
+        governor: None,
     };
-    let heartbeat = tokio::spawn(heartbeats(store.clone(), row.clone()));
+    let heartbeat = tokio::spawn(heartbeats(
+        store.clone(),
+        row.clone(),
+        engine.governor().clone(),
+    ));
     let ran = engine.run(stopped).await;
     heartbeat.abort();
+    let mut row = row;
+    row.governor = serde_json::to_string(&engine.governor().snapshot()).ok();
     if let Err(error) = store.daemon_beat(&row, chrono::Utc::now(), true).await {
         tracing::warn!(%error, "cannot record that this daemon stopped");
     }
@@ -141,8 +153,13 @@ pub async fn run(global: &Global, args: &DaemonArgs, file: &FileConfig) -> Resul
 /// How often a daemon records that it is alive (`pcsaga status` shows the age of the last).
 pub const HEARTBEAT: Duration = Duration::from_secs(10);
 
-async fn heartbeats(store: pcsaga_engine::SqliteStore, row: pcsaga_engine::DaemonRow) {
+async fn heartbeats(
+    store: pcsaga_engine::SqliteStore,
+    mut row: pcsaga_engine::DaemonRow,
+    governor: std::sync::Arc<pcsaga_engine::Governor>,
+) {
     loop {
+        row.governor = serde_json::to_string(&governor.snapshot()).ok();
         if let Err(error) = store.daemon_beat(&row, chrono::Utc::now(), false).await {
             tracing::warn!(%error, "cannot record this daemon's heartbeat");
         }

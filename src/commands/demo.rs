@@ -129,6 +129,10 @@ pub async fn run(args: &DemoArgs) -> Result<Exit, Failed> {
     config.max_calls_in_flight = 8;
     config.lease = Duration::from_secs(30);
     config.idle_poll = Duration::from_millis(100);
+    // The budgets a daemon has by default: the demo is well under them, and a 429 pauses its
+    // class for every purchase, as in production.
+    config.budgets = pcsaga_purchase::budgets::default_budgets();
+    config.tenant = client.tenant().to_owned();
     let engine = Engine::new(
         PurchaseWorkflow::new(client),
         store,

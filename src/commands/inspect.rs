@@ -428,6 +428,7 @@ pub async fn status(global: &Global, json_out: bool, file: &FileConfig) -> Resul
                 "id": d.id, "host": d.host, "pid": d.pid, "startedAt": d.started_at,
                 "heartbeatAt": d.heartbeat_at, "stoppedAt": d.stopped_at,
                 "alive": alive.iter().any(|a| a.id == d.id),
+                "governor": governor_of(d),
             })).collect::<Vec<_>>(),
             "byStatus": counts.iter().map(|(k, v)| json!({"status": k, "count": v})).collect::<Vec<_>>(),
             "activeByState": active.iter().map(|(k, (n, due))| json!({"state": k, "active": n, "due": due})).collect::<Vec<_>>(),
@@ -493,6 +494,9 @@ pub async fn status(global: &Global, json_out: bool, file: &FileConfig) -> Resul
             snapshot.held
         ));
     }
+    for d in &alive {
+        out.push_str(&governor_table(d, now));
+    }
     if !snapshot.recent_errors.is_empty() {
         let errors: Vec<String> = snapshot
             .recent_errors
@@ -506,6 +510,56 @@ pub async fn status(global: &Global, json_out: bool, file: &FileConfig) -> Resul
     }
     print(&out);
     Ok(Exit::Ok)
+}
+
+/// A daemon's rate governor as its last heartbeat recorded it.
+fn governor_of(daemon: &pcsaga_engine::DaemonRow) -> Option<Vec<pcsaga_engine::ClassSnapshot>> {
+    serde_json::from_str(daemon.governor.as_deref()?).ok()
+}
+
+/// The governor of one daemon, per call class: what it may send, what waits, what paused it.
+fn governor_table(daemon: &pcsaga_engine::DaemonRow, now: chrono::DateTime<Utc>) -> String {
+    let Some(classes) = governor_of(daemon) else {
+        return String::new();
+    };
+    let age = daemon.heartbeat_at.map_or(0, |at| (now - at).num_seconds());
+    let mut table = crate::output::Table::new(&[
+        "  CLASS", "BUDGET/MIN", "ALLOWED/MIN", "WAITING", "PAUSED", "CALLS", "429s", "LAST 429",
+    ]);
+    for c in classes
+        .iter()
+        .filter(|c| c.class != pcsaga_engine::governor::UNCLASSIFIED || c.granted > 0)
+    {
+        table.row(vec![
+            format!("  {}", c.class),
+            c.budget_per_minute.to_string(),
+            format!("{:.0}", c.allowed_per_minute.min(1e12)),
+            c.waiting.to_string(),
+            if c.paused_ms > 0 {
+                format!("{:.1}s", c.paused_ms as f64 / 1000.0)
+            } else {
+                "-".to_owned()
+            },
+            c.granted.to_string(),
+            c.throttled.to_string(),
+            c.last_throttled_at.map_or_else(
+                || "-".to_owned(),
+                |at| {
+                    format!(
+                        "{} (Retry-After {})",
+                        when(at),
+                        c.last_retry_after_s
+                            .map_or_else(|| "none".to_owned(), |s| format!("{s}s"))
+                    )
+                },
+            ),
+        ]);
+    }
+    format!(
+        "governor      of {} (as of its heartbeat {age}s ago): calls per minute for the tenant, by class\n{}",
+        daemon.id,
+        table.render()
+    )
 }
 
 /// The commands an operator can run next for this purchase, exactly as they run.

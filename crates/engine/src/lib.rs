@@ -7,9 +7,13 @@
 //! - [`store`]: sagas and history behind a narrow trait; [`store::sqlite`] is the SQLite store
 //!   with group commit;
 //! - [`runtime`]: the engine (submit, claim, drive, daemon loop, operator actions);
+//! - [`governor`]: the rate governor every call waits in (budgets per call class, pauses on
+//!   429, fair across customers);
 //! - [`clock`]: injected time.
 
 pub mod clock;
+mod fair;
+pub mod governor;
 mod oplog;
 pub mod policy;
 pub mod runtime;
@@ -18,6 +22,7 @@ pub mod store;
 pub mod workflow;
 
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use governor::{Admission, ClassBudget, ClassSnapshot, Feedback, Governor, GovernorConfig};
 pub use policy::{OnExhausted, Policies, PolicyError, StatePolicy};
 pub use runtime::{CrashAt, CrashPoint, Driven, Engine, EngineConfig, Submitted};
 pub use store::sqlite::{

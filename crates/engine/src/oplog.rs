@@ -152,3 +152,24 @@ pub(crate) fn summary(
         "summary"
     );
 }
+
+/// The governor's part of the summary: one line per class that has calls waiting, a pause in
+/// force, or an allowed rate below its budget (nothing when all is calm).
+pub(crate) fn governor(classes: &[crate::governor::ClassSnapshot]) {
+    for c in classes {
+        let below = c.allowed_per_minute + 0.5 < f64::from(c.budget_per_minute);
+        if c.waiting == 0 && c.paused_ms == 0 && !below {
+            continue;
+        }
+        tracing::info!(
+            class = %c.class,
+            budget_per_minute = c.budget_per_minute,
+            allowed_per_minute = c.allowed_per_minute.round() as u64,
+            waiting = c.waiting,
+            paused_ms = c.paused_ms,
+            throttled = c.throttled,
+            last_retry_after_s = c.last_retry_after_s,
+            "governor"
+        );
+    }
+}

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use backoff::backoff::Backoff;
 use chrono::{DateTime, Utc};
-use tokio::sync::{watch, Notify, Semaphore};
+use tokio::sync::{watch, Notify};
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
@@ -41,6 +41,10 @@ pub struct EngineConfig {
     pub concurrency: usize,
     /// Partner Center calls in flight at once, across all sagas.
     pub max_calls_in_flight: usize,
+    /// The rate governor's budgets per call class (none: only `max_calls_in_flight` limits
+    /// calls) and the tenant they are for.
+    pub budgets: Vec<crate::governor::ClassBudget>,
+    pub tenant: String,
     /// Steps one claim may run before the saga goes back to the queue (fairness).
     pub max_steps_per_claim: u32,
     /// Longest the daemon sleeps before looking for due work again (other processes submit).
@@ -112,6 +116,8 @@ impl EngineConfig {
             lease: Duration::from_secs(120),
             concurrency: 64,
             max_calls_in_flight: 16,
+            budgets: Vec::new(),
+            tenant: String::new(),
             max_steps_per_claim: 64,
             idle_poll: Duration::from_secs(1),
             crash_at: None,
@@ -154,7 +160,8 @@ struct Inner<W, S> {
     policies: Policies,
     clock: Arc<dyn Clock>,
     config: EngineConfig,
-    calls: Semaphore,
+    governor: Arc<crate::governor::Governor>,
+    shares: Arc<crate::fair::Shares>,
     wake: Notify,
     tally: crate::oplog::Tally,
 }
@@ -188,7 +195,12 @@ impl<W: Workflow, S: Store> Engine<W, S> {
         clock: Arc<dyn Clock>,
         config: EngineConfig,
     ) -> Self {
-        let calls = Semaphore::new(config.max_calls_in_flight.max(1));
+        let governor = crate::governor::Governor::new(&crate::governor::GovernorConfig {
+            tenant: config.tenant.clone(),
+            classes: config.budgets.clone(),
+            call_slots: config.max_calls_in_flight.max(1),
+            burst: Duration::from_secs(1),
+        });
         Self {
             inner: Arc::new(Inner {
                 workflow,
@@ -196,7 +208,8 @@ impl<W: Workflow, S: Store> Engine<W, S> {
                 policies,
                 clock,
                 config,
-                calls,
+                governor,
+                shares: Arc::default(),
                 wake: Notify::new(),
                 tally: crate::oplog::Tally::default(),
             }),
@@ -344,20 +357,18 @@ impl<W: Workflow, S: Store> Engine<W, S> {
                         "the hold is lifted: claiming work again"
                     );
                 }
-                let now = self.now();
-                match self
-                    .inner
-                    .store
-                    .claim_due(&config.owner, now, after(now, config.lease), free as u32)
-                    .await
-                {
+                match self.claim_fairly(free).await {
                     Ok(sagas) => {
                         store_backoff.reset();
                         claimed = sagas.len();
                         for saga in sagas {
                             let engine = self.clone();
                             let shutdown = shutdown.clone();
-                            tasks.spawn(async move { engine.drive(saga, &shutdown).await });
+                            let seat = self.inner.shares.enter(saga.customer_id.clone());
+                            tasks.spawn(async move {
+                                let _seat = seat;
+                                engine.drive(saga, &shutdown).await
+                            });
                         }
                     }
                     Err(error) if error.is_fatal() => {
@@ -419,6 +430,37 @@ impl<W: Workflow, S: Store> Engine<W, S> {
         Ok(())
     }
 
+    /// Claims up to `free` due sagas, first skipping the customers at or over their share
+    /// (see `fair.rs`), then filling what is left with anyone's.
+    async fn claim_fairly(&self, free: usize) -> Result<Vec<SagaRecord>, StoreError> {
+        let config = &self.inner.config;
+        let now = self.now();
+        let until = after(now, config.lease);
+        let avoid = self.inner.shares.over_share(config.concurrency);
+        if avoid.is_empty() {
+            return self
+                .inner
+                .store
+                .claim_due(&config.owner, now, until, free as u32)
+                .await;
+        }
+        let mut sagas = self
+            .inner
+            .store
+            .claim_due_avoiding(&config.owner, now, until, free as u32, avoid)
+            .await?;
+        if sagas.len() < free {
+            let rest = (free - sagas.len()) as u32;
+            sagas.extend(
+                self.inner
+                    .store
+                    .claim_due(&config.owner, now, until, rest)
+                    .await?,
+            );
+        }
+        Ok(sagas)
+    }
+
     /// Logs the summary when there is work, and once when the queue has emptied. Returns
     /// whether there is work.
     async fn summarize(&self, interval: Duration, had_work: bool) -> bool {
@@ -429,6 +471,7 @@ impl<W: Workflow, S: Store> Engine<W, S> {
                 if has_work || had_work {
                     let dropped = inner.config.dropped_log_lines.map_or(0, |f| f());
                     crate::oplog::summary(&inner.tally, &active, interval, dropped);
+                    crate::oplog::governor(&inner.governor.snapshot());
                     if !has_work {
                         tracing::info!("the queue is empty: every purchase has stopped");
                     }
@@ -518,6 +561,7 @@ impl<W: Workflow, S: Store> Engine<W, S> {
             );
             let prepared = planned.take();
             let mut route: Option<&'static str> = None;
+            let mut answered_locally: Option<String> = None;
             let stepped = async {
                 let now = self.now();
                 let (plan, intent_done) = match prepared {
@@ -566,28 +610,13 @@ impl<W: Workflow, S: Store> Engine<W, S> {
                             self.crash_if(CrashAt::AfterIntent, &call);
                         }
                         view.context = context;
-                        let executed = {
-                            // Waiting for a call slot can take a while when many sagas share
-                            // few slots: keep the lease alive while waiting, and renew it
-                            // before the call if a quarter of it is gone, so the call's outcome
-                            // can still be committed.
-                            let acquire = inner.calls.acquire();
-                            tokio::pin!(acquire);
-                            let _permit = loop {
-                                tokio::select! {
-                                    permit = &mut acquire => break permit.map_err(|_| Error::Task("call semaphore closed".into()))?,
-                                    () = tokio::time::sleep(inner.config.lease / 4) => {
-                                        if self.renew(&mut saga, &owner).await? == Driven::Fenced {
-                                            return Ok(None);
-                                        }
-                                    }
-                                }
-                            };
-                            let lease = chrono::Duration::from_std(inner.config.lease).unwrap_or(chrono::Duration::MAX);
-                            if saga.lease_expires_at.is_none_or(|until| until - self.now() < lease * 3 / 4) && self.renew(&mut saga, &owner).await? == Driven::Fenced {
-                                return Ok(None);
-                            }
-                            inner.workflow.execute(&view, &effect).await
+                        if let Some(outcome) = inner.workflow.answer_locally(&view, &effect) {
+                            let decision = inner.workflow.decide(&view, &effect, outcome, self.now());
+                            answered_locally = Some(call);
+                            return Ok(Some((decision, None)));
+                        }
+                        let Some(executed) = self.call(&mut saga, &owner, &view, &effect).await? else {
+                            return Ok(None);
                         };
                         self.crash_if(CrashAt::BeforeRecord, &call);
                         let decision =
@@ -664,6 +693,12 @@ impl<W: Workflow, S: Store> Engine<W, S> {
             if let Some((_, attempt)) = attempt {
                 event.attempt = Some(attempt);
             }
+            if let Some(call) = &answered_locally {
+                event.detail = Some(format!(
+                    "{} ({call} answered locally, no call made)",
+                    event.detail.as_deref().unwrap_or("")
+                ));
+            }
             events.push(event);
             let mut written = scheduled.context;
             if keep {
@@ -728,6 +763,50 @@ impl<W: Workflow, S: Store> Engine<W, S> {
         }
         self.release(&mut saga, "step limit of one claim reached")
             .await
+    }
+
+    /// Makes a call: waits in the governor (its class's budget, a call slot, its turn among
+    /// customers), then executes it and tells the governor what came back. The wait is not an
+    /// attempt. It can be long (a paused class): the lease is renewed meanwhile, and once more
+    /// before the call if a quarter of it is gone, so the outcome can still be committed.
+    /// `None`: fenced while waiting.
+    async fn call(
+        &self,
+        saga: &mut SagaRecord,
+        owner: &str,
+        view: &SagaView<W::Context>,
+        effect: &W::Effect,
+    ) -> Result<Option<crate::workflow::Executed<W::Outcome>>, Error> {
+        let inner = &self.inner;
+        let admission = inner.workflow.admission(view, effect);
+        let acquire = inner.governor.acquire(&admission);
+        tokio::pin!(acquire);
+        let permit = loop {
+            tokio::select! {
+                permit = &mut acquire => break permit,
+                () = tokio::time::sleep(inner.config.lease / 4) => {
+                    if self.renew(saga, owner).await? == Driven::Fenced {
+                        return Ok(None);
+                    }
+                }
+            }
+        };
+        let lease = chrono::Duration::from_std(inner.config.lease).unwrap_or(chrono::Duration::MAX);
+        if saga
+            .lease_expires_at
+            .is_none_or(|until| until - self.now() < lease * 3 / 4)
+            && self.renew(saga, owner).await? == Driven::Fenced
+        {
+            return Ok(None);
+        }
+        let executed = inner.workflow.execute(view, effect).await;
+        permit.finish(inner.workflow.feedback(&executed.outcome));
+        Ok(Some(executed))
+    }
+
+    /// The rate governor's classes, as status shows them.
+    pub fn governor(&self) -> &Arc<crate::governor::Governor> {
+        &self.inner.governor
     }
 
     /// Aborts the process at a configured crash point (test only).

@@ -176,6 +176,32 @@ pub trait Workflow: Send + Sync + 'static {
         effect: &Self::Effect,
     ) -> impl Future<Output = Executed<Self::Outcome>> + Send;
 
+    /// How a call waits in the rate governor: its class, its customer, whether money may
+    /// have moved for the saga (its calls go first). Default: unclassified.
+    fn admission(
+        &self,
+        _saga: &SagaView<Self::Context>,
+        _effect: &Self::Effect,
+    ) -> crate::governor::Admission {
+        crate::governor::Admission::default()
+    }
+
+    /// What an outcome tells the rate governor (a 429 pauses the call's class for every saga).
+    fn feedback(&self, _outcome: &Self::Outcome) -> crate::governor::Feedback {
+        crate::governor::Feedback::Answered
+    }
+
+    /// An answer the workflow already has (a cache), so the call need not wait for the
+    /// governor or leave the process. `None`: make the call. The step's history row then
+    /// carries no attempt and says it was answered locally.
+    fn answer_locally(
+        &self,
+        _saga: &SagaView<Self::Context>,
+        _effect: &Self::Effect,
+    ) -> Option<Self::Outcome> {
+        None
+    }
+
     /// Decides what a call's outcome means.
     fn decide(
         &self,

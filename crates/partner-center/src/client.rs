@@ -68,6 +68,7 @@ struct Inner {
     app_only: TokenSource,
     app_user: Option<TokenSource>,
     clock: Arc<dyn Clock>,
+    tenant: String,
 }
 
 struct Call {
@@ -104,8 +105,15 @@ impl Client {
         // Credentials go to these two URLs only: both pass the one check (crate::endpoint).
         let base = crate::endpoint::checked_url("the Partner Center base URL", &config.base_url)
             .map_err(Error::Config)?;
-        crate::endpoint::checked_url("the token URL", &credentials.token_url)
+        let token_url = crate::endpoint::checked_url("the token URL", &credentials.token_url)
             .map_err(Error::Config)?;
+        // Entra ID token URLs are `/{tenant}/oauth2/...`: the tenant the rate limits apply to.
+        let tenant = token_url
+            .path_segments()
+            .and_then(|mut s| s.next())
+            .filter(|s| !s.is_empty())
+            .unwrap_or("unknown")
+            .to_owned();
         let http = reqwest::Client::builder()
             .timeout(config.timeout)
             .connect_timeout(config.connect_timeout)
@@ -130,8 +138,14 @@ impl Client {
                 app_only,
                 app_user,
                 clock,
+                tenant,
             }),
         })
+    }
+
+    /// The partner tenant, as the token URL names it (GUID or domain).
+    pub fn tenant(&self) -> &str {
+        &self.inner.tenant
     }
 
     /// Asks the token service for fresh tokens (app-only, and app+user when configured):

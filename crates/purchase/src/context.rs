@@ -196,6 +196,10 @@ pub struct CheckoutState {
     pub confirmed: bool,
     /// Looking for the orders in the customer's order list instead of checking out again.
     pub reconciling: bool,
+    /// Set when the orders were adopted without the token (Partner Center did not echo the
+    /// friendly names): the evidence of the match, kept for operators.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub matched_by_fallback: Option<String>,
     pub reconcile_reason: Option<String>,
     /// A checkout reply refused the purchase without proving that nothing was bought (any
     /// error that is not a documented "in flight" or "already submitted"): the refusal, kept

@@ -761,7 +761,9 @@ fn checked_out(mut next: PurchaseContext, result: &CartCheckoutResult) -> D {
     }
 }
 
-/// Finds the purchase's orders in the customer's order list by the saga token.
+/// Finds the purchase's orders in the customer's order list: by the saga token in the lines'
+/// friendly names, or, when no line carries it (Partner Center does not promise to echo
+/// friendly names, spec §9.4 and ambiguity 4), by a fallback match (see [`fallback_match`]).
 fn reconcile(mut next: PurchaseContext, orders: &[Order]) -> D {
     let token = next.token.clone();
     let ours: Vec<&Order> = orders
@@ -775,9 +777,22 @@ fn reconcile(mut next: PurchaseContext, orders: &[Order]) -> D {
         })
         .collect();
     let lines: usize = ours.iter().map(|o| o.line_items.len()).sum();
-    if ours.is_empty() || lines < next.request.items.len() {
-        let wanted = next.request.items.len();
+    let wanted = next.request.items.len();
+    if !ours.is_empty() && lines < wanted {
         return poll(next, format!("reconciling: {lines} of {wanted} lines with token {token} in the order list so far (it lags up to 15 minutes)"));
+    }
+    if ours.is_empty() {
+        return match fallback_match(&next, orders) {
+            Fallback::One(order, evidence) => {
+                next.orders = vec![order_state(order)];
+                next.checkout.matched_by_fallback = Some(evidence.clone());
+                next.checkout.confirmed = true;
+                next.checkout.reconciling = false;
+                advance(State::OrderVisibilityPolling, next, format!("reconciled by fallback: {evidence}"))
+            }
+            Fallback::Several(ids, seen) => park(next, format!("reconciling: no order line carries token {token}, and {} orders match the purchase by customer, time and items ({}): pcsaga cannot tell which is this purchase's. {seen}. Check them in Partner Center and attach the right one (`pcsaga show` on this purchase prints the attach-order command)", ids.len(), ids.join(", "))),
+            Fallback::None(seen) => poll(next, format!("reconciling: {seen}; the list can lag up to 15 minutes behind a checkout")),
+        };
     }
     next.orders = ours.into_iter().map(order_state).collect();
     next.checkout.confirmed = true;
@@ -788,6 +803,95 @@ fn reconcile(mut next: PurchaseContext, orders: &[Order]) -> D {
         next,
         format!("reconciled: found {n} order(s) with token {token}"),
     )
+}
+
+/// How long before the first checkout call an order may have been created and still be this
+/// purchase's (clock skew between us and Partner Center, and a checkout in flight when the
+/// first attempt's reply was lost).
+pub const FALLBACK_WINDOW: chrono::Duration = chrono::Duration::minutes(5);
+
+/// The result of matching without the token.
+enum Fallback<'a> {
+    One(&'a Order, String),
+    /// Every candidate's id, and what the list showed.
+    Several(Vec<String>, String),
+    /// What the list showed.
+    None(String),
+}
+
+/// Matches an order to the purchase without its token: the customer's list (the call is
+/// per customer), created no earlier than [`FALLBACK_WINDOW`] before the first checkout call,
+/// no line carrying another purchase's token, and the multiset of (catalog item, quantity) of
+/// its lines equal to the purchase's. Exactly one candidate is adopted; more are ambiguous.
+fn fallback_match<'a>(ctx: &PurchaseContext, orders: &'a [Order]) -> Fallback<'a> {
+    let mut wanted: Vec<(String, i64)> = ctx
+        .request
+        .items
+        .iter()
+        .zip(&ctx.items)
+        .map(|(item, state)| {
+            (
+                state
+                    .catalog_item_id
+                    .clone()
+                    .unwrap_or_default()
+                    .to_ascii_lowercase(),
+                item.quantity,
+            )
+        })
+        .collect();
+    wanted.sort();
+    let since = ctx.checkout.first_attempt_at.map(|at| at - FALLBACK_WINDOW);
+    let recent: Vec<&Order> = orders
+        .iter()
+        .filter(|o| match (since, o.creation_date) {
+            (Some(since), Some(created)) => created >= since,
+            // Without both times the rule cannot be applied: never adopt on it.
+            _ => false,
+        })
+        .collect();
+    let candidates: Vec<&Order> = recent
+        .iter()
+        .copied()
+        .filter(|o| {
+            let foreign = o.line_items.iter().any(|l| {
+                l.friendly_name
+                    .as_deref()
+                    .is_some_and(|n| n.contains("[pcs-"))
+            });
+            let mut lines: Vec<(String, i64)> = o
+                .line_items
+                .iter()
+                .map(|l| (l.offer_id.to_ascii_lowercase(), l.quantity))
+                .collect();
+            lines.sort();
+            !foreign && lines == wanted
+        })
+        .collect();
+    let items = wanted
+        .iter()
+        .map(|(offer, quantity)| format!("{offer} x{quantity}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let since_text = since.map_or_else(|| "unknown".to_owned(), |s| s.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+    let seen = format!(
+        "the list shows {} order(s), {} created since {since_text} (5 minutes before the first checkout call); none carries token {}; {} match the items {items}",
+        orders.len(),
+        recent.len(),
+        ctx.token,
+        candidates.len()
+    );
+    match candidates.as_slice() {
+        [] => Fallback::None(seen),
+        [one] => {
+            let created = one.creation_date.map_or_else(String::new, |c| c.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+            Fallback::One(
+                one,
+                format!("order {} (created {created}) is the only order of the customer since {since_text} with exactly the items {items}; no line carries token {} (friendly names not echoed)", one.id, ctx.token),
+            )
+        }
+        several => Fallback::Several(several.iter().map(|o| o.id.clone()).collect(), seen),
+    }
 }
 
 fn order_status(mut next: PurchaseContext, order_id: &str, order: &Order) -> D {

@@ -7,9 +7,13 @@
 //! - [`call`]: Partner Center calls as data, replies and failures;
 //! - [`plan`] and [`decide`]: the decision logic, pure;
 //! - [`execute`]: the only I/O, through `pcsaga-partner-center`;
+//! - [`budgets`]: each call's class in the rate governor, the default budgets;
+//! - [`cache`]: replies shared by a daemon's purchases (catalog, registered subscriptions);
 //! - [`workflow`]: the engine binding, with the resume and cancel rules.
 
 pub mod attach;
+pub mod budgets;
+pub mod cache;
 pub mod call;
 pub mod context;
 pub mod decide;

@@ -598,7 +598,16 @@ fn build() -> Vec<Transition> {
         "advance",
         "OrderVisibilityPolling",
         Wire,
-        "the token's orders found",
+        "the token's orders found, or exactly one order matches by customer, time and items",
+    );
+    row(
+        Checkout,
+        "list_orders",
+        "ok",
+        "park",
+        "needs_attention",
+        Wire,
+        "no order carries the token and two or more match by customer, time and items",
     );
     row(
         Checkout,

@@ -9,6 +9,9 @@ use pcsaga_engine::policy::{OnExhausted, StatePolicy};
 use pcsaga_engine::{Decision, Executed, Plan, SagaView, Workflow};
 use pcsaga_partner_center::Client;
 
+use pcsaga_engine::{Admission, Clock, Feedback, SystemClock};
+
+use crate::cache::{CacheStats, ReadCache, DEFAULT_TTL};
 use crate::call::{Call, Failure, Outcome};
 use crate::context::{PurchaseContext, Registration};
 use crate::decide::CREDENTIALS_HOLD;
@@ -29,6 +32,9 @@ pub struct PurchaseWorkflow {
     credentials_retry: Duration,
     /// Told of every transition the workflow decides (tests record the table's rows they drive).
     recorder: Option<Recorder>,
+    /// Replies every purchase of this daemon can share (catalog reads, registered
+    /// subscriptions).
+    cache: Arc<ReadCache>,
 }
 
 /// Receives every transition a workflow decides.
@@ -48,6 +54,7 @@ impl PurchaseWorkflow {
             credentials: Arc::default(),
             credentials_retry: CREDENTIALS_HOLD,
             recorder: None,
+            cache: Arc::new(ReadCache::new(DEFAULT_TTL, Arc::new(SystemClock))),
         }
     }
 
@@ -58,7 +65,20 @@ impl PurchaseWorkflow {
             credentials: Arc::default(),
             credentials_retry: CREDENTIALS_HOLD,
             recorder: None,
+            cache: Arc::new(ReadCache::new(Duration::ZERO, Arc::new(SystemClock))),
         }
+    }
+
+    /// Keeps shared replies for `ttl` by `clock` (zero: no cache). Default: one hour, the
+    /// wall clock.
+    pub fn with_cache(mut self, ttl: Duration, clock: Arc<dyn Clock>) -> Self {
+        self.cache = Arc::new(ReadCache::new(ttl, clock));
+        self
+    }
+
+    /// The read cache's hits, misses and evictions.
+    pub fn cache_stats(&self) -> CacheStats {
+        self.cache.stats()
     }
 
     /// Tells `recorder` of every transition decided (tests: the table's coverage).
@@ -231,6 +251,7 @@ impl Workflow for PurchaseWorkflow {
                 let (outcome, attempt) =
                     crate::execute::execute(client, &saga.context, effect).await;
                 self.credentials.observe(&outcome);
+                self.cache.learn(&saga.context, effect, &outcome);
                 Executed { outcome, attempt }
             }
             None => {
@@ -251,6 +272,18 @@ impl Workflow for PurchaseWorkflow {
                 }
             }
         }
+    }
+
+    fn admission(&self, saga: &SagaView<PurchaseContext>, effect: &Call) -> Admission {
+        crate::budgets::admission(&saga.context, effect)
+    }
+
+    fn feedback(&self, outcome: &Outcome) -> Feedback {
+        crate::budgets::feedback(outcome)
+    }
+
+    fn answer_locally(&self, saga: &SagaView<PurchaseContext>, effect: &Call) -> Option<Outcome> {
+        self.cache.answer(&saga.context, effect)
     }
 
     fn decide(

@@ -50,6 +50,11 @@ pub struct SimConfig {
     pub hang_s: u64,
     /// Faults to inject.
     pub faults: FaultPlan,
+    /// Whether a cart line's `friendlyName` is copied into its order line (the spec does not
+    /// promise it, ambiguity 4); off, order lines carry the SKU's title.
+    pub echo_friendly_names: bool,
+    /// Rate limits per tenant and call class (off by default).
+    pub throttle: crate::throttle::ThrottleConfig,
 }
 
 /// Replay behaviour of a repeated checkout.
@@ -86,6 +91,8 @@ impl Default for SimConfig {
             max_request_bytes: 1024 * 1024,
             hang_s: 600,
             faults: FaultPlan::default(),
+            echo_friendly_names: true,
+            throttle: crate::throttle::ThrottleConfig::default(),
         }
     }
 }

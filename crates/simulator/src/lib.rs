@@ -34,6 +34,7 @@ pub mod config;
 pub mod faults;
 mod server;
 mod service;
+pub mod throttle;
 pub mod world;
 
 use std::net::SocketAddr;
@@ -100,6 +101,7 @@ impl Simulator {
             .local_addr()
             .map_err(|source| Error::Bind { addr, source })?;
         let injector = faults::Injector::new(config.faults.clone());
+        let throttle_config = config.throttle.clone();
         let restrictions = service::Restrictions {
             restricted_regions: config.restricted_regions.clone(),
             checkout_restricted_regions: config.checkout_restricted_regions.clone(),
@@ -114,6 +116,7 @@ impl Simulator {
             in_flight: std::sync::atomic::AtomicU64::new(0),
             max_in_flight: std::sync::atomic::AtomicU64::new(0),
             restrictions: std::sync::RwLock::new(restrictions),
+            throttle: throttle::Throttle::new(throttle_config),
         });
         let (shutdown, receiver) = watch::channel(false);
         let task = tokio::spawn(server::serve(listener, shared.clone(), receiver));
@@ -174,6 +177,11 @@ impl Simulator {
     }
 
     /// The most Partner Center requests ever handled at once (token requests excluded).
+    pub fn throttle_stats(&self) -> std::collections::BTreeMap<String, throttle::ClassStats> {
+        self.shared.throttle.stats()
+    }
+
+    /// The most Partner Center requests handled at once so far.
     pub fn max_in_flight(&self) -> u64 {
         self.shared
             .max_in_flight

@@ -273,6 +273,18 @@ async fn handle(
         retry_after_s: None,
     };
 
+    // Over the tenant's budget for this class: 429, before anything else happens.
+    if let Some(retry_after) = shared
+        .throttle
+        .check(&shared.config.tenant_id, endpoint, std::time::Instant::now())
+    {
+        record.status = Some(429);
+        record.fault = Some("rate_limit".to_owned());
+        record.retry_after_s = Some(retry_after.as_secs());
+        shared.world().log(record);
+        return throttled(retry_after, &request_id, correlation_id.as_deref());
+    }
+
     // Faults that strike before the request takes effect.
     match &decision.fault {
         Some(Fault::Throttle {
@@ -286,13 +298,14 @@ async fn handle(
             } else {
                 retry_after_s.to_string()
             };
-            let resp = Resp::json(
-                429,
-                json!({"statusCode": 429, "message": format!("Rate limit is exceeded. Try again in {retry_after_s} seconds.")}),
-            );
             record.status = Some(429);
+            record.retry_after_s = Some(*retry_after_s);
             shared.world().log(record);
-            let mut response = render(&resp, Some(&request_id), correlation_id.as_deref());
+            let mut response = throttled(
+                Duration::from_secs(*retry_after_s),
+                &request_id,
+                correlation_id.as_deref(),
+            );
             if let Ok(v) = http::HeaderValue::from_str(&value) {
                 response.headers_mut().insert(http::header::RETRY_AFTER, v);
             }
@@ -468,6 +481,20 @@ async fn dispatch(
         "artifact_details" => service::artifact_details(shared, &p[0], &p[1], &p[2], &p[3]),
         other => Resp::error(404, "1000", &format!("No handler for {other}.")),
     }
+}
+
+/// A 429 as Partner Center sends it: its own body (spec §5.1) and `Retry-After` in seconds.
+fn throttled(retry_after: Duration, request_id: &str, correlation_id: Option<&str>) -> Response<Body> {
+    let seconds = retry_after.as_secs();
+    let resp = Resp::json(
+        429,
+        json!({"statusCode": 429, "message": format!("Rate limit is exceeded. Try again in {seconds} seconds.")}),
+    );
+    let mut response = render(&resp, Some(request_id), correlation_id);
+    if let Ok(v) = http::HeaderValue::from_str(&seconds.to_string()) {
+        response.headers_mut().insert(http::header::RETRY_AFTER, v);
+    }
+    response
 }
 
 /// Counts a request in flight for as long as it lives.
@@ -674,7 +701,14 @@ fn admin(shared: &Shared, req: &Req, action: &str) -> Resp {
             use std::sync::atomic::Ordering::SeqCst;
             Resp::json(
                 200,
-                json!({"inFlight": shared.in_flight.load(SeqCst), "maxInFlight": shared.max_in_flight.load(SeqCst)}),
+                json!({
+                    "inFlight": shared.in_flight.load(SeqCst),
+                    "maxInFlight": shared.max_in_flight.load(SeqCst),
+                    "throttle": {
+                        "enabled": shared.throttle.config().enabled,
+                        "classes": shared.throttle.stats(),
+                    },
+                }),
             )
         }
         (Method::GET, "ledger") => Resp::json(

@@ -38,6 +38,8 @@ pub struct Shared {
     /// Restricted regions, changeable at run time (`PUT /_sim/restrictions`); they start as the
     /// configuration's.
     pub restrictions: std::sync::RwLock<Restrictions>,
+    /// Budgets per tenant and call class (`throttle` in the configuration).
+    pub throttle: crate::throttle::Throttle,
 }
 
 /// The regions the simulator refuses, now.
@@ -1261,11 +1263,13 @@ pub async fn checkout(shared: &Shared, customer: &str, cart_id: &str, request_id
                         .and_then(Value::as_str)
                         .map(str::to_owned),
                     // A partner-set friendly name is echoed into the order line (spec
-                    // ambiguity 4 decided: yes), else the SKU title as in the examples.
+                    // ambiguity 4 decided: yes, unless `echo_friendly_names` is off), else the
+                    // SKU title as in the examples.
                     friendly_name: line
                         .json
                         .get("friendlyName")
                         .and_then(Value::as_str)
+                        .filter(|_| shared.config.echo_friendly_names)
                         .map_or(title, str::to_owned),
                     quantity: line.json["quantity"].as_i64().unwrap_or(0),
                     cancelled: false,
@@ -1295,10 +1299,17 @@ pub async fn checkout(shared: &Shared, customer: &str, cart_id: &str, request_id
             order_group: group.clone(),
             created_at: now,
             offer_ids: order.lines.iter().map(|l| l.offer_id.clone()).collect(),
-            friendly_names: order
-                .lines
+            // What the partner sent in the cart lines, whether or not the order echoes it:
+            // the ledger is the test harness's truth of which purchase bought what.
+            friendly_names: lines
                 .iter()
-                .map(|l| l.friendly_name.clone())
+                .map(|l| {
+                    l.json
+                        .get("friendlyName")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_owned()
+                })
                 .collect(),
             quantities: order.lines.iter().map(|l| l.quantity).collect(),
             cancelled_lines: Vec::new(),

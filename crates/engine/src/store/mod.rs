@@ -321,6 +321,17 @@ pub trait Store: Send + Sync + 'static {
         limit: u32,
     ) -> impl Future<Output = Result<Vec<SagaRecord>, StoreError>> + Send;
 
+    /// [`Store::claim_due`], skipping the sagas of the customers in `avoid` (the engine's
+    /// fairness across customers: those already hold more than their share).
+    fn claim_due_avoiding(
+        &self,
+        owner: &str,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: u32,
+        avoid: Vec<String>,
+    ) -> impl Future<Output = Result<Vec<SagaRecord>, StoreError>> + Send;
+
     /// Applies a fenced write and appends its history; returns the new version.
     fn commit(&self, commit: Commit) -> impl Future<Output = Result<i64, StoreError>> + Send;
 

@@ -101,6 +101,8 @@ enum WriteOp {
     },
     Claim {
         owner: String,
+        /// Customers whose sagas are skipped (they hold more than their share).
+        avoid: Vec<String>,
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
         limit: u32,
@@ -144,6 +146,8 @@ pub struct DaemonRow {
     pub started_at: DateTime<Utc>,
     pub heartbeat_at: Option<DateTime<Utc>>,
     pub stopped_at: Option<DateTime<Utc>>,
+    /// Its rate governor at the last heartbeat: JSON, a list of `ClassSnapshot`.
+    pub governor: Option<String>,
 }
 
 impl std::fmt::Debug for WriteOp {
@@ -348,10 +352,10 @@ impl SqliteStore {
         })?;
         let mut conn = options.connect().await.map_err(db_error)?;
         sqlx::query(
-            "INSERT INTO daemons (id, host, pid, started_at, heartbeat_at, stopped_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, CASE WHEN ?6 THEN ?5 END) \
+            "INSERT INTO daemons (id, host, pid, started_at, heartbeat_at, stopped_at, governor) \
+             VALUES (?1, ?2, ?3, ?4, ?5, CASE WHEN ?6 THEN ?5 END, ?7) \
              ON CONFLICT (id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at, \
-             stopped_at = excluded.stopped_at",
+             stopped_at = excluded.stopped_at, governor = excluded.governor",
         )
         .bind(&daemon.id)
         .bind(&daemon.host)
@@ -359,6 +363,7 @@ impl SqliteStore {
         .bind(to_millis(daemon.started_at))
         .bind(to_millis(now))
         .bind(stopped)
+        .bind(daemon.governor.as_deref())
         .execute(&mut conn)
         .await
         .map_err(db_error)?;
@@ -370,7 +375,7 @@ impl SqliteStore {
     /// heartbeat first (at most 100).
     pub async fn daemons(&self) -> Result<Vec<DaemonRow>, StoreError> {
         let rows = sqlx::query(
-            "SELECT id, host, pid, started_at, heartbeat_at, stopped_at FROM daemons \
+            "SELECT id, host, pid, started_at, heartbeat_at, stopped_at, governor FROM daemons \
              ORDER BY heartbeat_at DESC LIMIT 100",
         )
         .fetch_all(&self.readers)
@@ -388,6 +393,7 @@ impl SqliteStore {
                         .try_get::<Option<i64>, _>(5)
                         .map_err(db_error)?
                         .map(from_millis),
+                    governor: row.try_get(6).map_err(db_error)?,
                 })
             })
             .collect()
@@ -749,12 +755,14 @@ async fn run_one(conn: &mut SqliteConnection, op: WriteOp) -> (Pending, Option<S
         }
         WriteOp::Claim {
             owner,
+            avoid,
             now,
             lease_until,
             limit,
             reply,
         } => {
-            let (result, failure) = split(claim(conn, &owner, now, lease_until, limit).await);
+            let (result, failure) =
+                split(claim(conn, &owner, &avoid, now, lease_until, limit).await);
             (Pending::Claim(reply, result), failure)
         }
         WriteOp::Commit { commit, reply } => {
@@ -980,26 +988,37 @@ async fn insert(conn: &mut SqliteConnection, saga: &NewSaga) -> Result<Inserted,
 async fn claim(
     conn: &mut SqliteConnection,
     owner: &str,
+    avoid: &[String],
     now: DateTime<Utc>,
     lease_until: DateTime<Utc>,
     limit: u32,
 ) -> Result<Vec<SagaRecord>, StoreError> {
     // INDEXED BY: with every saga active, the planner would otherwise pick the status index
     // and scan the whole backlog; the due index makes the cost that of the due rows only.
-    let rows = sqlx::query(&format!(
+    // Skipping customers walks past their due rows: the cost grows with their due backlog,
+    // which is why the engine asks for it only while some customer holds more than its share.
+    let skip = if avoid.is_empty() {
+        ""
+    } else {
+        "AND (customer_id IS NULL OR customer_id NOT IN (SELECT value FROM json_each(?5))) "
+    };
+    let sql = format!(
         "UPDATE sagas SET lease_owner = ?1, lease_expires_at = ?2, next_run_at = ?2, version = version + 1, \
          updated_at = ?3 \
          WHERE id IN (SELECT id FROM sagas INDEXED BY sagas_due WHERE next_run_at IS NOT NULL AND next_run_at <= ?3 AND status = 'active' \
-                      ORDER BY next_run_at LIMIT ?4) \
+                      {skip}ORDER BY next_run_at LIMIT ?4) \
          RETURNING {SAGA_COLUMNS}"
-    ))
-    .bind(owner)
-    .bind(to_millis(lease_until))
-    .bind(to_millis(now))
-    .bind(i64::from(limit))
-    .fetch_all(&mut *conn)
-    .await
-    .map_err(db_error)?;
+    );
+    let mut query = sqlx::query(&sql)
+        .bind(owner)
+        .bind(to_millis(lease_until))
+        .bind(to_millis(now))
+        .bind(i64::from(limit));
+    if !avoid.is_empty() {
+        // Strings always encode; an empty list would only skip nobody.
+        query = query.bind(serde_json::to_string(avoid).unwrap_or_else(|_| "[]".to_owned()));
+    }
+    let rows = query.fetch_all(&mut *conn).await.map_err(db_error)?;
     let claimed: Vec<SagaRecord> = rows.iter().map(saga_from_row).collect::<Result<_, _>>()?;
     let detail = format!("lease to {owner}");
     let events: Vec<HistoryEvent> = claimed
@@ -1165,10 +1184,23 @@ impl Store for SqliteStore {
         lease_until: DateTime<Utc>,
         limit: u32,
     ) -> Result<Vec<SagaRecord>, StoreError> {
+        self.claim_due_avoiding(owner, now, lease_until, limit, Vec::new())
+            .await
+    }
+
+    async fn claim_due_avoiding(
+        &self,
+        owner: &str,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: u32,
+        avoid: Vec<String>,
+    ) -> Result<Vec<SagaRecord>, StoreError> {
         let (reply, rx) = oneshot::channel();
         self.send(
             WriteOp::Claim {
                 owner: owner.to_owned(),
+                avoid,
                 now,
                 lease_until,
                 limit,

@@ -348,6 +348,7 @@ fn every_row_of_the_table_is_driven_by_a_behavioural_test() {
     flow::a_processed_checkout_answered_with_an_error_is_not_recorded_as_failed();
     flow::an_unprocessed_checkout_refusal_fails_only_once_the_cart_proves_it();
     flow::refused_credentials_hold_purchases_instead_of_failing_them();
+    flow::orders_without_the_token_are_matched_by_customer_time_and_items();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -805,3 +805,64 @@ pub(crate) async fn refused_credentials_hold_purchases_instead_of_failing_them()
     );
     assert!(w.sim.ledger().carts.is_empty());
 }
+
+/// Partner Center need not echo a cart line's friendly name into the order (ambiguity 4):
+/// a purchase whose checkout reply was lost then finds no line with its token. Exactly one
+/// order of the customer since the checkout with exactly its items is adopted, with the
+/// evidence; two such orders park the purchase naming both.
+#[tokio::test]
+pub(crate) async fn orders_without_the_token_are_matched_by_customer_time_and_items() {
+    let config = || SimConfig {
+        checkout_replay: CheckoutReplay::AlreadySubmitted,
+        echo_friendly_names: false,
+        order_list_lag_s: 0,
+        ..SimConfig::default()
+    };
+    let lost_reply = FaultPlan {
+        seed: 1,
+        rules: vec![once("checkout", 0, Fault::Drop)],
+    };
+
+    // One candidate: matched, one order, the evidence kept.
+    let w = world(config()).await;
+    w.sim.set_faults(lost_reply.clone()).expect("plan");
+    let id = w.submit(software("fallback-one")).await;
+    w.settle().await;
+    let (saga, ctx) = w.saga(&id).await;
+    assert_eq!(saga.status, SagaStatus::Succeeded, "{:?}", saga.last_error);
+    assert_eq!(w.orders_of(&id).await, 1, "bought once");
+    assert_eq!(ctx.orders.len(), 1);
+    let evidence = ctx
+        .checkout
+        .matched_by_fallback
+        .clone()
+        .expect("recorded as matched by fallback");
+    assert!(
+        evidence.contains(&ctx.orders[0].id) && evidence.contains("friendly names not echoed"),
+        "{evidence}"
+    );
+
+    // Two candidates: an earlier purchase of the same items for the same customer, then one
+    // whose reply is lost. Parked, naming both orders.
+    let w = world(config()).await;
+    let first = w.submit(software("fallback-first")).await;
+    w.settle().await;
+    assert_eq!(w.saga(&first).await.0.status, SagaStatus::Succeeded);
+    w.sim.set_faults(lost_reply).expect("plan");
+    let second = w.submit(software("fallback-second")).await;
+    w.settle().await;
+    let (saga, _) = w.saga(&second).await;
+    assert_eq!(saga.status, SagaStatus::NeedsAttention);
+    let reason = saga.last_error.unwrap_or_default();
+    let first_order = w.saga(&first).await.1.orders[0].id.clone();
+    let ledger = w.sim.ledger();
+    let (_, second_ctx) = w.saga(&second).await;
+    let second_orders = ledger.orders_with_token(&second_ctx.token);
+    assert_eq!(second_orders.len(), 1, "the second purchase bought once");
+    assert!(
+        reason.contains("2 orders match")
+            && reason.contains(&first_order)
+            && reason.contains(&second_orders[0].order_id),
+        "{reason}"
+    );
+}

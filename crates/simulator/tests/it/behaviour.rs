@@ -542,4 +542,73 @@ fn example_sim_config_loads() {
     assert_eq!(config.restricted_regions, vec!["japanwest".to_owned()]);
     assert_eq!(config.faults.rules.len(), 2);
     assert_eq!(config.order_list_lag_s, 5);
+    assert_eq!(
+        config.throttle,
+        pcsaga_simulator::throttle::ThrottleConfig::default(),
+        "the example shows the throttle's defaults"
+    );
+}
+
+/// Throttling: a class over its tenant budget gets Partner Center's 429 (its own body,
+/// `Retry-After` in seconds); other classes go on; `/_sim/stats` counts per class.
+#[tokio::test]
+async fn a_class_over_its_budget_is_answered_429_with_retry_after() {
+    let mut throttle = pcsaga_simulator::throttle::ThrottleConfig {
+        enabled: true,
+        burst_s: 1,
+        penalize_early_retries: true,
+        ..Default::default()
+    };
+    throttle.per_minute.insert("catalog".into(), 60);
+    let h = Harness::start(SimConfig {
+        throttle,
+        ..SimConfig::default()
+    })
+    .await;
+    let sku = "/products/DZH318Z0BQ3Q/skus/0001?country=US";
+    assert_eq!(h.call("GET", sku, None).await.status, 200);
+    let refused = h.call("GET", sku, None).await;
+    assert_eq!(refused.status, 429);
+    assert_eq!(
+        refused.json,
+        json!({"statusCode": 429, "message": "Rate limit is exceeded. Try again in 1 seconds."})
+    );
+    assert_eq!(
+        refused
+            .headers
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok()),
+        Some("1")
+    );
+    // An early retry is refused again and counted; other classes are not affected.
+    assert_eq!(h.call("GET", sku, None).await.status, 429);
+    let cart = h
+        .call("POST", &format!("/customers/{CUSTOMER}/carts"), Some(perpetual_cart()))
+        .await;
+    assert_eq!(cart.status, 201);
+    let stats: serde_json::Value = h
+        .http
+        .get(format!("{}/_sim/stats", h.sim.base_url()))
+        .send()
+        .await
+        .expect("stats")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(
+        stats["throttle"]["classes"]["catalog"],
+        json!({"requests": 3, "throttled": 2, "earlyRetries": 1})
+    );
+    assert_eq!(
+        stats["throttle"]["classes"]["cart"],
+        json!({"requests": 1, "throttled": 0, "earlyRetries": 0})
+    );
+    let logged: Vec<_> = h
+        .sim
+        .requests()
+        .into_iter()
+        .filter(|r| r.status == Some(429))
+        .map(|r| (r.endpoint, r.retry_after_s))
+        .collect();
+    assert_eq!(logged, vec![("get_sku".to_owned(), Some(1)); 2]);
 }
