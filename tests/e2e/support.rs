@@ -293,3 +293,39 @@ pub fn submit_batch(env: &Env, prefix: &str, n: usize) {
     let output = run(env.pcsaga(None).arg("submit").arg(&file));
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
 }
+
+/// Calls that reached the simulator while a `Retry-After` it gave their class was running.
+///
+/// For every 429 (arrival `t`, `Retry-After` `r`, class `c`): a call of class `c` arriving in
+/// `(t + in_flight, t + r)` was sent after the 429 was answered, i.e. the daemon did not hold
+/// the class for the tenant. Calls arriving within `in_flight` of `t` were already on their way
+/// when the 429 left (a daemon cannot recall them). Returns one line per such call.
+pub fn calls_inside_retry_after(
+    requests: &[pcsaga_simulator::world::RequestRecord],
+    in_flight: std::time::Duration,
+) -> Vec<String> {
+    use pcsaga_simulator::throttle::class_of;
+    let in_flight = chrono::Duration::from_std(in_flight).expect("small");
+    let mut early = Vec::new();
+    for throttled in requests.iter().filter(|r| r.status == Some(429)) {
+        let (Some(class), Some(retry_after)) =
+            (class_of(&throttled.endpoint), throttled.retry_after_s)
+        else {
+            continue;
+        };
+        let ends = throttled.at + chrono::Duration::seconds(retry_after as i64);
+        for call in requests.iter().filter(|r| {
+            class_of(&r.endpoint) == Some(class)
+                && r.at > throttled.at + in_flight
+                && r.at < ends
+        }) {
+            early.push(format!(
+                "{} {} at {} while the 429 of {} at {} (Retry-After {retry_after}s, class {class}) ran",
+                call.method, call.path, call.at, throttled.path, throttled.at
+            ));
+        }
+    }
+    early.sort();
+    early.dedup();
+    early
+}

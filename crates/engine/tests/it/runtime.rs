@@ -521,3 +521,78 @@ async fn an_id_or_a_unique_prefix_names_a_saga() {
         Err(pcsaga_engine::Error::NotFound(_))
     ));
 }
+
+/// Goal: one customer's large batch does not hold every slot of the daemon while another
+/// customer's purchases are due. Method: 20 sagas of `big`, then one each of three small
+/// customers, all due at once; four slots; every call stalls until the test releases it, one
+/// at a time, so what is in flight when each claim happens is fixed. Oldest-first claiming
+/// alone would start the small customers' sagas after all 20 of `big`.
+#[tokio::test]
+async fn claims_keep_room_for_other_customers_while_one_holds_its_share() {
+    let dir = tempfile::tempdir().expect("dir");
+    let store = pcsaga_engine::SqliteStore::open(pcsaga_engine::SqliteConfig::new(
+        dir.path().join("fair.db"),
+    ))
+    .await
+    .expect("store");
+    let h = crate::support::harness_with(
+        dir,
+        store,
+        "fair",
+        std::sync::Arc::new(pcsaga_engine::ManualClock::at(crate::support::t0())),
+        |c| c.concurrency = 4,
+    )
+    .await;
+    let mut owners = std::collections::HashMap::new();
+    for i in 0..20 {
+        owners.insert(h.submit_for(&format!("big-{i}"), "big").await, "big".to_owned());
+    }
+    for small in ["s1", "s2", "s3"] {
+        owners.insert(h.submit_for(small, small).await, small.to_owned());
+    }
+    // Two calls per saga (pay, look), each stalled until released.
+    let gates: Vec<_> = (0..owners.len() * 2)
+        .map(|_| std::sync::Arc::new(tokio::sync::Notify::new()))
+        .collect();
+    h.script.lock().expect("script").stall = gates.iter().cloned().collect();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let engine = h.engine.clone();
+    let daemon = tokio::spawn(async move { engine.run(stopped).await });
+    for (released, gate) in gates.iter().enumerate() {
+        let script = h.script.clone();
+        crate::support::until("the next call starts", || {
+            script.lock().expect("script").sagas.len() > released
+        })
+        .await;
+        gate.notify_one();
+    }
+    for _ in 0..1000 {
+        let counts = h.store.count_by_status().await.expect("counts");
+        if counts.get(&SagaStatus::Succeeded) == Some(&23) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    stop.send(true).expect("stop");
+    daemon.await.expect("task").expect("run");
+    let sagas = h.script.lock().expect("script").sagas.clone();
+    // The customers in the order their sagas made their first call.
+    let mut first: Vec<&str> = Vec::new();
+    for id in &sagas {
+        if !first.contains(&id.as_str()) {
+            first.push(id);
+        }
+    }
+    let order: Vec<&str> = first.iter().map(|id| owners[*id].as_str()).collect();
+    let last_small = order
+        .iter()
+        .rposition(|o| *o != "big")
+        .expect("the small customers ran");
+    // Four slots: `big` fills them first; from then on each freed slot goes to a customer
+    // under its share (slots freed together are filled together, so `big` may get one of them).
+    assert!(
+        last_small < 10,
+        "every small customer started among the first 10 sagas, not after the big batch: {order:?}"
+    );
+    assert_eq!(order.len(), 23);
+}

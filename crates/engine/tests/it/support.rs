@@ -46,6 +46,8 @@ pub struct Script {
     pub answers: VecDeque<Answer>,
     /// (effect, request id, was the intent committed when the call ran?)
     pub calls: Vec<(String, Option<String>, bool)>,
+    /// The saga of each call, in the order the calls started.
+    pub sagas: Vec<String>,
 }
 
 pub struct TestWorkflow {
@@ -127,6 +129,7 @@ impl Workflow for TestWorkflow {
             script
                 .calls
                 .push((name.into(), request_id.clone(), intent_committed));
+            script.sagas.push(saga.id.clone());
             (
                 script.answers.pop_front().unwrap_or(Answer::Ok),
                 script.stall.pop_front(),
@@ -296,8 +299,12 @@ impl Harness {
     }
 
     pub async fn submit(&self, key: &str) -> String {
+        self.submit_for(key, "customer").await
+    }
+
+    pub async fn submit_for(&self, key: &str, customer: &str) -> String {
         self.engine
-            .submit(key, "{}".into(), &Ctx::default(), Some("customer".into()))
+            .submit(key, "{}".into(), &Ctx::default(), Some(customer.into()))
             .await
             .expect("submit")
             .saga
