@@ -324,13 +324,26 @@ mod tests {
         std::fs::write(&path, "[governor.per_minute]\ncatalogue = 10\n").expect("write");
         let file = load_file(Some(&path)).expect("parses");
         let refused = budgets(&file).expect_err("refused").0;
-        assert!(refused.contains("governor.per_minute.catalogue: no such call class"), "{refused}");
+        assert!(
+            refused.contains("governor.per_minute.catalogue: no such call class"),
+            "{refused}"
+        );
         std::fs::write(&path, "[governor.per_minute]\ncheckout = 0\n").expect("write");
         let file = load_file(Some(&path)).expect("parses");
-        assert!(budgets(&file).expect_err("refused").0.contains("between 1 and"));
-        std::fs::write(&path, "[governor]\ncache_ttl_s = 0\n[governor.per_minute]\ncheckout = 100\n").expect("write");
+        assert!(budgets(&file)
+            .expect_err("refused")
+            .0
+            .contains("between 1 and"));
+        std::fs::write(
+            &path,
+            "[governor]\ncache_ttl_s = 0\n[governor.per_minute]\ncheckout = 100\n",
+        )
+        .expect("write");
         let file = load_file(Some(&path)).expect("parses");
-        let checkout = budgets(&file).expect("valid").into_iter().find(|b| b.name == "checkout");
+        let checkout = budgets(&file)
+            .expect("valid")
+            .into_iter()
+            .find(|b| b.name == "checkout");
         assert_eq!(checkout.map(|b| b.per_minute), Some(100));
         assert_eq!(cache_ttl(&file).expect("valid"), Duration::ZERO);
         std::fs::write(&path, "[database]\nsynchronous = \"off\"\n").expect("write");

@@ -4,3 +4,4 @@
 
 pub mod noop;
 pub mod run;
+pub mod throttled;

@@ -75,11 +75,11 @@ pub async fn raw(scratch: &Scratch) -> Result<(f64, f64), Failure> {
     .await?)
 }
 
-async fn open(path: &Path) -> Result<SqliteStore, Failure> {
+pub(super) async fn open(path: &Path) -> Result<SqliteStore, Failure> {
     Ok(SqliteStore::open(SqliteConfig::new(path)).await?)
 }
 
-fn policies() -> Result<pcsaga_engine::Policies, Failure> {
+pub(super) fn policies() -> Result<pcsaga_engine::Policies, Failure> {
     crate::app::policies(None)
 }
 
@@ -117,7 +117,7 @@ where
 }
 
 /// Runs the daemon loop until `done` says so; returns the elapsed time.
-async fn run_until<W: pcsaga_engine::Workflow>(
+pub(super) async fn run_until<W: pcsaga_engine::Workflow>(
     engine: &Engine<W, SqliteStore>,
     done: impl Fn(&std::collections::BTreeMap<SagaStatus, u64>) -> bool,
 ) -> Result<Duration, Failure> {

@@ -14,6 +14,7 @@ const ALL: &[&str] = &[
     "backlog",
     "recovery",
     "inspect",
+    "throttled",
 ];
 
 pub async fn run(args: &BenchArgs) -> Result<Exit, Failed> {
@@ -169,6 +170,9 @@ pub async fn run(args: &BenchArgs) -> Result<Exit, Failed> {
             out[format!("e2e{latency}ms")] = json!({"purchases": purchases, "succeeded": e.succeeded, "seconds": e.seconds, "calls": e.calls, "p50Seconds": e.p50_s, "p99Seconds": e.p99_s, "peakRssMb": e.peak_rss_mb});
         }
     }
+    if wants("throttled") {
+        throttled_phase(n, &mut table, &mut out).await?;
+    }
     let (_, peak) = run::rss_mb();
     out["peakRssMb"] = json!(peak);
     if args.json {
@@ -177,4 +181,99 @@ pub async fn run(args: &BenchArgs) -> Result<Exit, Failed> {
         print(&format!("{}\nmachine: {} cores; ratios: rates are divided by raw single-row commits/s, times by one raw commit ({commit_us:.0} µs)\n", table.render(), std::thread::available_parallelism().map_or(0, |n| n.get())));
     }
     Ok(Exit::Ok)
+}
+
+/// The `throttled` phase: `n` purchases (10,000 by default) against a throttling simulator,
+/// then the mixed load (one customer with 2,000, fifty with 5). Bars in BENCHMARKS.md.
+async fn throttled_phase(
+    n: usize,
+    table: &mut Table,
+    out: &mut serde_json::Value,
+) -> Result<(), Failed> {
+    use crate::bench::throttled::throttled;
+    say!("bench: throttled, {n} purchases against budgets per call class, 20-80 ms latency...");
+    let t = throttled(n, false).await?;
+    let calls = t.calls();
+    let share_429 = t.throttled() as f64 / calls.max(1) as f64;
+    table.row(vec![
+        format!(
+            "throttled n={}: completion / least the budgets allow",
+            t.purchases
+        ),
+        format!(
+            "{:.1} s / {:.1} s (strict bound {:.1} s)",
+            t.seconds, t.minimum_s, t.bound_s
+        ),
+        format!("{:.3}x", t.seconds / t.minimum_s.max(1e-9)),
+    ]);
+    table.row(vec![
+        "throttled: calls answered 429".into(),
+        format!("{} of {calls} ({:.2}%)", t.throttled(), share_429 * 100.0),
+        String::new(),
+    ]);
+    table.row(vec![
+        "throttled: calls per purchase (answered)".into(),
+        format!(
+            "{:.2}",
+            (calls - t.throttled()) as f64 / t.purchases.max(1) as f64
+        ),
+        String::new(),
+    ]);
+    table.row(vec![
+        "throttled: purchases by status; stopped for throttling".into(),
+        format!(
+            "{}; {}",
+            t.by_status
+                .iter()
+                .map(|(s, n)| format!("{s} {n}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            t.stopped_for_throttling
+        ),
+        String::new(),
+    ]);
+    for c in &t.classes {
+        table.row(vec![
+            format!("throttled: {} calls (budget {}/min)", c.class, c.per_minute),
+            format!("{} answered, {} 429", c.needed, c.throttled),
+            format!(
+                "{:.1} s",
+                c.needed as f64 / (f64::from(c.per_minute) / 60.0)
+            ),
+        ]);
+    }
+    out["throttled"] = json!({
+        "purchases": t.purchases, "seconds": t.seconds, "minimumSeconds": t.minimum_s,
+        "boundSeconds": t.bound_s, "calls": calls, "throttled": t.throttled(),
+        "byStatus": t.by_status, "stoppedForThrottling": t.stopped_for_throttling,
+        "classes": t.classes.iter().map(|c| json!({"class": c.class, "answered": c.needed, "throttled": c.throttled, "perMinute": c.per_minute})).collect::<Vec<_>>(),
+    });
+    let big = (n / 5).max(10);
+    say!("bench: throttled, mixed load: one customer with {big} purchases, 50 with 5 each...");
+    let m = throttled(big, true).await?;
+    if let Some((done, total)) = m.big_done_at_last_small {
+        table.row(vec![
+            format!(
+                "mixed: big customer's purchases done when the last of 50 small customers finished"
+            ),
+            format!(
+                "{done} of {total} ({:.1}%)",
+                done as f64 * 100.0 / total.max(1) as f64
+            ),
+            String::new(),
+        ]);
+        table.row(vec![
+            "mixed: completion / least the budgets allow; 429s".into(),
+            format!(
+                "{:.1} s / {:.1} s; {} of {}",
+                m.seconds,
+                m.minimum_s,
+                m.throttled(),
+                m.calls()
+            ),
+            format!("{:.3}x", m.seconds / m.minimum_s.max(1e-9)),
+        ]);
+        out["throttledMixed"] = json!({"bigDone": done, "bigTotal": total, "seconds": m.seconds, "minimumSeconds": m.minimum_s, "byStatus": m.by_status, "throttled": m.throttled(), "calls": m.calls()});
+    }
+    Ok(())
 }

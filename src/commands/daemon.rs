@@ -77,9 +77,11 @@ pub async fn run(global: &Global, args: &DaemonArgs, file: &FileConfig) -> Resul
             ConfigError(format!("daemon.lease_s = {lease_s} must be longer than partner_center.timeout_s = {} (plus a second)", timeout.as_secs())),
         ));
     }
-    config.budgets = crate::config::budgets(file).map_err(|e| Failed::new(Exit::InvalidInput, e))?;
+    config.budgets =
+        crate::config::budgets(file).map_err(|e| Failed::new(Exit::InvalidInput, e))?;
     config.tenant = client.tenant().to_owned();
-    let cache_ttl = crate::config::cache_ttl(file).map_err(|e| Failed::new(Exit::InvalidInput, e))?;
+    let cache_ttl =
+        crate::config::cache_ttl(file).map_err(|e| Failed::new(Exit::InvalidInput, e))?;
     config.dropped_log_lines = Some(crate::logging::dropped);
     config.command = format!("pcsaga{}", crate::output::db_flag(global));
     // Test-only switches of the reliability battery. Loud, because they break guarantees.

@@ -524,7 +524,14 @@ fn governor_table(daemon: &pcsaga_engine::DaemonRow, now: chrono::DateTime<Utc>)
     };
     let age = daemon.heartbeat_at.map_or(0, |at| (now - at).num_seconds());
     let mut table = crate::output::Table::new(&[
-        "  CLASS", "BUDGET/MIN", "ALLOWED/MIN", "WAITING", "PAUSED", "CALLS", "429s", "LAST 429",
+        "  CLASS",
+        "BUDGET/MIN",
+        "ALLOWED/MIN",
+        "WAITING",
+        "PAUSED",
+        "CALLS",
+        "429s",
+        "LAST 429",
     ]);
     for c in classes
         .iter()

@@ -4,5 +4,5 @@ mod battery;
 mod cli;
 mod kill;
 mod operators;
-mod throttling;
 mod support;
+mod throttling;

@@ -315,9 +315,7 @@ pub fn calls_inside_retry_after(
         };
         let ends = throttled.at + chrono::Duration::seconds(retry_after as i64);
         for call in requests.iter().filter(|r| {
-            class_of(&r.endpoint) == Some(class)
-                && r.at > throttled.at + in_flight
-                && r.at < ends
+            class_of(&r.endpoint) == Some(class) && r.at > throttled.at + in_flight && r.at < ends
         }) {
             early.push(format!(
                 "{} {} at {} while the 429 of {} at {} (Retry-After {retry_after}s, class {class}) ran",

@@ -56,7 +56,12 @@ async fn a_429_holds_its_class_for_every_purchase_of_the_tenant() {
     );
     let audit = b.audit(true).await;
     audit.assert_clean("cargo test --test e2e a_429_holds_its_class");
-    assert_eq!(audit.by_status.get("succeeded"), Some(&64), "{:?}", audit.by_status);
+    assert_eq!(
+        audit.by_status.get("succeeded"),
+        Some(&64),
+        "{:?}",
+        audit.by_status
+    );
 
     let requests = b.sim.requests();
     let throttled = requests.iter().filter(|r| r.status == Some(429)).count();
@@ -75,7 +80,10 @@ async fn a_429_holds_its_class_for_every_purchase_of_the_tenant() {
         .unwrap_or_default();
     let seen_429: u64 = classes.iter().filter_map(|c| c["throttled"].as_u64()).sum();
     assert!(
-        seen_429 > 0 && classes.iter().any(|c| c["class"] == "checkout" && c["budgetPerMinute"] == 6000),
+        seen_429 > 0
+            && classes
+                .iter()
+                .any(|c| c["class"] == "checkout" && c["budgetPerMinute"] == 6000),
         "status shows the governor: {}",
         status["daemons"]
     );

@@ -19,7 +19,9 @@ pub(crate) struct Shares {
 
 impl Shares {
     fn lock(&self) -> MutexGuard<'_, HashMap<String, usize>> {
-        self.in_flight.lock().unwrap_or_else(PoisonError::into_inner)
+        self.in_flight
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The customers a claim should skip: those holding their share or more.
@@ -77,7 +79,10 @@ mod tests {
     use super::*;
 
     fn check(in_flight: &[(&str, usize)], concurrency: usize, expected: &[&str]) {
-        let map = in_flight.iter().map(|(c, n)| ((*c).to_owned(), *n)).collect();
+        let map = in_flight
+            .iter()
+            .map(|(c, n)| ((*c).to_owned(), *n))
+            .collect();
         assert_eq!(over_share(&map, concurrency), expected);
     }
 

@@ -408,7 +408,9 @@ impl Core {
                 // A call admitted before the last decrease was sent into the same overload:
                 // the decrease already answered it.
                 let echo = class.decreased_at.is_some_and(|at| admitted_at < at);
-                let base = retry_after.unwrap_or(DEFAULT_PAUSE).max(Duration::from_secs(1));
+                let base = retry_after
+                    .unwrap_or(DEFAULT_PAUSE)
+                    .max(Duration::from_secs(1));
                 let pause = if echo {
                     base
                 } else {
@@ -449,9 +451,7 @@ impl Core {
                         .unwrap_or(u64::MAX)
                 }),
                 last_throttled_at: c.last_throttled.map(|(at, _)| at),
-                last_retry_after_s: c
-                    .last_throttled
-                    .and_then(|(_, ra)| ra.map(|d| d.as_secs())),
+                last_retry_after_s: c.last_throttled.and_then(|(_, ra)| ra.map(|d| d.as_secs())),
                 granted: c.granted,
                 throttled: c.throttled,
                 waited_ms: u64::try_from(c.waited.as_millis()).unwrap_or(u64::MAX),
@@ -608,8 +608,7 @@ pub struct Permit {
 impl Permit {
     pub fn finish(mut self, feedback: Feedback) {
         self.done = true;
-        self.governor
-            .finish(self.class, self.admitted_at, feedback);
+        self.governor.finish(self.class, self.admitted_at, feedback);
     }
 }
 

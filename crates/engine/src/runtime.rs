@@ -430,10 +430,14 @@ impl<W: Workflow, S: Store> Engine<W, S> {
         Ok(())
     }
 
-    /// Claims up to `free` due sagas, first skipping the customers at or over their share
-    /// (see `fair.rs`), then filling what is left with anyone's.
+    /// Claims up to `free` due sagas (at most half the daemon's slots per round), first
+    /// skipping the customers at or over their share (see `fair.rs`), then filling what is
+    /// left with anyone's.
     async fn claim_fairly(&self, free: usize) -> Result<Vec<SagaRecord>, StoreError> {
         let config = &self.inner.config;
+        // One round never takes more than half the slots: the oldest due sagas may all be one
+        // customer's batch, and the next round (at once) then sees that customer at its share.
+        let free = free.min((config.concurrency / 2).max(1));
         let now = self.now();
         let until = after(now, config.lease);
         let avoid = self.inner.shares.over_share(config.concurrency);
@@ -611,11 +615,13 @@ impl<W: Workflow, S: Store> Engine<W, S> {
                         }
                         view.context = context;
                         if let Some(outcome) = inner.workflow.answer_locally(&view, &effect) {
-                            let decision = inner.workflow.decide(&view, &effect, outcome, self.now());
+                            let decision =
+                                inner.workflow.decide(&view, &effect, outcome, self.now());
                             answered_locally = Some(call);
                             return Ok(Some((decision, None)));
                         }
-                        let Some(executed) = self.call(&mut saga, &owner, &view, &effect).await? else {
+                        let Some(executed) = self.call(&mut saga, &owner, &view, &effect).await?
+                        else {
                             return Ok(None);
                         };
                         self.crash_if(CrashAt::BeforeRecord, &call);

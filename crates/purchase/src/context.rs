@@ -316,6 +316,7 @@ mod tests {
                 answered: 1,
                 confirmed: true,
                 reconciling: true,
+                matched_by_fallback: Some("order order-1 is the only one".into()),
                 reconcile_reason: Some("reply lost".into()),
                 verifying: Some("HTTP 403".into()),
             },

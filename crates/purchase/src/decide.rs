@@ -873,7 +873,10 @@ fn fallback_match<'a>(ctx: &PurchaseContext, orders: &'a [Order]) -> Fallback<'a
         .map(|(offer, quantity)| format!("{offer} x{quantity}"))
         .collect::<Vec<_>>()
         .join(", ");
-    let since_text = since.map_or_else(|| "unknown".to_owned(), |s| s.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+    let since_text = since.map_or_else(
+        || "unknown".to_owned(),
+        |s| s.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+    );
     let seen = format!(
         "the list shows {} order(s), {} created since {since_text} (5 minutes before the first checkout call); none carries token {}; {} match the items {items}",
         orders.len(),
@@ -884,7 +887,9 @@ fn fallback_match<'a>(ctx: &PurchaseContext, orders: &'a [Order]) -> Fallback<'a
     match candidates.as_slice() {
         [] => Fallback::None(seen),
         [one] => {
-            let created = one.creation_date.map_or_else(String::new, |c| c.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+            let created = one.creation_date.map_or_else(String::new, |c| {
+                c.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            });
             Fallback::One(
                 one,
                 format!("order {} (created {created}) is the only order of the customer since {since_text} with exactly the items {items}; no line carries token {} (friendly names not echoed)", one.id, ctx.token),

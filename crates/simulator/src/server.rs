@@ -274,10 +274,11 @@ async fn handle(
     };
 
     // Over the tenant's budget for this class: 429, before anything else happens.
-    if let Some(retry_after) = shared
-        .throttle
-        .check(&shared.config.tenant_id, endpoint, std::time::Instant::now())
-    {
+    if let Some(retry_after) = shared.throttle.check(
+        &shared.config.tenant_id,
+        endpoint,
+        std::time::Instant::now(),
+    ) {
         record.status = Some(429);
         record.fault = Some("rate_limit".to_owned());
         record.retry_after_s = Some(retry_after.as_secs());
@@ -484,7 +485,11 @@ async fn dispatch(
 }
 
 /// A 429 as Partner Center sends it: its own body (spec §5.1) and `Retry-After` in seconds.
-fn throttled(retry_after: Duration, request_id: &str, correlation_id: Option<&str>) -> Response<Body> {
+fn throttled(
+    retry_after: Duration,
+    request_id: &str,
+    correlation_id: Option<&str>,
+) -> Response<Body> {
     let seconds = retry_after.as_secs();
     let resp = Resp::json(
         429,

@@ -59,7 +59,11 @@ impl Default for ThrottleConfig {
 /// The class an endpoint's budget belongs to (`None`: not throttled: tokens, admin).
 pub fn class_of(endpoint: &str) -> Option<&'static str> {
     Some(match endpoint {
-        "list_products" | "get_product" | "list_skus" | "get_sku" | "list_availabilities"
+        "list_products"
+        | "get_product"
+        | "list_skus"
+        | "get_sku"
+        | "list_availabilities"
         | "get_availability" => "catalog",
         "register" | "registration_status" => "registration",
         "check_inventory" => "inventory",
@@ -197,13 +201,19 @@ mod tests {
         // Two seconds of 60/min banked: two calls, then 429 for one second.
         assert_eq!(t.check("t", "create_cart", t0), None);
         assert_eq!(t.check("t", "get_cart", t0), None);
-        assert_eq!(t.check("t", "update_cart", t0), Some(Duration::from_secs(1)));
+        assert_eq!(
+            t.check("t", "update_cart", t0),
+            Some(Duration::from_secs(1))
+        );
         // Other classes and other tenants have their own budgets; unlisted classes have none.
         assert_eq!(t.check("other", "create_cart", t0), None);
         assert_eq!(t.check("t", "get_sku", t0), None);
         assert_eq!(t.check("t", "token", t0), None);
         // A token a second.
-        assert_eq!(t.check("t", "create_cart", t0 + Duration::from_millis(1000)), None);
+        assert_eq!(
+            t.check("t", "create_cart", t0 + Duration::from_millis(1000)),
+            None
+        );
         let stats = t.stats();
         assert_eq!(
             stats["cart"],
@@ -228,7 +238,11 @@ mod tests {
             );
             // 200 ms later a token is there, but the Retry-After (1 s) has not ended.
             let early = t0 + Duration::from_millis(200);
-            assert_eq!(t.check("t", "create_cart", early), expected, "penalize={penalize}");
+            assert_eq!(
+                t.check("t", "create_cart", early),
+                expected,
+                "penalize={penalize}"
+            );
             assert_eq!(t.stats()["cart"].early_retries, 1);
         }
     }

@@ -49,7 +49,11 @@ fn a_class_sends_at_its_budget_and_no_faster() {
     assert_eq!(core.next_ready(t0), Some(t0 + Duration::from_secs(1)));
     assert!(grant(&mut core, t0 + ms(999)).is_empty());
     assert_eq!(grant(&mut core, t0 + ms(1000)), vec![ids[1]]);
-    assert_eq!(grant(&mut core, t0 + ms(3000)), vec![ids[2]], "the bucket holds one second");
+    assert_eq!(
+        grant(&mut core, t0 + ms(3000)),
+        vec![ids[2]],
+        "the bucket holds one second"
+    );
     assert_eq!(grant(&mut core, t0 + ms(4000)), vec![ids[3]]);
 }
 
@@ -77,7 +81,10 @@ fn a_429_pauses_the_class_for_every_caller_until_retry_after_and_halves_its_rate
     let cart_b = core.enqueue(&call("cart", "b", false), t0 + ms(20), None);
     let catalog = core.enqueue(&call("catalog", "b", false), t0 + ms(20), None);
     assert_eq!(grant(&mut core, t0 + ms(20)), vec![catalog]);
-    assert!(grant(&mut core, t0 + ms(2009)).is_empty(), "inside the pause");
+    assert!(
+        grant(&mut core, t0 + ms(2009)).is_empty(),
+        "inside the pause"
+    );
     // The pause ends with an empty bucket: the first token comes 1/rate later (300/min: 200 ms).
     assert!(grant(&mut core, t0 + ms(2100)).is_empty());
     assert_eq!(grant(&mut core, t0 + ms(2210)), vec![cart_b]);
@@ -95,7 +102,11 @@ fn echoes_of_one_overload_halve_once_and_repeated_429s_back_off_exponentially() 
         core.enqueue(&call("orders", &format!("c{i}"), false), t0, None);
     }
     let granted = core.dispatch(t0);
-    assert_eq!(granted.len(), 4, "100/s with a one-second bucket lets all four go");
+    assert_eq!(
+        granted.len(),
+        4,
+        "100/s with a one-second bucket lets all four go"
+    );
     let class = granted[0].class;
     let throttled = |s| Feedback::Throttled {
         retry_after: Some(Duration::from_secs(s)),
@@ -106,7 +117,9 @@ fn echoes_of_one_overload_halve_once_and_repeated_429s_back_off_exponentially() 
         .finish(class, t0, throttled(1), t0 + ms(5), now)
         .is_some());
     for _ in 0..3 {
-        assert!(core.finish(class, t0, throttled(1), t0 + ms(6), now).is_none());
+        assert!(core
+            .finish(class, t0, throttled(1), t0 + ms(6), now)
+            .is_none());
     }
     let allowed = |core: &Core, at| {
         core.snapshot(at)
@@ -122,7 +135,10 @@ fn echoes_of_one_overload_halve_once_and_repeated_429s_back_off_exponentially() 
     assert_eq!(again.pause, Duration::from_secs(2));
     // Half of what it had grown back to since the first pause ended (3000/min plus 105 ms of
     // recovery at 1% of the budget per second).
-    assert!((1500.0..1505.0).contains(&again.allowed_per_minute), "{again:?}");
+    assert!(
+        (1500.0..1505.0).contains(&again.allowed_per_minute),
+        "{again:?}"
+    );
     // An answered call ends the streak; the rate grows back by 1% of the budget per second.
     core.finish(class, t0 + ms(4000), Feedback::Answered, t0 + ms(4000), now);
     let third = core
@@ -141,18 +157,36 @@ fn money_first_then_round_robin_across_customers() {
     let mut core = Core::new(&config(&[("c", 1_000_000)], 1), t0);
     let mut names = std::collections::HashMap::new();
     for i in 0..6 {
-        names.insert(core.enqueue(&call("c", "big", false), t0, None), format!("big{i}"));
+        names.insert(
+            core.enqueue(&call("c", "big", false), t0, None),
+            format!("big{i}"),
+        );
     }
-    names.insert(core.enqueue(&call("c", "small-a", false), t0, None), "a".into());
-    names.insert(core.enqueue(&call("c", "small-b", false), t0, None), "b".into());
-    names.insert(core.enqueue(&call("c", "late", true), t0, None), "urgent".into());
+    names.insert(
+        core.enqueue(&call("c", "small-a", false), t0, None),
+        "a".into(),
+    );
+    names.insert(
+        core.enqueue(&call("c", "small-b", false), t0, None),
+        "b".into(),
+    );
+    names.insert(
+        core.enqueue(&call("c", "late", true), t0, None),
+        "urgent".into(),
+    );
     let mut order = Vec::new();
     for step in 0..9 {
         let at = t0 + ms(step);
         let granted = core.dispatch(at);
         assert_eq!(granted.len(), 1, "one slot");
         order.push(names[&granted[0].id].clone());
-        core.finish(granted[0].class, at, Feedback::Answered, at, chrono::Utc::now());
+        core.finish(
+            granted[0].class,
+            at,
+            Feedback::Answered,
+            at,
+            chrono::Utc::now(),
+        );
     }
     assert_eq!(
         order,
@@ -172,7 +206,13 @@ fn call_slots_bound_calls_in_flight_and_a_finished_call_frees_its_slot() {
     assert_eq!(granted.len(), 2);
     assert_eq!(core.waiting(), 1);
     assert!(core.dispatch(t0).is_empty());
-    core.finish(granted[0].class, t0, Feedback::Unanswered, t0, chrono::Utc::now());
+    core.finish(
+        granted[0].class,
+        t0,
+        Feedback::Unanswered,
+        t0,
+        chrono::Utc::now(),
+    );
     assert_eq!(core.dispatch(t0).len(), 1);
 }
 
@@ -212,7 +252,10 @@ async fn the_async_governor_lets_waiters_through_as_tokens_come() {
         times.push(at.expect("task").duration_since(started));
     }
     times.sort();
-    assert!(times[2] >= ms(190), "the third call waited two tokens: {times:?}");
+    assert!(
+        times[2] >= ms(190),
+        "the third call waited two tokens: {times:?}"
+    );
     let snapshot = governor.snapshot();
     let c = snapshot.iter().find(|s| s.class == "c").expect("class c");
     assert_eq!((c.granted, c.waiting), (3, 0));

@@ -545,7 +545,10 @@ async fn claims_keep_room_for_other_customers_while_one_holds_its_share() {
     .await;
     let mut owners = std::collections::HashMap::new();
     for i in 0..20 {
-        owners.insert(h.submit_for(&format!("big-{i}"), "big").await, "big".to_owned());
+        owners.insert(
+            h.submit_for(&format!("big-{i}"), "big").await,
+            "big".to_owned(),
+        );
     }
     for small in ["s1", "s2", "s3"] {
         owners.insert(h.submit_for(small, small).await, small.to_owned());

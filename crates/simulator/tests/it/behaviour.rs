@@ -583,7 +583,11 @@ async fn a_class_over_its_budget_is_answered_429_with_retry_after() {
     // An early retry is refused again and counted; other classes are not affected.
     assert_eq!(h.call("GET", sku, None).await.status, 429);
     let cart = h
-        .call("POST", &format!("/customers/{CUSTOMER}/carts"), Some(perpetual_cart()))
+        .call(
+            "POST",
+            &format!("/customers/{CUSTOMER}/carts"),
+            Some(perpetual_cart()),
+        )
         .await;
     assert_eq!(cart.status, 201);
     let stats: serde_json::Value = h
