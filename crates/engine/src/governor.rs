@@ -246,7 +246,8 @@ pub struct Core {
     burst: Duration,
     slots_free: usize,
     waiters: Vec<Waiter>,
-    /// Customer → the ticket of its last grant (round-robin: the smallest goes next).
+    /// Customer → the ticket of its last grant, or of the moment it first queued (round-robin:
+    /// the smallest goes next).
     served: HashMap<String, u64>,
     ticket: u64,
     next_id: u64,
@@ -304,6 +305,13 @@ impl Core {
     ) -> u64 {
         self.next_id += 1;
         let id = self.next_id;
+        // A customer not seen before joins the round as if served just now: behind those
+        // already waiting their turn (otherwise every new purchase's first call would go
+        // before the next calls of purchases already under way).
+        let ticket = self.ticket;
+        self.served
+            .entry(admission.customer.clone())
+            .or_insert(ticket);
         self.waiters.push(Waiter {
             id,
             class: self.class_index(admission.class),

@@ -260,3 +260,26 @@ async fn the_async_governor_lets_waiters_through_as_tokens_come() {
     let c = snapshot.iter().find(|s| s.class == "c").expect("class c");
     assert_eq!((c.granted, c.waiting), (3, 0));
 }
+
+#[test]
+fn a_new_customer_joins_the_round_behind_those_already_waiting() {
+    let t0 = Instant::now();
+    let mut core = Core::new(&config(&[("c", 1_000_000)], 1), t0);
+    let x1 = core.enqueue(&call("c", "x", false), t0, None);
+    let x2 = core.enqueue(&call("c", "x", false), t0, None);
+    let y = core.enqueue(&call("c", "y", false), t0, None);
+    let serve = |core: &mut Core, at| {
+        let granted = core.dispatch(at);
+        assert_eq!(granted.len(), 1);
+        core.finish(granted[0].class, at, Feedback::Answered, at, chrono::Utc::now());
+        granted[0].id
+    };
+    assert_eq!(serve(&mut core, t0), x1);
+    // z arrives after x was served: it queues behind y (not yet served) and behind x's next
+    // call (served as long ago as z's arrival, and queued first).
+    let z = core.enqueue(&call("c", "z", false), t0 + ms(1), None);
+    assert_eq!(
+        [serve(&mut core, t0 + ms(2)), serve(&mut core, t0 + ms(3)), serve(&mut core, t0 + ms(4))],
+        [y, x2, z]
+    );
+}
