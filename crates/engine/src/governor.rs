@@ -133,7 +133,8 @@ pub struct ClassSnapshot {
     pub paused_ms: u64,
     pub last_throttled_at: Option<DateTime<Utc>>,
     pub last_retry_after_s: Option<u64>,
-    /// Calls let through and 429s received since the daemon started.
+    /// HTTP requests let through (a call that follows pages counts each) and 429s received
+    /// since the daemon started.
     pub granted: u64,
     pub throttled: u64,
     /// Total time calls of this class waited here, in milliseconds.
@@ -444,6 +445,14 @@ impl Core {
         }
     }
 
+    /// Charges `extra` requests a granted call made beyond its own (pages) to its class.
+    pub fn charge(&mut self, class: usize, extra: u32) {
+        if let Some(class) = self.classes.get_mut(class) {
+            class.tokens -= f64::from(extra);
+            class.granted += u64::from(extra);
+        }
+    }
+
     /// Every class, as status shows it.
     pub fn snapshot(&self, now: Instant) -> Vec<ClassSnapshot> {
         self.classes
@@ -555,10 +564,11 @@ impl Governor {
         &self.tenant
     }
 
-    fn finish(&self, class: usize, admitted_at: Instant, feedback: Feedback) {
+    fn finish(&self, class: usize, admitted_at: Instant, feedback: Feedback, http_requests: u32) {
         let now = Instant::now();
         let event = {
             let mut core = self.lock();
+            core.charge(class, http_requests.saturating_sub(1));
             let event = core.finish(class, admitted_at, feedback, now, Utc::now());
             core.dispatch(now);
             event
@@ -614,9 +624,13 @@ pub struct Permit {
 }
 
 impl Permit {
-    pub fn finish(mut self, feedback: Feedback) {
+    /// Reports the outcome and how many HTTP requests the call took (pages: each beyond the
+    /// first is charged to the class as well, so the bucket may go below zero and later calls
+    /// wait for it).
+    pub fn finish(mut self, feedback: Feedback, http_requests: u32) {
         self.done = true;
-        self.governor.finish(self.class, self.admitted_at, feedback);
+        self.governor
+            .finish(self.class, self.admitted_at, feedback, http_requests);
     }
 }
 
@@ -624,7 +638,7 @@ impl Drop for Permit {
     fn drop(&mut self) {
         if !self.done {
             self.governor
-                .finish(self.class, self.admitted_at, Feedback::Unanswered);
+                .finish(self.class, self.admitted_at, Feedback::Unanswered, 1);
         }
     }
 }

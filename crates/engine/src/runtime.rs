@@ -806,7 +806,10 @@ impl<W: Workflow, S: Store> Engine<W, S> {
             return Ok(None);
         }
         let executed = inner.workflow.execute(view, effect).await;
-        permit.finish(inner.workflow.feedback(&executed.outcome));
+        permit.finish(
+            inner.workflow.feedback(&executed.outcome),
+            executed.attempt.http_requests,
+        );
         Ok(Some(executed))
     }
 

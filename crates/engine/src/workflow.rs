@@ -120,6 +120,10 @@ pub struct AttemptRecord {
     /// The error class when the call failed (`transient`, `throttled`, ...).
     pub error_class: Option<String>,
     pub error: Option<String>,
+    /// HTTP requests the call took (pages followed, a retry after a 401); 0 counts as one.
+    /// The governor charges each to the call's class. Not stored in the history.
+    #[serde(skip)]
+    pub http_requests: u32,
 }
 
 /// The result of executing an effect.

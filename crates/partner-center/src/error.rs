@@ -31,7 +31,7 @@ use crate::ids::{CorrelationId, RequestId};
 pub enum ErrorClass {
     /// Not processed, or safe to repeat: retry with backoff and the same `MS-RequestId`.
     Transient,
-    /// 429: wait at least `Retry-After`, then retry with less concurrency.
+    /// 429: wait at least `Retry-After`, then go on at a lower rate (pcsaga's governor).
     Throttled,
     /// Credentials are refused even after a refresh: an operator must fix configuration.
     AuthExpired,
@@ -123,7 +123,7 @@ pub enum Error {
         context: Box<CallContext>,
     },
 
-    #[error("Partner Center throttled the call (429{}) [{context}]; wait, then retry with fewer calls in flight", retry_after.map(|d| format!(", Retry-After {}s", d.as_secs())).unwrap_or_default())]
+    #[error("Partner Center throttled the call (429{}) [{context}]; the call's class waits until then and goes on at a lower rate (with pcsaga's daemon: for every purchase of the tenant; if 429s persist, lower the class's budget, governor.per_minute in the configuration)", retry_after.map(|d| format!(", Retry-After {}s", d.as_secs())).unwrap_or_default())]
     Throttled {
         retry_after: Option<Duration>,
         context: Box<CallContext>,

@@ -176,6 +176,7 @@ pub async fn execute(
                 request_id: Some(meta.request_id.to_string()),
                 error_class: None,
                 error: None,
+                http_requests: meta.http_requests,
             },
         ),
         Err(error) => {
@@ -193,6 +194,7 @@ pub async fn execute(
                     request_id,
                     error_class: Some(failure.class.as_str().to_owned()),
                     error: Some(failure.message),
+                    http_requests: 1,
                 },
             )
         }

@@ -243,7 +243,7 @@ async fn the_async_governor_lets_waiters_through_as_tokens_come() {
         tasks.spawn(async move {
             let permit = governor.acquire(&call("c", &format!("c{i}"), false)).await;
             let at = Instant::now();
-            permit.finish(Feedback::Answered);
+            permit.finish(Feedback::Answered, 1);
             at
         });
     }
@@ -282,4 +282,21 @@ fn a_new_customer_joins_the_round_behind_those_already_waiting() {
         [serve(&mut core, t0 + ms(2)), serve(&mut core, t0 + ms(3)), serve(&mut core, t0 + ms(4))],
         [y, x2, z]
     );
+}
+
+#[test]
+fn a_call_that_followed_pages_is_charged_for_each_request() {
+    let t0 = Instant::now();
+    let mut core = Core::new(&config(&[("entitlements", 60)], 4), t0);
+    core.enqueue(&call("entitlements", "a", false), t0, None);
+    let granted = core.dispatch(t0);
+    // Three pages: two requests beyond the call's own.
+    core.charge(granted[0].class, 2);
+    core.finish(granted[0].class, t0, Feedback::Answered, t0, chrono::Utc::now());
+    core.enqueue(&call("entitlements", "b", false), t0, None);
+    assert_eq!(core.next_ready(t0), Some(t0 + Duration::from_secs(3)));
+    assert!(core.dispatch(t0 + ms(2999)).is_empty());
+    assert_eq!(core.dispatch(t0 + ms(3000)).len(), 1);
+    let snapshot = core.snapshot(t0 + ms(3000));
+    assert_eq!(snapshot.iter().find(|c| c.class == "entitlements").map(|c| c.granted), Some(4));
 }
