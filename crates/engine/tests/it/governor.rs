@@ -271,7 +271,13 @@ fn a_new_customer_joins_the_round_behind_those_already_waiting() {
     let serve = |core: &mut Core, at| {
         let granted = core.dispatch(at);
         assert_eq!(granted.len(), 1);
-        core.finish(granted[0].class, at, Feedback::Answered, at, chrono::Utc::now());
+        core.finish(
+            granted[0].class,
+            at,
+            Feedback::Answered,
+            at,
+            chrono::Utc::now(),
+        );
         granted[0].id
     };
     assert_eq!(serve(&mut core, t0), x1);
@@ -279,7 +285,11 @@ fn a_new_customer_joins_the_round_behind_those_already_waiting() {
     // call (served as long ago as z's arrival, and queued first).
     let z = core.enqueue(&call("c", "z", false), t0 + ms(1), None);
     assert_eq!(
-        [serve(&mut core, t0 + ms(2)), serve(&mut core, t0 + ms(3)), serve(&mut core, t0 + ms(4))],
+        [
+            serve(&mut core, t0 + ms(2)),
+            serve(&mut core, t0 + ms(3)),
+            serve(&mut core, t0 + ms(4))
+        ],
         [y, x2, z]
     );
 }
@@ -292,11 +302,23 @@ fn a_call_that_followed_pages_is_charged_for_each_request() {
     let granted = core.dispatch(t0);
     // Three pages: two requests beyond the call's own.
     core.charge(granted[0].class, 2);
-    core.finish(granted[0].class, t0, Feedback::Answered, t0, chrono::Utc::now());
+    core.finish(
+        granted[0].class,
+        t0,
+        Feedback::Answered,
+        t0,
+        chrono::Utc::now(),
+    );
     core.enqueue(&call("entitlements", "b", false), t0, None);
     assert_eq!(core.next_ready(t0), Some(t0 + Duration::from_secs(3)));
     assert!(core.dispatch(t0 + ms(2999)).is_empty());
     assert_eq!(core.dispatch(t0 + ms(3000)).len(), 1);
     let snapshot = core.snapshot(t0 + ms(3000));
-    assert_eq!(snapshot.iter().find(|c| c.class == "entitlements").map(|c| c.granted), Some(4));
+    assert_eq!(
+        snapshot
+            .iter()
+            .find(|c| c.class == "entitlements")
+            .map(|c| c.granted),
+        Some(4)
+    );
 }
