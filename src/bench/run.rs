@@ -241,24 +241,9 @@ pub async fn end_to_end(n: usize, latency_ms: u64) -> Result<EndToEnd, Failure> 
     );
     // A different customer per purchase keeps each customer's entitlement list short, as
     // in a real partner's book.
-    let kinds = [
-        ("DZH318Z0BQ3Q", "0001", Some("P1Y")),
-        ("DG7GMGF0FKZV", "0003", Some("P1Y")),
-        ("DG7GMGF0DWTL", "0001", None),
-    ];
     for i in 0..n {
-        let (product, sku, term) = kinds[i % kinds.len()];
-        let mut item = json!({"productId": product, "skuId": sku, "quantity": 1});
-        if let Some(term) = term {
-            item["termDuration"] = json!(term);
-        }
-        if product == "DZH318Z0BQ3Q" {
-            item["provisioningContext"] =
-                json!({"subscriptionId": uuid::Uuid::new_v4().to_string(), "scope": "shared"});
-        }
-        let request = json!({"idempotencyKey": format!("bench-{i}"), "customerId": uuid::Uuid::new_v4().to_string(), "country": "US", "items": [item]});
-        let request = pcsaga_purchase::parse_value(&request)
-            .map_err(|e| anyhow::anyhow!("bench request: {e}"))?;
+        let customer = uuid::Uuid::new_v4().to_string();
+        let request = demo_mix_request(&format!("bench-{i}"), &customer, i)?;
         pcsaga_purchase::submit(&engine, &request).await?;
     }
     let before = sim.requests().len();
@@ -297,6 +282,32 @@ pub async fn end_to_end(n: usize, latency_ms: u64) -> Result<EndToEnd, Failure> 
         peak_rss_mb: rss_mb().1,
         succeeded,
     })
+}
+
+/// The demo mix, in turn by `kind`: a reservation (registration, inventory), a software
+/// subscription, perpetual software; one of each item, in the US.
+pub(super) fn demo_mix_request(
+    key: &str,
+    customer: &str,
+    kind: usize,
+) -> Result<pcsaga_purchase::PurchaseRequest, Failure> {
+    let kinds = [
+        ("DZH318Z0BQ3Q", "0001", Some("P1Y")),
+        ("DG7GMGF0FKZV", "0003", Some("P1Y")),
+        ("DG7GMGF0DWTL", "0001", None),
+    ];
+    let (product, sku, term) = kinds[kind % kinds.len()];
+    let mut item = json!({"productId": product, "skuId": sku, "quantity": 1});
+    if let Some(term) = term {
+        item["termDuration"] = json!(term);
+    }
+    if product == "DZH318Z0BQ3Q" {
+        item["provisioningContext"] =
+            json!({"subscriptionId": uuid::Uuid::new_v4().to_string(), "scope": "shared"});
+    }
+    let request =
+        json!({"idempotencyKey": key, "customerId": customer, "country": "US", "items": [item]});
+    pcsaga_purchase::parse_value(&request).map_err(|e| anyhow::anyhow!("bench request: {e}"))
 }
 
 /// 4. Claim time with a parked backlog.

@@ -12,9 +12,8 @@ use pcsaga_engine::{ClassBudget, Engine, EngineConfig, SagaStatus, SystemClock};
 use pcsaga_purchase::PurchaseWorkflow;
 use pcsaga_simulator::throttle::ThrottleConfig;
 use pcsaga_simulator::{Fault, FaultPlan, FaultRule, SimConfig, Simulator};
-use serde_json::json;
 
-use super::run::{open, policies, run_until, Scratch};
+use super::run::{demo_mix_request, open, policies, run_until, Scratch};
 
 type Failure = anyhow::Error;
 
@@ -70,31 +69,6 @@ impl Throttled {
     pub fn throttled(&self) -> u64 {
         self.classes.iter().map(|c| c.throttled).sum()
     }
-}
-
-/// A customer's purchases in the demo mix (reservation, software subscription, perpetual).
-fn request(
-    key: &str,
-    customer: &str,
-    kind: usize,
-) -> Result<pcsaga_purchase::PurchaseRequest, Failure> {
-    let kinds = [
-        ("DZH318Z0BQ3Q", "0001", Some("P1Y")),
-        ("DG7GMGF0FKZV", "0003", Some("P1Y")),
-        ("DG7GMGF0DWTL", "0001", None),
-    ];
-    let (product, sku, term) = kinds[kind % kinds.len()];
-    let mut item = json!({"productId": product, "skuId": sku, "quantity": 1});
-    if let Some(term) = term {
-        item["termDuration"] = json!(term);
-    }
-    if product == "DZH318Z0BQ3Q" {
-        item["provisioningContext"] =
-            json!({"subscriptionId": uuid::Uuid::new_v4().to_string(), "scope": "shared"});
-    }
-    let request =
-        json!({"idempotencyKey": key, "customerId": customer, "country": "US", "items": [item]});
-    pcsaga_purchase::parse_value(&request).map_err(|e| anyhow::anyhow!("bench request: {e}"))
 }
 
 /// Runs `n` purchases, one customer each; or, `mixed`, one customer with `n` purchases
@@ -161,7 +135,7 @@ pub async fn throttled(n: usize, mixed: bool) -> Result<Throttled, Failure> {
         customers.extend((0..n).map(|i| (format!("t-{i}"), uuid::Uuid::new_v4().to_string())));
     }
     for (i, (key, customer)) in customers.iter().enumerate() {
-        pcsaga_purchase::submit(&engine, &request(key, customer, i)?).await?;
+        pcsaga_purchase::submit(&engine, &demo_mix_request(key, customer, i)?).await?;
     }
     let elapsed = run_until(&engine, |c| {
         c.get(&SagaStatus::Active).copied().unwrap_or(0) == 0

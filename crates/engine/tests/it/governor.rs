@@ -27,10 +27,24 @@ fn call(class: &'static str, customer: &str, urgent: bool) -> Admission {
     }
 }
 
-/// Grants at `now`, returned as the waiters' ids; each granted call finishes at once as
-/// answered (its slot is free again), unless `hold` says to keep it.
+/// Grants at `now`, returned as the waiters' ids (their slots stay taken).
 fn grant(core: &mut Core, now: Instant) -> Vec<u64> {
     core.dispatch(now).into_iter().map(|g| g.id).collect()
+}
+
+/// With one slot: grants the one call that goes next at `at`, finishes it as answered (its
+/// slot is free again) and returns its id.
+fn serve(core: &mut Core, at: Instant) -> u64 {
+    let granted = core.dispatch(at);
+    assert_eq!(granted.len(), 1, "one slot, one grant");
+    core.finish(
+        granted[0].class,
+        at,
+        Feedback::Answered,
+        at,
+        chrono::Utc::now(),
+    );
+    granted[0].id
 }
 
 fn ms(n: u64) -> Duration {
@@ -174,20 +188,9 @@ fn money_first_then_round_robin_across_customers() {
         core.enqueue(&call("c", "late", true), t0, None),
         "urgent".into(),
     );
-    let mut order = Vec::new();
-    for step in 0..9 {
-        let at = t0 + ms(step);
-        let granted = core.dispatch(at);
-        assert_eq!(granted.len(), 1, "one slot");
-        order.push(names[&granted[0].id].clone());
-        core.finish(
-            granted[0].class,
-            at,
-            Feedback::Answered,
-            at,
-            chrono::Utc::now(),
-        );
-    }
+    let order: Vec<String> = (0..9)
+        .map(|step| names[&serve(&mut core, t0 + ms(step))].clone())
+        .collect();
     assert_eq!(
         order,
         ["urgent", "big0", "a", "b", "big1", "big2", "big3", "big4", "big5"],
@@ -268,18 +271,6 @@ fn a_new_customer_joins_the_round_behind_those_already_waiting() {
     let x1 = core.enqueue(&call("c", "x", false), t0, None);
     let x2 = core.enqueue(&call("c", "x", false), t0, None);
     let y = core.enqueue(&call("c", "y", false), t0, None);
-    let serve = |core: &mut Core, at| {
-        let granted = core.dispatch(at);
-        assert_eq!(granted.len(), 1);
-        core.finish(
-            granted[0].class,
-            at,
-            Feedback::Answered,
-            at,
-            chrono::Utc::now(),
-        );
-        granted[0].id
-    };
     assert_eq!(serve(&mut core, t0), x1);
     // z arrives after x was served: it queues behind y (not yet served) and behind x's next
     // call (served as long ago as z's arrival, and queued first).
