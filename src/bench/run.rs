@@ -206,19 +206,7 @@ pub struct EndToEnd {
 pub async fn end_to_end(n: usize, latency_ms: u64) -> Result<EndToEnd, Failure> {
     let scratch = Scratch::new("e2e")?;
     let faults = if latency_ms > 0 {
-        FaultPlan {
-            seed: 1,
-            rules: vec![FaultRule {
-                endpoint: "*".into(),
-                probability: 1.0,
-                after: 0,
-                limit: None,
-                fault: Fault::Latency {
-                    min_ms: latency_ms,
-                    max_ms: latency_ms,
-                },
-            }],
-        }
+        latency(latency_ms, latency_ms)
     } else {
         FaultPlan::default()
     };
@@ -282,6 +270,20 @@ pub async fn end_to_end(n: usize, latency_ms: u64) -> Result<EndToEnd, Failure> 
         peak_rss_mb: rss_mb().1,
         succeeded,
     })
+}
+
+/// Latency between `min_ms` and `max_ms` on every call, and nothing else.
+pub(super) fn latency(min_ms: u64, max_ms: u64) -> FaultPlan {
+    FaultPlan {
+        seed: 1,
+        rules: vec![FaultRule {
+            endpoint: "*".into(),
+            probability: 1.0,
+            after: 0,
+            limit: None,
+            fault: Fault::Latency { min_ms, max_ms },
+        }],
+    }
 }
 
 /// The demo mix, in turn by `kind`: a reservation (registration, inventory), a software

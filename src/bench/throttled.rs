@@ -11,9 +11,9 @@ use std::time::Duration;
 use pcsaga_engine::{ClassBudget, Engine, EngineConfig, SagaStatus, SystemClock};
 use pcsaga_purchase::PurchaseWorkflow;
 use pcsaga_simulator::throttle::ThrottleConfig;
-use pcsaga_simulator::{Fault, FaultPlan, FaultRule, SimConfig, Simulator};
+use pcsaga_simulator::{SimConfig, Simulator};
 
-use super::run::{demo_mix_request, open, policies, run_until, Scratch};
+use super::run::{demo_mix_request, latency, open, policies, run_until, Scratch};
 
 type Failure = anyhow::Error;
 
@@ -81,19 +81,7 @@ pub async fn throttled(n: usize, mixed: bool) -> Result<Throttled, Failure> {
         registration_polls: 1,
         order_completion_s: 0,
         page_size: 1000,
-        faults: FaultPlan {
-            seed: 11,
-            rules: vec![FaultRule {
-                endpoint: "*".into(),
-                probability: 1.0,
-                after: 0,
-                limit: None,
-                fault: Fault::Latency {
-                    min_ms: 20,
-                    max_ms: 80,
-                },
-            }],
-        },
+        faults: latency(20, 80),
         throttle: ThrottleConfig {
             enabled: true,
             burst_s: SIM_BURST_S,
