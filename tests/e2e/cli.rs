@@ -299,7 +299,7 @@ async fn daemon_completes_a_purchase_and_leaks_no_secret() {
             "the refresh token leaked into the {what}"
         );
         assert!(
-            !text.contains("sim."),
+            !text.contains(pcsaga_simulator::jwt::TOKEN_PREFIX),
             "an access token leaked into the {what}"
         );
     }
@@ -464,7 +464,7 @@ fn snapshots_hold_no_secret() {
                     );
                 }
                 assert!(
-                    !text.contains("\"sim."),
+                    !text.contains(pcsaga_simulator::jwt::TOKEN_PREFIX),
                     "{} holds an access token",
                     path.display()
                 );

@@ -223,6 +223,11 @@ impl Catalog {
         }
     }
 
+    /// The customers of the catalog file.
+    pub fn customers(&self) -> impl Iterator<Item = &Customer> {
+        self.customers.values()
+    }
+
     pub fn customer(&self, id: &str) -> Option<&Customer> {
         self.customers.get(&id.to_ascii_lowercase())
     }
@@ -262,6 +267,14 @@ impl Catalog {
             .cloned()
             .unwrap_or_else(|| ("USD".to_owned(), "$".to_owned()));
         json!({"code": code, "symbol": symbol})
+    }
+
+    /// The currency symbol of a country's currency.
+    pub fn currency_symbol(&self, country: &str) -> String {
+        self.currency(country)["symbol"]
+            .as_str()
+            .unwrap_or("$")
+            .to_owned()
     }
 
     /// The currency code charged in a country.

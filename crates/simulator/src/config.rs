@@ -12,6 +12,10 @@ use crate::faults::FaultPlan;
 pub struct SimConfig {
     /// The partner tenant the token endpoint serves (`/{tenant}/oauth2/token`).
     pub tenant_id: String,
+    /// The tenant's verified domain names, accepted in the token URL instead of its GUID.
+    pub tenant_domains: Vec<String>,
+    /// The signed-in user of app+user tokens (their `oid` claim).
+    pub user_object_id: String,
     pub client_id: String,
     pub client_secret: String,
     /// The refresh token accepted for app+user tokens.
@@ -71,6 +75,8 @@ impl Default for SimConfig {
     fn default() -> Self {
         Self {
             tenant_id: "5b2d0d1c-8c1e-4d51-9d7f-7c4f1e0b2a11".to_owned(),
+            tenant_domains: vec!["pcsagasim.onmicrosoft.com".to_owned()],
+            user_object_id: "0e6f1b7a-3c2d-4e5f-8a9b-1c2d3e4f5a6b".to_owned(),
             client_id: "6f1c3a52-2b8e-4a6b-9d1e-3c2f4b5a6d7e".to_owned(),
             client_secret: "sim-client-secret".to_owned(),
             refresh_token: "sim-refresh-token".to_owned(),

@@ -32,6 +32,7 @@ pub mod catalog;
 pub mod clock;
 pub mod config;
 pub mod faults;
+pub mod jwt;
 mod server;
 mod service;
 pub mod throttle;
@@ -117,6 +118,7 @@ impl Simulator {
             max_in_flight: std::sync::atomic::AtomicU64::new(0),
             restrictions: std::sync::RwLock::new(restrictions),
             throttle: throttle::Throttle::new(throttle_config),
+            signer: jwt::Signer::default(),
         });
         let (shutdown, receiver) = watch::channel(false);
         let task = tokio::spawn(server::serve(listener, shared.clone(), receiver));

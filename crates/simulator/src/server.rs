@@ -140,6 +140,29 @@ fn route(method: &Method, segments: &[String]) -> Route {
         ["products", _, "skus", _, "availabilities", _] => {
             (api("get_availability", &[1, 3, 5]), &[Method::GET])
         }
+        // The customer-scoped catalog (spec §6, E4-E8 variants): as the partner-scoped one,
+        // for the customer's country.
+        ["customers", _, "products"] => (api("customer_list_products", &[1]), &[Method::GET]),
+        ["customers", _, "products", _] => (api("customer_get_product", &[1, 3]), &[Method::GET]),
+        ["customers", _, "products", _, "skus"] => {
+            (api("customer_list_skus", &[1, 3]), &[Method::GET])
+        }
+        ["customers", _, "products", _, "skus", _] => {
+            (api("customer_get_sku", &[1, 3, 5]), &[Method::GET])
+        }
+        ["customers", _, "products", _, "skus", _, "availabilities"] => (
+            api("customer_list_availabilities", &[1, 3, 5]),
+            &[Method::GET],
+        ),
+        ["customers", _, "products", _, "skus", _, "availabilities", _] => (
+            api("customer_get_availability", &[1, 3, 5, 7]),
+            &[Method::GET],
+        ),
+        // Customers and their subscriptions, read-only.
+        ["customers"] => (api("list_customers", &[]), &[Method::GET]),
+        ["customers", _] => (api("get_customer", &[1]), &[Method::GET]),
+        ["customers", _, "subscriptions"] => (api("list_subscriptions", &[1]), &[Method::GET]),
+        ["customers", _, "subscriptions", _] => (api("get_subscription", &[1, 3]), &[Method::GET]),
         ["extensions", "product", "checkinventory"] => {
             (api("check_inventory", &[]), &[Method::POST])
         }
@@ -459,6 +482,13 @@ async fn dispatch(
         "list_availabilities" => service::list_availabilities(shared, req, &p[0], &p[1]),
         "get_availability" => service::get_availability(shared, req, &p[0], &p[1], &p[2]),
         "check_inventory" => service::check_inventory(shared, req),
+        scoped if scoped.starts_with("customer_") => {
+            service::customer_scoped(shared, req, &scoped["customer_".len()..], p)
+        }
+        "list_customers" => service::list_customers(shared, req),
+        "get_customer" => service::get_customer(shared, &p[0]),
+        "list_subscriptions" => service::list_subscriptions(shared, &p[0]),
+        "get_subscription" => service::get_subscription(shared, &p[0], &p[1]),
         "create_cart" => service::create_cart(shared, req, &p[0], request_id),
         "get_cart" => service::get_cart(shared, &p[0], &p[1]),
         "update_cart" => service::update_cart(shared, req, &p[0], &p[1]),

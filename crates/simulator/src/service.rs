@@ -40,6 +40,8 @@ pub struct Shared {
     pub restrictions: std::sync::RwLock<Restrictions>,
     /// Budgets per tenant and call class (`throttle` in the configuration).
     pub throttle: crate::throttle::Throttle,
+    /// Signs the access tokens (JWTs).
+    pub signer: crate::jwt::Signer,
 }
 
 /// The regions the simulator refuses, now.
@@ -242,7 +244,13 @@ pub fn token(shared: &Shared, tenant: &str, v2: bool, req: &Req) -> Resp {
         )
     };
     let config = &shared.config;
-    if !tenant.eq_ignore_ascii_case(&config.tenant_id) {
+    // Entra ID takes the tenant as its GUID or as one of its verified domain names.
+    let known = tenant.eq_ignore_ascii_case(&config.tenant_id)
+        || config
+            .tenant_domains
+            .iter()
+            .any(|d| d.eq_ignore_ascii_case(tenant));
+    if !known {
         return aad_error(
             400,
             "invalid_request",
@@ -308,11 +316,24 @@ pub fn token(shared: &Shared, tenant: &str, v2: bool, req: &Req) -> Resp {
     };
     let now = shared.now();
     let ttl = config.token_ttl();
-    let value = format!(
-        "sim.{}.{}",
-        uuid::Uuid::new_v4().simple(),
-        uuid::Uuid::new_v4().simple()
-    );
+    let expires = now + secs(ttl.as_secs());
+    let mut claims = json!({
+        "aud": config.resource,
+        "iss": format!("https://sts.windows.net/{}/", config.tenant_id),
+        "iat": now.timestamp(),
+        "nbf": now.timestamp(),
+        "exp": expires.timestamp(),
+        "tid": config.tenant_id,
+        "appid": config.client_id,
+        "appidacr": "1",
+        "ver": "1.0",
+        "uti": uuid::Uuid::new_v4().simple().to_string(),
+    });
+    if grant == Grant::AppUser {
+        claims["oid"] = json!(config.user_object_id);
+        claims["scp"] = json!("user_impersonation");
+    }
+    let value = shared.signer.issue(&claims);
     {
         let mut world = shared.world();
         world.tokens.retain(|_, t| t.expires_at > now);
@@ -320,11 +341,11 @@ pub fn token(shared: &Shared, tenant: &str, v2: bool, req: &Req) -> Resp {
             value.clone(),
             TokenInfo {
                 grant,
-                expires_at: now + secs(ttl.as_secs()),
+                expires_at: expires,
             },
         );
     }
-    let expires_on = (now + secs(ttl.as_secs())).timestamp();
+    let expires_on = expires.timestamp();
     let mut body = json!({
         "token_type": "Bearer",
         "expires_in": ttl.as_secs().to_string(),
@@ -419,6 +440,237 @@ fn customer_country(shared: &Shared, customer_id: &str) -> Result<String, Resp> 
                 "There is no commerce relationship between the partner and the customer.",
             )
         })
+}
+
+/// The customer-scoped catalog (`/customers/{c}/products…`): the partner-scoped answer for the
+/// customer's country (a `country` the caller gives wins, as Partner Center's does).
+pub fn customer_scoped(shared: &Shared, req: &Req, endpoint: &str, p: &[String]) -> Resp {
+    let country = match customer_country(shared, &p[0]) {
+        Ok(country) => country,
+        Err(resp) => return resp,
+    };
+    let mut scoped = Req {
+        method: req.method.clone(),
+        segments: req.segments.clone(),
+        query: req.query.clone(),
+        headers: req.headers.clone(),
+        body: req.body.clone(),
+    };
+    scoped.query.entry("country".to_owned()).or_insert(country);
+    match endpoint {
+        "list_products" => list_products(shared, &scoped),
+        "get_product" => get_product(shared, &scoped, &p[1]),
+        "list_skus" => list_skus(shared, &scoped, &p[1]),
+        "get_sku" => get_sku(shared, &scoped, &p[1], &p[2]),
+        "list_availabilities" => list_availabilities(shared, &scoped, &p[1], &p[2]),
+        "get_availability" => get_availability(shared, &scoped, &p[1], &p[2], &p[3]),
+        other => Resp::error(404, "1000", &format!("No handler for customer_{other}.")),
+    }
+}
+
+/// Every customer the simulator knows: the catalog file's, and any a purchase named.
+fn known_customers(shared: &Shared) -> Vec<(String, String, Option<String>)> {
+    let mut customers: BTreeMap<String, (String, Option<String>)> = shared
+        .catalog
+        .customers()
+        .map(|c| {
+            (
+                c.id.to_ascii_lowercase(),
+                (c.country.clone(), c.company_name.clone()),
+            )
+        })
+        .collect();
+    let world = shared.world();
+    let seen = world
+        .carts
+        .values()
+        .map(|c| c.customer_id.clone())
+        .chain(world.registrations.keys().map(|(c, _)| c.clone()));
+    for id in seen {
+        let id = id.to_ascii_lowercase();
+        if !customers.contains_key(&id) {
+            if let Ok(country) = customer_country(shared, &id) {
+                customers.insert(id, (country, None));
+            }
+        }
+    }
+    customers
+        .into_iter()
+        .map(|(id, (country, name))| (id, country, name))
+        .collect()
+}
+
+/// A Customer resource with the fields a purchase flow reads (company profile with the tenant
+/// and domain, billing profile with the default address's country, the relationship).
+fn customer_json(id: &str, country: &str, name: Option<&str>) -> Value {
+    let name = name.map_or_else(
+        || format!("Customer {}", &id[..8.min(id.len())]),
+        str::to_owned,
+    );
+    let domain = format!(
+        "{}.onmicrosoft.com",
+        name.chars()
+            .filter(char::is_ascii_alphanumeric)
+            .collect::<String>()
+            .to_ascii_lowercase()
+    );
+    json!({
+        "id": id,
+        "commerceId": id,
+        "companyProfile": {
+            "tenantId": id,
+            "domain": domain,
+            "companyName": name,
+            "links": {"self": link(&format!("/customers/{id}/profiles/company"))},
+            "attributes": {"objectType": "CustomerCompanyProfile"},
+        },
+        "billingProfile": {
+            "id": id,
+            "email": format!("billing@{domain}"),
+            "culture": "en-US",
+            "language": "en",
+            "companyName": name,
+            "defaultAddress": {"country": country, "city": "", "addressLine1": "", "postalCode": ""},
+            "links": {"self": link(&format!("/customers/{id}/profiles/billing"))},
+            "attributes": {"objectType": "CustomerBillingProfile"},
+        },
+        "relationshipToPartner": "reseller",
+        "allowDelegatedAccess": true,
+        "links": {"self": link(&format!("/customers/{id}"))},
+        "attributes": {"objectType": "Customer"},
+    })
+}
+
+pub fn list_customers(shared: &Shared, req: &Req) -> Resp {
+    let items: Vec<Value> = known_customers(shared)
+        .iter()
+        .map(|(id, country, name)| customer_json(id, country, name.as_deref()))
+        .collect();
+    let size = req
+        .q("size")
+        .and_then(|s| s.parse::<usize>().ok())
+        .unwrap_or(shared.config.page_size)
+        .clamp(1, shared.config.page_size.max(1));
+    let offset = req.q("offset").and_then(|s| s.parse().ok()).unwrap_or(0);
+    Resp::json(200, paged(items, "/customers", offset, size))
+}
+
+pub fn get_customer(shared: &Shared, customer: &str) -> Resp {
+    match customer_country(shared, customer) {
+        Ok(country) => {
+            let name = shared
+                .catalog
+                .customer(customer)
+                .and_then(|c| c.company_name.clone());
+            Resp::json(
+                200,
+                customer_json(&customer.to_ascii_lowercase(), &country, name.as_deref()),
+            )
+        }
+        Err(resp) => resp,
+    }
+}
+
+/// The customer's subscriptions: the Azure subscriptions registrations named (an Azure plan,
+/// active), and one per software subscription bought.
+fn subscriptions_of(shared: &Shared, customer: &str) -> Vec<Value> {
+    let world = shared.world();
+    let mut items: Vec<Value> = world
+        .registrations
+        .keys()
+        .filter(|(c, _)| c.eq_ignore_ascii_case(customer))
+        .map(|(_, s)| azure_subscription(customer, s))
+        .collect();
+    let mut orders: Vec<&crate::world::OrderRecord> = world
+        .orders
+        .values()
+        .filter(|o| o.customer_id.eq_ignore_ascii_case(customer))
+        .collect();
+    orders.sort_by_key(|o| (o.created, o.id.clone()));
+    for order in orders {
+        for line in order
+            .lines
+            .iter()
+            .filter(|l| l.kind == ProductKind::SoftwareSubscription)
+        {
+            items.push(json!({
+                "id": line.resource_id,
+                "entitlementId": line.resource_id,
+                "offerId": line.offer_id,
+                "offerName": line.friendly_name,
+                "friendlyName": line.friendly_name,
+                "quantity": if line.cancelled { 0 } else { line.quantity },
+                "unitType": "Licenses",
+                "creationDate": crate::world::timestamp(order.created),
+                "effectiveStartDate": crate::world::timestamp(order.created),
+                "status": if line.cancelled { "deleted" } else { "active" },
+                "autoRenewEnabled": false,
+                "isTrial": false,
+                "billingType": "license",
+                "billingCycle": "one_time",
+                "termDuration": line.term,
+                "contractType": "subscription",
+                "orderId": order.id,
+                "links": {"self": link(&format!("/customers/{customer}/subscriptions/{}", line.resource_id))},
+                "attributes": {"objectType": "Subscription"},
+            }));
+        }
+    }
+    items
+}
+
+/// An Azure plan subscription: what an RI registration names. The simulator takes any GUID
+/// as one of the customer's, active.
+fn azure_subscription(customer: &str, id: &str) -> Value {
+    json!({
+        "id": id,
+        "entitlementId": id,
+        "offerId": "DZH318Z0BPS6:0001",
+        "offerName": "Azure plan",
+        "friendlyName": "Azure plan",
+        "quantity": 1,
+        "unitType": "Usage-based",
+        "status": "active",
+        "autoRenewEnabled": false,
+        "isTrial": false,
+        "billingType": "usage",
+        "billingCycle": "monthly",
+        "contractType": "subscription",
+        "links": {"self": link(&format!("/customers/{customer}/subscriptions/{id}"))},
+        "attributes": {"objectType": "Subscription"},
+    })
+}
+
+pub fn list_subscriptions(shared: &Shared, customer: &str) -> Resp {
+    if let Err(resp) = customer_country(shared, customer) {
+        return resp;
+    }
+    let items = subscriptions_of(shared, customer);
+    Resp::json(
+        200,
+        collection(items, &format!("/customers/{customer}/subscriptions")),
+    )
+}
+
+pub fn get_subscription(shared: &Shared, customer: &str, subscription: &str) -> Resp {
+    if let Err(resp) = customer_country(shared, customer) {
+        return resp;
+    }
+    if let Some(found) = subscriptions_of(shared, customer).into_iter().find(|s| {
+        s["id"]
+            .as_str()
+            .is_some_and(|id| id.eq_ignore_ascii_case(subscription))
+    }) {
+        return Resp::json(200, found);
+    }
+    if is_guid(subscription) {
+        return Resp::json(200, azure_subscription(customer, subscription));
+    }
+    Resp::error(
+        404,
+        "800004",
+        &format!("Subscription {subscription} was not found for customer {customer}."),
+    )
 }
 
 // ---- E1-E2 ---------------------------------------------------------------------------------
@@ -974,7 +1226,7 @@ fn validate_line(
 }
 
 fn cart_json(cart: &CartRecord) -> Value {
-    let ts = |t: DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true);
+    let ts = crate::world::timestamp;
     let mut value = json!({
         "id": cart.id,
         "creationTimestamp": ts(cart.created),
@@ -1290,6 +1542,8 @@ pub async fn checkout(shared: &Shared, customer: &str, cart_id: &str, request_id
             order_group: group.clone(),
             created: now,
             currency: shared.catalog.currency_code(&country),
+            currency_symbol: shared.catalog.currency_symbol(&country),
+            country: country.clone(),
             lines: order_lines,
         };
         world.ledger.orders.push(LedgerOrder {
@@ -1688,7 +1942,7 @@ pub fn artifact_details(
         "scopeType": if single { "Single" } else { "Shared" },
         "quantity": line.quantity,
         "expiryDateTime": (order.created + chrono::Duration::days(365 * years)).format("%Y-%m-%dT%H:%M:%S").to_string(),
-        "effectiveDateTime": order.created.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
+        "effectiveDateTime": crate::world::timestamp(order.created),
         "provisioningState": "Created",
     });
     // The resource table says `appliedScopes` is present only for non-shared scopes; the

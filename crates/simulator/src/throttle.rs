@@ -48,6 +48,7 @@ impl Default for ThrottleConfig {
                 ("order_reads", 500),
                 ("entitlements", 500),
                 ("billing", 500),
+                ("customers", 500),
             ]
             .into_iter()
             .map(|(c, n)| (c.to_owned(), n))

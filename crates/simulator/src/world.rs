@@ -84,6 +84,9 @@ pub struct OrderRecord {
     pub order_group: String,
     pub created: DateTime<Utc>,
     pub currency: String,
+    pub currency_symbol: String,
+    /// The customer's country: the catalog links of the order's lines are for it.
+    pub country: String,
     pub lines: Vec<OrderLine>,
 }
 
@@ -243,12 +246,16 @@ impl World {
                     "friendlyName": line.friendly_name,
                     "quantity": if line.cancelled { 0 } else { line.quantity },
                     "links": {
-                        "product": link(&format!("/products/{}?country=US", line.product_id)),
-                        "sku": link(&format!("/products/{}/skus/{}?country=US", line.product_id, line.sku_id)),
+                        "product": link(&format!("/products/{}?country={}", line.product_id, order.country)),
+                        "sku": link(&format!("/products/{}/skus/{}?country={}", line.product_id, line.sku_id, order.country)),
                     },
                 });
                 if let Some(term) = &line.term {
                     value["termDuration"] = json!(term);
+                }
+                if line.kind == ProductKind::SoftwareSubscription {
+                    // The subscription the purchase created (`GET …/subscriptions/{id}`).
+                    value["subscriptionId"] = json!(line.resource_id);
                 }
                 if line.provisioning_context.as_object().is_some_and(|m| !m.is_empty()) {
                     value["provisioningContext"] = line.provisioning_context.clone();
@@ -262,9 +269,9 @@ impl World {
             "referenceCustomerId": order.customer_id,
             "billingCycle": "one_time",
             "currencyCode": order.currency,
-            "currencySymbol": if order.currency == "USD" { "$" } else { "" },
+            "currencySymbol": order.currency_symbol,
             "lineItems": lines,
-            "creationDate": order.created.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
+            "creationDate": timestamp(order.created),
             "status": status,
             "transactionType": "UserPurchase",
             "links": {
@@ -276,4 +283,14 @@ impl World {
             "attributes": {"objectType": "Order"},
         })
     }
+}
+
+/// A timestamp as Partner Center usually writes it: UTC, seven fractional digits
+/// (`2026-12-04T18:22:31.1234567Z`, spec §4).
+pub fn timestamp(at: DateTime<Utc>) -> String {
+    format!(
+        "{}.{:07}Z",
+        at.format("%Y-%m-%dT%H:%M:%S"),
+        at.timestamp_subsec_nanos() / 100
+    )
 }

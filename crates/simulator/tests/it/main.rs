@@ -2,5 +2,6 @@
 //! simulator and the client are independent implementations of the spec).
 
 mod behaviour;
+mod clients;
 mod spec_shapes;
 mod support;
