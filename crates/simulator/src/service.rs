@@ -240,7 +240,7 @@ pub fn token(shared: &Shared, tenant: &str, v2: bool, req: &Req) -> Resp {
     let aad_error = |status: u16, error: &str, description: &str| {
         Resp::json(
             status,
-            json!({"error": error, "error_description": description, "error_codes": [], "timestamp": Utc::now().to_rfc3339()}),
+            json!({"error": error, "error_description": description, "error_codes": [], "timestamp": crate::world::timestamp(Utc::now())}),
         )
     };
     let config = &shared.config;

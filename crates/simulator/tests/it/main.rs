@@ -5,3 +5,4 @@ mod behaviour;
 mod clients;
 mod spec_shapes;
 mod support;
+mod third_party;
