@@ -46,7 +46,14 @@ fn installed_client() -> PathBuf {
     }
     let _ = std::fs::remove_dir_all(&target);
     let output = Command::new("python3")
-        .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-input"])
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "--no-input",
+        ])
         .arg("--target")
         .arg(&target)
         .arg("-r")
@@ -108,16 +115,25 @@ async fn a_third_party_python_client_buys_through_the_simulator() {
         json!({"id": SUBSCRIPTION, "status": "active", "offerName": "Azure plan"})
     );
     assert_eq!(out["registration"]["status"], 202);
-    assert!(out["registration"]["location"]
-        .as_str()
-        .is_some_and(|l| l.ends_with(&format!("/subscriptions/{SUBSCRIPTION}/registrationstatus"))));
+    assert!(
+        out["registration"]["location"].as_str().is_some_and(
+            |l| l.ends_with(&format!("/subscriptions/{SUBSCRIPTION}/registrationstatus"))
+        )
+    );
     assert_eq!(out["registrationStatus"], "Registering");
     let checkout = &out["checkout"];
     assert_eq!(
-        (checkout["orders"].clone(), checkout["currencyCode"].clone(), checkout["currencySymbol"].clone()),
+        (
+            checkout["orders"].clone(),
+            checkout["currencyCode"].clone(),
+            checkout["currencySymbol"].clone()
+        ),
         (json!(1), json!("GBP"), json!("£"))
     );
-    assert!(checkout["creationDate"].as_str().is_some(), "the client parsed the date");
+    assert!(
+        checkout["creationDate"].as_str().is_some(),
+        "the client parsed the date"
+    );
     let order_id = checkout["orderId"].as_str().expect("order id");
     assert_eq!(out["order"]["id"], json!(order_id));
     assert_eq!(out["orders"]["ids"], json!([order_id]));
@@ -129,7 +145,8 @@ async fn a_third_party_python_client_buys_through_the_simulator() {
     );
     let subscriptions = out["subscriptions"].as_array().expect("subscriptions");
     assert!(
-        subscriptions.contains(&json!(SUBSCRIPTION)) && subscriptions.contains(&line["subscriptionId"]),
+        subscriptions.contains(&json!(SUBSCRIPTION))
+            && subscriptions.contains(&line["subscriptionId"]),
         "{subscriptions:?}"
     );
 
@@ -151,10 +168,16 @@ async fn a_third_party_python_client_buys_through_the_simulator() {
         "list_orders",
         "list_subscriptions",
     ] {
-        assert!(endpoints.contains(endpoint), "{endpoint} not called: {endpoints:?}");
+        assert!(
+            endpoints.contains(endpoint),
+            "{endpoint} not called: {endpoints:?}"
+        );
     }
     assert!(
-        h.sim.requests().iter().all(|r| r.status.is_some_and(|s| s < 400)),
+        h.sim
+            .requests()
+            .iter()
+            .all(|r| r.status.is_some_and(|s| s < 400)),
         "no call was refused: {:?}",
         h.sim
             .requests()
