@@ -487,10 +487,11 @@ fn known_customers(shared: &Shared) -> Vec<(String, String, Option<String>)> {
         .map(|c| c.customer_id.clone())
         .chain(world.registrations.keys().map(|(c, _)| c.clone()));
     for id in seen {
-        let id = id.to_ascii_lowercase();
-        if !customers.contains_key(&id) {
-            if let Ok(country) = customer_country(shared, &id) {
-                customers.insert(id, (country, None));
+        if let std::collections::btree_map::Entry::Vacant(entry) =
+            customers.entry(id.to_ascii_lowercase())
+        {
+            if let Ok(country) = customer_country(shared, entry.key()) {
+                entry.insert((country, None));
             }
         }
     }
