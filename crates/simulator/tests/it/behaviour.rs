@@ -590,15 +590,7 @@ async fn a_class_over_its_budget_is_answered_429_with_retry_after() {
         )
         .await;
     assert_eq!(cart.status, 201);
-    let stats: serde_json::Value = h
-        .http
-        .get(format!("{}/_sim/stats", h.sim.base_url()))
-        .send()
-        .await
-        .expect("stats")
-        .json()
-        .await
-        .expect("json");
+    let stats = h.admin("stats").await;
     assert_eq!(
         stats["throttle"]["classes"]["catalog"],
         json!({"requests": 3, "throttled": 2, "earlyRetries": 1})

@@ -104,15 +104,7 @@ fn tokens_requested(h: &Harness) -> usize {
 }
 
 async fn sim_now(h: &Harness) -> i64 {
-    let clock: Value = h
-        .http
-        .get(format!("{}/_sim/clock", h.sim.base_url()))
-        .send()
-        .await
-        .expect("clock")
-        .json()
-        .await
-        .expect("json");
+    let clock = h.admin("clock").await;
     chrono::DateTime::parse_from_rfc3339(clock["now"].as_str().expect("now"))
         .expect("a time")
         .timestamp()

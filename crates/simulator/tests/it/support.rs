@@ -74,6 +74,18 @@ impl Harness {
         answer(response).await
     }
 
+    /// `GET /_sim/{action}` (the admin API), as JSON.
+    pub async fn admin(&self, action: &str) -> Value {
+        self.http
+            .get(format!("{}/_sim/{action}", self.sim.base_url()))
+            .send()
+            .await
+            .expect("the admin API answers")
+            .json()
+            .await
+            .expect("JSON")
+    }
+
     /// Sends `method path` under `/v1` with the app-only token (or `token`) and a JSON body.
     pub async fn call(&self, method: &str, path: &str, body: Option<Value>) -> Answer {
         self.call_as(&self.app_token.clone(), method, path, body)
