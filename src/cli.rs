@@ -22,7 +22,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
     after_help = "Exit codes: 0 done; 1 unexpected failure; 2 bad usage or an ambiguous id prefix; 3 invalid input (request, \
                   workflow file or configuration; nothing written); 4 no such purchase; 5 refused as \
                   unsafe; 6 database unavailable; 7 submit accepted some requests and rejected others; \
-                  8 the demo ended otherwise than expected."
+                  8 the demo ended otherwise than expected; 9 submit: the idempotency key names another \
+                  request; 10 check-upgrade or daemon: active purchases this binary cannot continue."
 )]
 pub struct Cli {
     #[command(flatten)]
@@ -113,6 +114,17 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// List the active purchases this binary could not continue; run it with a new release
+    /// before switching the daemons to it.
+    ///
+    /// A purchase cannot be continued when it was written by a newer release (a workflow
+    /// definition this binary does not know), is in a state this binary does not know, or its
+    /// context no longer decodes. Exits 0 when there is none, 10 when there are (each listed).
+    /// The daemon refuses to start on such a database unless told `--park-incompatible`.
+    CheckUpgrade {
+        #[arg(long)]
+        json: bool,
+    },
     /// Write a consistent copy of the database to FILE while daemons keep running.
     ///
     /// The copy is one snapshot (SQLite's VACUUM INTO), checked before this exits; an existing
@@ -160,6 +172,10 @@ pub struct DaemonArgs {
     /// Exit once no purchase is active (for batch runs and tests).
     #[arg(long)]
     pub exit_when_idle: bool,
+    /// Park the active purchases this binary cannot continue (see `check-upgrade`) instead of
+    /// refusing to start; each keeps its state and context for the release that can.
+    #[arg(long)]
+    pub park_incompatible: bool,
 }
 
 #[derive(Debug, Args)]

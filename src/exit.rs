@@ -26,6 +26,9 @@ pub enum Exit {
     /// `submit`: an `idempotencyKey` already names a different request. Nothing was written
     /// for it; the first request stands.
     Conflict = 9,
+    /// `check-upgrade`: active purchases this binary cannot continue (each listed); `daemon`
+    /// refused to start on them (see `--park-incompatible`).
+    Incompatible = 10,
 }
 
 impl From<Exit> for ExitCode {

@@ -121,6 +121,7 @@ async fn dispatch(cli: &Cli) -> Result<Exit, Failed> {
         Command::Sim(args) => commands::sim::run(args).await,
         Command::Migrate { json } => commands::migrate(global, *json, &file()?).await,
         Command::Check { json } => commands::check(global, *json, &file()?).await,
+        Command::CheckUpgrade { json } => commands::check_upgrade(global, *json, &file()?).await,
         Command::Status { json } => commands::inspect::status(global, *json, &file()?).await,
         Command::Backup { to, json } => commands::backup(global, to, *json, &file()?).await,
         Command::Workflow(WorkflowCommand::Validate { file: path, json }) => {
@@ -148,6 +149,7 @@ fn wants_json(command: &Command) -> bool {
         Command::Bench(a) => a.json,
         Command::Status { json }
         | Command::Check { json }
+        | Command::CheckUpgrade { json }
         | Command::Backup { json, .. }
         | Command::Migrate { json }
         | Command::Workflow(WorkflowCommand::Validate { json, .. }) => *json,

@@ -113,6 +113,7 @@ pub async fn run(global: &Global, args: &DaemonArgs, file: &FileConfig) -> Resul
         std::sync::Arc::new(SystemClock),
         config.clone(),
     );
+    settle_incompatible(&engine, global, args.park_incompatible).await?;
     let (stop, stopped) = watch::channel(false);
     tokio::spawn(signals(stop.clone()));
     if args.exit_when_idle {
@@ -150,6 +151,47 @@ pub async fn run(global: &Global, args: &DaemonArgs, file: &FileConfig) -> Resul
     ran?;
     tracing::info!("daemon stopped cleanly");
     Ok(Exit::Ok)
+}
+
+/// Before any claim: the active purchases this binary cannot continue (a newer release's, a
+/// state or context it does not know) make it refuse to start, or, told so, are parked.
+async fn settle_incompatible(
+    engine: &Engine<PurchaseWorkflow, pcsaga_engine::SqliteStore>,
+    global: &Global,
+    park: bool,
+) -> Result<(), Failed> {
+    let incompatible = engine.incompatible().await?;
+    if incompatible.is_empty() {
+        return Ok(());
+    }
+    let db = crate::output::db_flag(global);
+    if !park {
+        return Err(Failed::new(
+            Exit::Incompatible,
+            anyhow::anyhow!(
+                "{} active purchase(s) cannot be continued by this pcsaga ({}): `pcsaga{db} check-upgrade` lists them and why. Run the release that wrote them until they finish, or start with `pcsaga{db} daemon --park-incompatible` to park exactly those for an operator",
+                incompatible.len(),
+                env!("CARGO_PKG_VERSION")
+            ),
+        ));
+    }
+    let mut parked = 0;
+    for (saga, why) in incompatible {
+        let id = saga.id.clone();
+        match engine.park_incompatible(saga, &why).await {
+            Ok(_) => {
+                parked += 1;
+                tracing::error!(purchase = %id, reason = %why, "parked: this pcsaga cannot continue it. Next: `pcsaga{db} show {id}`");
+            }
+            // Held by another daemon (which can continue it, or parks it itself).
+            Err(error) => tracing::warn!(purchase = %id, %error, "could not park it"),
+        }
+    }
+    tracing::warn!(
+        parked,
+        "parked the purchases this pcsaga cannot continue (--park-incompatible)"
+    );
+    Ok(())
 }
 
 /// How often a daemon records that it is alive (`pcsaga status` shows the age of the last).

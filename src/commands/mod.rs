@@ -88,6 +88,55 @@ pub async fn check(
     Ok(Exit::Database)
 }
 
+/// `pcsaga check-upgrade`: the active purchases this binary cannot continue.
+pub async fn check_upgrade(
+    global: &Global,
+    json: bool,
+    file: &crate::config::FileConfig,
+) -> Result<Exit, Failed> {
+    let (store, path) =
+        crate::app::open(global.db.as_deref(), file, crate::app::Open::ReadOnly).await?;
+    let engine = crate::app::offline_engine(store);
+    let incompatible = engine.incompatible().await?;
+    if json {
+        crate::output::print_json(&serde_json::json!({
+            "database": path,
+            "binary": env!("CARGO_PKG_VERSION"),
+            "definition": pcsaga_engine::Workflow::definition(engine.workflow()),
+            "incompatible": incompatible.iter().map(|(s, why)| serde_json::json!({
+                "id": s.id, "state": s.state, "definition": s.definition, "reason": why,
+            })).collect::<Vec<_>>(),
+        }));
+    } else if incompatible.is_empty() {
+        crate::output::print(&format!(
+            "database {}: this pcsaga ({}) can continue every active purchase\n",
+            path.display(),
+            env!("CARGO_PKG_VERSION")
+        ));
+    } else {
+        let mut table = crate::output::Table::new(&["PURCHASE", "STATE", "DEFINITION", "WHY"]);
+        for (saga, why) in &incompatible {
+            table.row(vec![
+                saga.id.clone(),
+                saga.state.clone(),
+                saga.definition.to_string(),
+                why.clone(),
+            ]);
+        }
+        crate::output::print(&table.render());
+    }
+    if incompatible.is_empty() {
+        return Ok(Exit::Ok);
+    }
+    let db = crate::output::db_flag(global);
+    say!(
+        "{} active purchase(s) cannot be continued by this pcsaga ({}). Keep running the release that wrote them until they finish, or start this one with `pcsaga{db} daemon --park-incompatible` to park exactly these for an operator",
+        incompatible.len(),
+        env!("CARGO_PKG_VERSION")
+    );
+    Ok(Exit::Incompatible)
+}
+
 /// `pcsaga backup --to FILE`.
 pub async fn backup(
     global: &Global,

@@ -6,3 +6,4 @@ mod kill;
 mod operators;
 mod support;
 mod throttling;
+mod upgrade;

@@ -252,6 +252,7 @@ impl<W: Workflow, S: Store> Engine<W, S> {
             input,
             customer_id,
             now,
+            definition: workflow.definition(),
         };
         let event = HistoryEvent::new(EventKind::Submitted)
             .state(saga.state.clone())
@@ -514,14 +515,18 @@ impl<W: Workflow, S: Store> Engine<W, S> {
             }
             let read = match carried.take() {
                 Some(context) => Ok(context),
-                None => serde_json::from_str::<W::Context>(&saga.context),
+                None => inner
+                    .workflow
+                    .continues(&saga.state, saga.definition, &saga.context),
             };
             let context: W::Context = match read {
                 Ok(context) => context,
-                Err(e) => {
-                    // Never guess with a context we cannot read: park it for an operator.
+                Err(why) => {
+                    // Never guess with a state or a context this binary does not know (a newer
+                    // release's, or a damaged row): park it for an operator, calling nothing.
                     let reason = format!(
-                        "the saga's context cannot be read ({e}); inspect it with `pcsaga show`"
+                        "this pcsaga ({}) cannot continue the saga: {why}",
+                        env!("CARGO_PKG_VERSION")
                     );
                     let now = self.now();
                     let update = SagaUpdate {
@@ -872,11 +877,13 @@ impl<W: Workflow, S: Store> Engine<W, S> {
         update: SagaUpdate,
         events: Vec<HistoryEvent>,
     ) -> Result<Driven, Error> {
+        let definition = self.definition_of(saga, &update);
         let commit = Commit {
             id: saga.id.clone(),
             expected_version: saga.version,
             writer,
             now,
+            definition,
             update: update.clone(),
             events,
         };
@@ -887,6 +894,7 @@ impl<W: Workflow, S: Store> Engine<W, S> {
         match self.inner.store.commit(commit).await {
             Ok(version) => {
                 saga.version = version;
+                saga.definition = definition;
                 saga.lease_expires_at = lease_until;
                 saga.state = update.state;
                 saga.status = update.status;
@@ -1010,6 +1018,53 @@ impl<W: Workflow, S: Store> Engine<W, S> {
         self.operator_commit(saga, update, event).await
     }
 
+    /// The active sagas this binary cannot continue, each with the reason
+    /// ([`Workflow::continues`]): what `pcsaga check-upgrade` lists before a new binary takes
+    /// over a database. Reads every active saga.
+    pub async fn incompatible(&self) -> Result<Vec<(SagaRecord, String)>, Error> {
+        let active = self
+            .list(&ListFilter {
+                status: Some(SagaStatus::Active),
+                ..ListFilter::default()
+            })
+            .await?;
+        let workflow = &self.inner.workflow;
+        Ok(active
+            .into_iter()
+            .filter_map(|saga| {
+                workflow
+                    .continues(&saga.state, saga.definition, &saga.context)
+                    .err()
+                    .map(|why| (saga, why))
+            })
+            .collect())
+    }
+
+    /// Parks one saga this binary cannot continue, as an operator would, keeping its state,
+    /// context and definition as they are (a release that knows them can resume it).
+    pub async fn park_incompatible(
+        &self,
+        saga: SagaRecord,
+        why: &str,
+    ) -> Result<SagaRecord, Error> {
+        let reason = format!(
+            "this pcsaga ({}) cannot continue the saga: {why}",
+            env!("CARGO_PKG_VERSION")
+        );
+        let update = SagaUpdate {
+            status: SagaStatus::NeedsAttention,
+            next_run_at: None,
+            wait_reason: None,
+            last_error: Some(reason.clone()),
+            ..update_of(&saga)
+        };
+        let event = HistoryEvent::new(EventKind::Operator)
+            .state(saga.state.clone())
+            .to_state("needs_attention")
+            .detail(format!("park-incompatible: {reason}"));
+        self.operator_commit(saga, update, event).await
+    }
+
     /// Continues a stopped saga in `state` with a context the workflow prepared from outside
     /// evidence (an operator attaching the orders they found), recording `action` and `reason`.
     /// Only a failed or parked saga, and never one a worker holds.
@@ -1090,6 +1145,7 @@ impl<W: Workflow, S: Store> Engine<W, S> {
             expected_version: saga.version,
             writer: Writer::Operator,
             now: self.now(),
+            definition: self.definition_of(&saga, &update),
             update,
             events: vec![event],
         };
@@ -1105,7 +1161,25 @@ impl<W: Workflow, S: Store> Engine<W, S> {
         }
     }
 
+    /// The definition a write records: the context's. A write that leaves the context as it
+    /// was (a lease renewal, a release, parking a saga this binary cannot read) keeps the
+    /// definition it had; a context this binary encoded is in its own.
+    fn definition_of(&self, saga: &SagaRecord, update: &SagaUpdate) -> u32 {
+        if update.context == saga.context {
+            saga.definition
+        } else {
+            self.inner.workflow.definition()
+        }
+    }
+
     fn view(&self, saga: &SagaRecord) -> Result<SagaView<W::Context>, Error> {
+        let known = self.inner.workflow.definition();
+        if saga.definition > known {
+            return Err(Error::Refused(format!(
+                "purchase {} was written by a newer release (workflow definition {}; this binary knows up to {known}): act on it with that release",
+                saga.id, saga.definition
+            )));
+        }
         Ok(SagaView {
             id: saga.id.clone(),
             state: saga.state.clone(),

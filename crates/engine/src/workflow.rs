@@ -150,6 +150,46 @@ pub trait Workflow: Send + Sync + 'static {
     /// Every state, in order; the first is where sagas start.
     fn states(&self) -> &'static [&'static str];
 
+    /// The version of this workflow's definition: its states and its context's shape. Bump it
+    /// when a change means an earlier binary could not continue this binary's sagas (a state
+    /// renamed or added, a context field an earlier binary would drop or misread), and teach
+    /// [`Workflow::continues`] what this binary can still continue. Stored with every write.
+    fn definition(&self) -> u32 {
+        1
+    }
+
+    /// Whether this binary can continue a saga as stored: its state is one of [`states`], it
+    /// was written at a definition this binary knows, and its context decodes. `Err` says
+    /// why not; the engine then parks the saga without a call, and `pcsaga check-upgrade`
+    /// lists it. The default accepts definitions up to [`Workflow::definition`]: a workflow
+    /// that bumps its definition overrides this to upgrade (or refuse) older contexts.
+    ///
+    /// [`states`]: Workflow::states
+    fn continues(
+        &self,
+        state: &str,
+        definition: u32,
+        context: &str,
+    ) -> Result<Self::Context, String> {
+        if definition > self.definition() {
+            return Err(format!(
+                "it was written by a newer release (workflow definition {definition}; this binary knows up to {}); run it with that release",
+                self.definition()
+            ));
+        }
+        if !self.states().contains(&state) {
+            return Err(format!(
+                "its state {state:?} is not one this binary knows ({}); it was written by another release or the row is damaged. Nothing was called; run it with the release that wrote it",
+                self.states().join(", ")
+            ));
+        }
+        serde_json::from_str(context).map_err(|e| {
+            format!(
+                "its context cannot be read by this binary ({e}); inspect it with `pcsaga show`"
+            )
+        })
+    }
+
     /// The id that ties a saga's calls together in logs (a purchase's `MS-CorrelationId`).
     fn correlation_id(&self, context: &Self::Context) -> String;
 

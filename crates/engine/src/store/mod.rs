@@ -91,6 +91,9 @@ pub struct SagaRecord {
     pub last_error: Option<String>,
     /// What the saga waits for, while it waits.
     pub wait_reason: Option<String>,
+    /// The workflow definition of the binary that last wrote the row
+    /// ([`crate::Workflow::definition`]).
+    pub definition: u32,
 }
 
 /// A saga to create.
@@ -104,6 +107,8 @@ pub struct NewSaga {
     pub input: String,
     pub customer_id: Option<String>,
     pub now: DateTime<Utc>,
+    /// The workflow definition of the binary that submits it.
+    pub definition: u32,
 }
 
 /// The result of an insert: the new saga, or the one that already had the idempotency key.
@@ -147,6 +152,8 @@ pub struct Commit {
     pub expected_version: i64,
     pub writer: Writer,
     pub now: DateTime<Utc>,
+    /// The workflow definition of the binary that writes (the context is in its shape).
+    pub definition: u32,
     pub update: SagaUpdate,
     pub events: Vec<HistoryEvent>,
 }

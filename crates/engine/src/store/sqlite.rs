@@ -909,7 +909,7 @@ async fn run_batch(conn: &mut SqliteConnection, batch: &mut Vec<WriteOp>) {
 
 const SAGA_COLUMNS: &str = "id, workflow, idempotency_key, state, status, context, input, customer_id, attempt, \
      total_attempts, state_entered_at, next_run_at, lease_owner, lease_expires_at, version, created_at, updated_at, \
-     last_error, wait_reason";
+     last_error, wait_reason, definition";
 
 fn saga_from_row(row: &SqliteRow) -> Result<SagaRecord, StoreError> {
     let status: String = row.try_get("status").map_err(db_error)?;
@@ -943,6 +943,8 @@ fn saga_from_row(row: &SqliteRow) -> Result<SagaRecord, StoreError> {
         updated_at: from_millis(row.try_get("updated_at").map_err(db_error)?),
         last_error: row.try_get("last_error").map_err(db_error)?,
         wait_reason: row.try_get("wait_reason").map_err(db_error)?,
+        definition: u32::try_from(row.try_get::<i64, _>("definition").map_err(db_error)?)
+            .unwrap_or(u32::MAX),
     })
 }
 
@@ -952,8 +954,8 @@ async fn insert(conn: &mut SqliteConnection, saga: &NewSaga) -> Result<Inserted,
     let now = to_millis(saga.now);
     let created = sqlx::query(&format!(
         "INSERT INTO sagas (id, workflow, idempotency_key, state, status, context, input, customer_id, attempt, \
-         total_attempts, state_entered_at, next_run_at, version, created_at, updated_at) \
-         VALUES (?, ?, ?, ?, 'active', ?, ?, ?, 0, 0, ?, ?, 0, ?, ?) \
+         total_attempts, state_entered_at, next_run_at, version, created_at, updated_at, definition) \
+         VALUES (?, ?, ?, ?, 'active', ?, ?, ?, 0, 0, ?, ?, 0, ?, ?, ?) \
          ON CONFLICT (workflow, idempotency_key) DO NOTHING \
          RETURNING {SAGA_COLUMNS}"
     ))
@@ -968,6 +970,7 @@ async fn insert(conn: &mut SqliteConnection, saga: &NewSaga) -> Result<Inserted,
     .bind(now)
     .bind(now)
     .bind(now)
+    .bind(i64::from(saga.definition))
     .fetch_optional(&mut *conn)
     .await
     .map_err(db_error)?;
@@ -1051,13 +1054,14 @@ async fn apply_commits(
             "UPDATE sagas SET state = v.column2, status = v.column3, context = v.column4, attempt = v.column5, \
              total_attempts = v.column6, state_entered_at = v.column7, next_run_at = v.column8, \
              last_error = v.column9, wait_reason = v.column10, lease_owner = v.column11, \
-             lease_expires_at = v.column12, updated_at = v.column13, version = sagas.version + 1 \
+             lease_expires_at = v.column12, updated_at = v.column13, definition = v.column17, \
+             version = sagas.version + 1 \
              FROM (VALUES {}) AS v \
              WHERE sagas.id = v.column1 AND sagas.version = v.column14 AND ( \
                (v.column16 = 0 AND sagas.lease_owner = v.column15 AND sagas.lease_expires_at >= v.column13) \
                OR (v.column16 = 1 AND (sagas.lease_owner IS NULL OR sagas.lease_expires_at < v.column13))) \
              RETURNING sagas.id",
-            vec!["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"; rows].join(", ")
+            vec!["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"; rows].join(", ")
         );
         let mut query = sqlx::query(&sql);
         for commit in chunk {
@@ -1087,11 +1091,12 @@ async fn apply_commits(
                 .bind(to_millis(commit.now))
                 .bind(commit.expected_version)
                 .bind(fence_owner)
-                .bind(operator);
+                .bind(operator)
+                .bind(i64::from(commit.definition));
         }
         // Padding rows have a NULL id, which matches no saga.
         for _ in chunk.len()..rows {
-            for _ in 0..16 {
+            for _ in 0..17 {
                 query = query.bind(None::<i64>);
             }
         }

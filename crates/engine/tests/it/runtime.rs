@@ -178,6 +178,7 @@ async fn a_stale_worker_cannot_commit() {
         wait_reason: None,
     };
     let stale = Commit {
+        definition: 1,
         id: id.clone(),
         expected_version: saga.version,
         writer: Writer::Worker {
@@ -194,6 +195,7 @@ async fn a_stale_worker_cannot_commit() {
     ));
     // Even with the right version, a lease that expired cannot commit.
     let expired = Commit {
+        definition: 1,
         id: id.clone(),
         expected_version: fresh[0].version,
         writer: Writer::Worker {
@@ -598,4 +600,96 @@ async fn claims_keep_room_for_other_customers_while_one_holds_its_share() {
         "every small customer started among the first 10 sagas, not after the big batch: {order:?}"
     );
     assert_eq!(order.len(), 23);
+}
+
+/// Rewrites a saga's row as another release would have: `state` and `definition`, due now.
+async fn written_by_another_release(
+    h: &crate::support::Harness,
+    id: &str,
+    state: &str,
+    definition: u32,
+) {
+    let saga = h.engine.get(id).await.expect("saga");
+    let now = h.clock.now();
+    let commit = Commit {
+        definition,
+        id: id.to_owned(),
+        expected_version: saga.version,
+        writer: Writer::Operator,
+        now,
+        update: SagaUpdate {
+            state: state.into(),
+            status: SagaStatus::Active,
+            context: saga.context.clone(),
+            attempt: 0,
+            total_attempts: 0,
+            state_entered_at: now,
+            next_run_at: Some(now),
+            last_error: None,
+            wait_reason: None,
+        },
+        events: vec![],
+    };
+    h.store.commit(commit).await.expect("written");
+}
+
+/// Goal: a saga this binary cannot continue (a state it does not know, or a newer release's
+/// definition) is parked without any call, keeps what it had for the release that can, and
+/// is listed by `incompatible` (what `check-upgrade` prints). Method: rows written through
+/// the store as another release would; then the engine runs what is due.
+#[tokio::test]
+async fn sagas_this_binary_cannot_continue_are_parked_without_a_call() {
+    let h = harness("w1").await;
+    let renamed = h.submit("renamed").await;
+    let newer = h.submit("newer").await;
+    let fine = h.submit("fine").await;
+    written_by_another_release(&h, &renamed, "Settle", 1).await;
+    written_by_another_release(&h, &newer, "Pay", 2).await;
+    let listed: Vec<(String, String)> = h
+        .engine
+        .incompatible()
+        .await
+        .expect("incompatible")
+        .into_iter()
+        .map(|(s, why)| (s.id, why))
+        .collect();
+    assert_eq!(listed.len(), 2, "{listed:?}");
+    assert!(
+        listed
+            .iter()
+            .any(|(id, why)| id == &renamed
+                && why.contains("\"Settle\" is not one this binary knows"))
+    );
+    assert!(listed
+        .iter()
+        .any(|(id, why)| id == &newer && why.contains("newer release (workflow definition 2")));
+
+    h.engine.run_due().await.expect("run");
+    for (id, why) in [(&renamed, "Settle"), (&newer, "definition 2")] {
+        let saga = h.engine.get(id).await.expect("saga");
+        assert_eq!(saga.status, SagaStatus::NeedsAttention);
+        let reason = saga.last_error.unwrap_or_default();
+        assert!(
+            reason.contains("cannot continue the saga") && reason.contains(why),
+            "{reason}"
+        );
+    }
+    let calls = h.calls();
+    assert_eq!(
+        calls.len(),
+        2,
+        "only the compatible saga called (pay, look): {calls:?}"
+    );
+    assert_eq!(
+        h.engine.get(&fine).await.expect("saga").status,
+        SagaStatus::Succeeded
+    );
+    // Parking kept the newer release's definition: an older binary never passes it off as its own.
+    assert_eq!(h.engine.get(&newer).await.expect("saga").definition, 2);
+    let refused = h
+        .engine
+        .resume(&newer, Some("Pay"), "try")
+        .await
+        .expect_err("a newer release's purchase");
+    assert!(refused.to_string().contains("newer release"), "{refused}");
 }

@@ -142,6 +142,7 @@ async fn a_batch_of_commits_applies_each_fences_the_stale_one_and_keeps_history_
             saga.version
         };
         let commit = Commit {
+            definition: 1,
             id: saga.id.clone(),
             expected_version,
             writer: Writer::Worker {

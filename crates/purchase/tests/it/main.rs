@@ -3,6 +3,7 @@
 
 mod coverage;
 mod decisions;
+mod fixtures;
 mod flow;
 mod reply_table;
 mod transition_table;
