@@ -182,9 +182,14 @@ pub struct DaemonArgs {
 pub struct SubmitArgs {
     /// A JSON file, an NDJSON file, or `-` for standard input.
     pub file: String,
-    /// Print JSON instead of a table.
+    /// Print JSON instead of a table (an array, streamed in line order).
     #[arg(long)]
     pub json: bool,
+    /// Where the report of a batch of more than 1,000 lines goes (one JSON object per line);
+    /// default: beside FILE, `FILE.<time>.report.ndjson` (for `-`, in this directory). Never
+    /// overwritten.
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
