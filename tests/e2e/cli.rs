@@ -1142,3 +1142,67 @@ async fn check_names_each_broken_invariant() {
     assert_eq!(findings.len(), 4, "nothing else: {findings:?}");
     assert!(support::stderr(&output).contains("backup --to FILE"));
 }
+
+/// A batch of more than 1,000 lines reports to a file, one JSON object per line in line order
+/// (the terminal gets the counts and the path), and never overwrites an existing report.
+#[test]
+fn a_large_batch_reports_to_a_file() {
+    let env = Env::new();
+    let mut ndjson: String = (0..1_200)
+        .map(|i| {
+            format!(
+                "{}\n",
+                support::request(&format!("big-{i}"), "DG7GMGF0DWTL", "0001", None)
+            )
+        })
+        .collect();
+    ndjson.push_str("{\"idempotencyKey\": 7}\n");
+    let file = env.write("big.ndjson", &ndjson);
+    let report = env.dir.path().join("big.report.ndjson");
+    let output = support::run(
+        env.pcsaga(None)
+            .arg("submit")
+            .arg(&file)
+            .arg("--report")
+            .arg(&report),
+    );
+    assert_eq!(
+        output.status.code(),
+        Some(7),
+        "partial: {}",
+        support::stderr(&output)
+    );
+    let stdout = support::stdout(&output);
+    assert!(
+        stdout.contains("1200 created, 0 existing, 1 rejected, 0 conflicts")
+            && stdout.contains("big.report.ndjson"),
+        "{stdout}"
+    );
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&report)
+        .expect("report")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON"))
+        .collect();
+    assert_eq!(lines.len(), 1_201);
+    assert!(lines
+        .windows(2)
+        .all(|w| w[0]["line"].as_u64() < w[1]["line"].as_u64()));
+    assert_eq!(lines[1_200]["result"], "rejected");
+    let again = support::run(
+        env.pcsaga(None)
+            .arg("submit")
+            .arg(&file)
+            .arg("--report")
+            .arg(&report),
+    );
+    assert_eq!(
+        again.status.code(),
+        Some(1),
+        "an existing report is never overwritten"
+    );
+    assert!(
+        support::stderr(&again).contains("cannot create the report file"),
+        "{}",
+        support::stderr(&again)
+    );
+}
