@@ -6,12 +6,14 @@
 //! - [`schedule`]: a decision plus a policy gives the saga's next row (pure);
 //! - [`store`]: sagas and history behind a narrow trait; [`store::sqlite`] is the SQLite store
 //!   with group commit;
-//! - [`runtime`]: the engine (submit, claim, drive, daemon loop, operator actions);
+//! - [`runtime`]: the engine (submit, claim, daemon loop, operator actions); `drive.rs`
+//!   drives one claimed saga, step by step (prepare, act, settle, commit);
 //! - [`governor`]: the rate governor every call waits in (budgets per call class, pauses on
 //!   429, fair across customers);
 //! - [`clock`]: injected time.
 
 pub mod clock;
+mod drive;
 mod fair;
 pub mod governor;
 mod oplog;

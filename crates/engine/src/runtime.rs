@@ -15,16 +15,14 @@ use backoff::backoff::Backoff;
 use chrono::{DateTime, Utc};
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinSet;
-use tracing::Instrument;
 
 use crate::clock::Clock;
 use crate::policy::{after, Policies};
-use crate::schedule::{schedule, Before};
 use crate::store::{
     Commit, EventKind, HistoryEvent, HistoryRow, Inserted, ListFilter, NewSaga, SagaRecord,
     SagaStatus, SagaUpdate, Store, StoreError, Writer,
 };
-use crate::workflow::{Plan, SagaView, Workflow};
+use crate::workflow::{SagaView, Workflow};
 use crate::Error;
 
 /// How often the daemon repeats, at ERROR, why it claims no work.
@@ -128,12 +126,6 @@ impl EngineConfig {
         }
     }
 }
-
-/// A plan made ahead of its step, and whether its intent is already committed.
-type Prepared<W> = (
-    Plan<<W as Workflow>::Effect, <W as Workflow>::Context>,
-    bool,
-);
 
 /// The result of a submission.
 #[derive(Debug, Clone)]
@@ -495,327 +487,16 @@ impl<W: Workflow, S: Store> Engine<W, S> {
         self.inner.wake.notify_one();
     }
 
-    /// Drives one claimed saga until it waits, stops, hits the step limit, or is fenced.
-    pub async fn drive(
-        &self,
-        mut saga: SagaRecord,
-        shutdown: &watch::Receiver<bool>,
-    ) -> Result<Driven, Error> {
-        let inner = &self.inner;
-        let owner = inner.config.owner.clone();
-        // The next step's plan, when it was made while committing the previous step, and
-        // whether its intent went into that commit.
-        let mut planned: Option<Prepared<W>> = None;
-        // The context as last committed, kept typed between the steps of one claim: the JSON
-        // in the row is its exact encoding, so reading it back would only cost time.
-        let mut carried: Option<W::Context> = None;
-        for _ in 0..inner.config.max_steps_per_claim.max(1) {
-            if *shutdown.borrow() {
-                return self.release(&mut saga, "shutdown").await;
-            }
-            let read = match carried.take() {
-                Some(context) => Ok(context),
-                None => inner
-                    .workflow
-                    .continues(&saga.state, saga.definition, &saga.context),
-            };
-            let context: W::Context = match read {
-                Ok(context) => context,
-                Err(why) => {
-                    // Never guess with a state or a context this binary does not know (a newer
-                    // release's, or a damaged row): park it for an operator, calling nothing.
-                    let reason = format!(
-                        "this pcsaga ({}) cannot continue the saga: {why}",
-                        env!("CARGO_PKG_VERSION")
-                    );
-                    let now = self.now();
-                    let update = SagaUpdate {
-                        status: SagaStatus::NeedsAttention,
-                        next_run_at: None,
-                        last_error: Some(reason.clone()),
-                        wait_reason: None,
-                        ..update_of(&saga)
-                    };
-                    let event = HistoryEvent::new(EventKind::Transition)
-                        .state(saga.state.clone())
-                        .to_state("needs_attention")
-                        .detail(reason);
-                    return self
-                        .commit(
-                            &mut saga,
-                            Writer::Worker {
-                                owner,
-                                lease_until: None,
-                            },
-                            now,
-                            update,
-                            vec![event],
-                        )
-                        .await;
-                }
-            };
-            let mut view = SagaView {
-                id: saga.id.clone(),
-                state: saga.state.clone(),
-                context,
-                attempt: saga.attempt,
-                state_entered_at: saga.state_entered_at,
-                created_at: saga.created_at,
-            };
-            let span = tracing::info_span!(
-                "step",
-                purchase = %saga.id,
-                correlation = %inner.workflow.correlation_id(&view.context),
-                state = %saga.state,
-            );
-            let prepared = planned.take();
-            let mut route: Option<&'static str> = None;
-            let mut answered_locally: Option<String> = None;
-            let stepped = async {
-                let now = self.now();
-                let (plan, intent_done) = match prepared {
-                    Some(prepared) => prepared,
-                    None => (inner.workflow.plan(&view, now), false),
-                };
-                let (decision, attempt) = match plan {
-                    Plan::Decide(decision) => (decision, None),
-                    Plan::Call {
-                        effect,
-                        side_effecting,
-                        context,
-                    } => {
-                        let call = inner.workflow.effect_name(&effect);
-                        self.crash_if(CrashAt::AfterClaim, &call);
-                        if side_effecting && !inner.config.unsafe_skip_intent && !intent_done {
-                            // Persist before you send: the intent (and the request id in the
-                            // context) is durable before the call leaves.
-                            let update = SagaUpdate {
-                                context: to_json(&context)?,
-                                next_run_at: Some(after(now, inner.config.lease)),
-                                ..update_of(&saga)
-                            };
-                            let event = HistoryEvent::new(EventKind::Intent)
-                                .state(saga.state.clone())
-                                .detail(serde_json::to_string(&effect).unwrap_or_default());
-                            let lease_until = Some(after(now, inner.config.lease));
-                            if self
-                                .commit(
-                                    &mut saga,
-                                    Writer::Worker {
-                                        owner: owner.clone(),
-                                        lease_until,
-                                    },
-                                    now,
-                                    update,
-                                    vec![event],
-                                )
-                                .await?
-                                == Driven::Fenced
-                            {
-                                return Ok(None);
-                            }
-                        }
-                        if side_effecting {
-                            self.crash_if(CrashAt::AfterIntent, &call);
-                        }
-                        view.context = context;
-                        if let Some(outcome) = inner.workflow.answer_locally(&view, &effect) {
-                            let decision =
-                                inner.workflow.decide(&view, &effect, outcome, self.now());
-                            answered_locally = Some(call);
-                            return Ok(Some((decision, None)));
-                        }
-                        let Some(executed) = self.call(&mut saga, &owner, &view, &effect).await?
-                        else {
-                            return Ok(None);
-                        };
-                        self.crash_if(CrashAt::BeforeRecord, &call);
-                        let decision =
-                            inner
-                                .workflow
-                                .decide(&view, &effect, executed.outcome, self.now());
-                        route = Some(inner.workflow.effect_route(&effect));
-                        (decision, Some((call, executed.attempt)))
-                    }
-                };
-                Ok::<_, Error>(Some((decision, attempt)))
-            }
-            .instrument(span.clone())
-            .await?;
-            let Some((decision, attempt)) = stepped else {
-                return Ok(Driven::Fenced);
-            };
-            let attempt_route = route;
-            let now = self.now();
-            let policy = inner.policies.get(&saga.state);
-            let kind = decision.kind();
-            let scheduled = schedule(
-                decision,
-                &Before {
-                    id: &saga.id,
-                    state: &saga.state,
-                    attempt: saga.attempt,
-                    total_attempts: saga.total_attempts,
-                    state_entered_at: saga.state_entered_at,
-                },
-                &policy,
-                now,
-            );
-            let _entered = span.enter();
-            if let Some((_, attempt)) = &attempt {
-                crate::oplog::call(&inner.tally, &saga, attempt_route.unwrap_or(""), attempt);
-            }
-            crate::oplog::decided(
-                &inner.tally,
-                &saga,
-                kind,
-                &scheduled,
-                now,
-                &inner.config.command,
-            );
-            drop(_entered);
-            let keep = scheduled.run_now && !*shutdown.borrow();
-            let lease_until = keep.then(|| after(now, inner.config.lease));
-            let mut update = SagaUpdate {
-                state: scheduled.state.clone(),
-                status: scheduled.status,
-                // Encoded below, once: the next plan may change it.
-                context: String::new(),
-                attempt: scheduled.attempt,
-                total_attempts: scheduled.total_attempts,
-                state_entered_at: scheduled.state_entered_at,
-                next_run_at: if keep {
-                    lease_until
-                } else {
-                    scheduled.next_run_at
-                },
-                last_error: scheduled.last_error.clone(),
-                wait_reason: if keep {
-                    None
-                } else {
-                    scheduled.wait_reason.clone()
-                },
-            };
-            let mut events = Vec::with_capacity(2);
-            let call = attempt.as_ref().map(|(call, _)| call.clone());
-            // One history row per step: the call and its outcome ride on the transition they
-            // led to (one row fewer to write per call).
-            let mut event = scheduled.event;
-            if let Some((_, attempt)) = attempt {
-                event.attempt = Some(attempt);
-            }
-            if let Some(call) = &answered_locally {
-                event.detail = Some(format!(
-                    "{} ({call} answered locally, no call made)",
-                    event.detail.as_deref().unwrap_or("")
-                ));
-            }
-            events.push(event);
-            let mut written = scheduled.context;
-            if keep {
-                // Plan the next step now (plans are pure) and, when it is side-effecting, put its
-                // intent into this commit: still durable before the call, one commit fewer.
-                let next_view = SagaView {
-                    id: saga.id.clone(),
-                    state: scheduled.state.clone(),
-                    context: written,
-                    attempt: scheduled.attempt,
-                    state_entered_at: scheduled.state_entered_at,
-                    created_at: saga.created_at,
-                };
-                let next = inner.workflow.plan(&next_view, now);
-                written = next_view.context;
-                let folded = match &next {
-                    Plan::Call {
-                        effect,
-                        side_effecting: true,
-                        context,
-                    } if !inner.config.unsafe_skip_intent => {
-                        written = context.clone();
-                        events.push(
-                            HistoryEvent::new(EventKind::Intent)
-                                .state(scheduled.state.clone())
-                                .detail(serde_json::to_string(effect).unwrap_or_default()),
-                        );
-                        true
-                    }
-                    _ => false,
-                };
-                planned = Some((next, folded));
-            }
-            update.context = to_json(&written)?;
-            if self
-                .commit(
-                    &mut saga,
-                    Writer::Worker {
-                        owner: owner.clone(),
-                        lease_until,
-                    },
-                    now,
-                    update,
-                    events,
-                )
-                .await?
-                == Driven::Fenced
-            {
-                return Ok(Driven::Fenced);
-            }
-            if let Some(call) = &call {
-                self.crash_if(CrashAt::AfterRecord, call);
-            }
-            carried = Some(written);
-            if !keep {
-                return Ok(if scheduled.run_now {
-                    Driven::Released
-                } else {
-                    Driven::Settled
-                });
-            }
-        }
-        self.release(&mut saga, "step limit of one claim reached")
-            .await
+    pub(crate) fn config(&self) -> &EngineConfig {
+        &self.inner.config
     }
 
-    /// Makes a call: waits in the governor (its class's budget, a call slot, its turn among
-    /// customers), then executes it and tells the governor what came back. The wait is not an
-    /// attempt. It can be long (a paused class): the lease is renewed meanwhile, and once more
-    /// before the call if a quarter of it is gone, so the outcome can still be committed.
-    /// `None`: fenced while waiting.
-    async fn call(
-        &self,
-        saga: &mut SagaRecord,
-        owner: &str,
-        view: &SagaView<W::Context>,
-        effect: &W::Effect,
-    ) -> Result<Option<crate::workflow::Executed<W::Outcome>>, Error> {
-        let inner = &self.inner;
-        let admission = inner.workflow.admission(view, effect);
-        let acquire = inner.governor.acquire(&admission);
-        tokio::pin!(acquire);
-        let permit = loop {
-            tokio::select! {
-                permit = &mut acquire => break permit,
-                () = tokio::time::sleep(inner.config.lease / 4) => {
-                    if self.renew(saga, owner).await? == Driven::Fenced {
-                        return Ok(None);
-                    }
-                }
-            }
-        };
-        let lease = chrono::Duration::from_std(inner.config.lease).unwrap_or(chrono::Duration::MAX);
-        if saga
-            .lease_expires_at
-            .is_none_or(|until| until - self.now() < lease * 3 / 4)
-            && self.renew(saga, owner).await? == Driven::Fenced
-        {
-            return Ok(None);
-        }
-        let executed = inner.workflow.execute(view, effect).await;
-        permit.finish(
-            inner.workflow.feedback(&executed.outcome),
-            executed.attempt.http_requests,
-        );
-        Ok(Some(executed))
+    pub(crate) fn policies(&self) -> &Policies {
+        &self.inner.policies
+    }
+
+    pub(crate) fn tally(&self) -> &crate::oplog::Tally {
+        &self.inner.tally
     }
 
     /// The rate governor's classes, as status shows them.
@@ -824,7 +505,7 @@ impl<W: Workflow, S: Store> Engine<W, S> {
     }
 
     /// Aborts the process at a configured crash point (test only).
-    fn crash_if(&self, at: CrashAt, call: &str) {
+    pub(crate) fn crash_if(&self, at: CrashAt, call: &str) {
         if let Some(point) = &self.inner.config.crash_at {
             if point.point == at && point.call == call {
                 tracing::error!(?at, call, "test crash point reached: aborting the process");
@@ -834,7 +515,7 @@ impl<W: Workflow, S: Store> Engine<W, S> {
     }
 
     /// Extends a saga's lease (a fenced write that changes nothing else).
-    async fn renew(&self, saga: &mut SagaRecord, owner: &str) -> Result<Driven, Error> {
+    pub(crate) async fn renew(&self, saga: &mut SagaRecord, owner: &str) -> Result<Driven, Error> {
         let now = self.now();
         let lease_until = after(now, self.inner.config.lease);
         let update = SagaUpdate {
@@ -849,7 +530,7 @@ impl<W: Workflow, S: Store> Engine<W, S> {
     }
 
     /// Gives a saga back to the queue, due now.
-    async fn release(&self, saga: &mut SagaRecord, why: &str) -> Result<Driven, Error> {
+    pub(crate) async fn release(&self, saga: &mut SagaRecord, why: &str) -> Result<Driven, Error> {
         let now = self.now();
         let update = SagaUpdate {
             next_run_at: Some(now),
@@ -869,7 +550,7 @@ impl<W: Workflow, S: Store> Engine<W, S> {
     }
 
     /// Commits a write; a fenced write is reported, not raised.
-    async fn commit(
+    pub(crate) async fn commit(
         &self,
         saga: &mut SagaRecord,
         writer: Writer,
@@ -1192,7 +873,7 @@ impl<W: Workflow, S: Store> Engine<W, S> {
     }
 }
 
-fn update_of(saga: &SagaRecord) -> SagaUpdate {
+pub(crate) fn update_of(saga: &SagaRecord) -> SagaUpdate {
     SagaUpdate {
         state: saga.state.clone(),
         status: saga.status,
@@ -1206,9 +887,7 @@ fn update_of(saga: &SagaRecord) -> SagaUpdate {
     }
 }
 
-fn to_json<C: serde::Serialize>(context: &C) -> Result<String, Error> {
-    serde_json::to_string(context).map_err(|e| Error::Context(e.to_string()))
-}
+use crate::drive::to_json;
 
 fn report(done: Result<Result<Driven, Error>, tokio::task::JoinError>) {
     match done {
