@@ -384,11 +384,15 @@ impl Core {
         granted
     }
 
-    /// When a waiting call could next go if no slot were missing; `None` when nothing waits.
+    /// When a waiting call's class next earns a token or ends its pause, so the waiters must
+    /// dispatch again then. `None` when nothing waits, or every waiting call waits only for a
+    /// call slot: a finished call dispatches, so no timer is needed (waking waiters on a timer
+    /// while they wait for slots would spin).
     pub fn next_ready(&self, now: Instant) -> Option<Instant> {
         self.waiters
             .iter()
             .map(|w| self.classes[w.class].ready_at(now))
+            .filter(|at| *at > now)
             .min()
     }
 

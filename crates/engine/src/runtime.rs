@@ -423,35 +423,26 @@ impl<W: Workflow, S: Store> Engine<W, S> {
         Ok(())
     }
 
-    /// Claims up to `free` due sagas (at most half the daemon's slots per round), first
-    /// skipping the customers at or over their share (see `fair.rs`), then filling what is
-    /// left with anyone's.
+    /// Claims up to `free` due sagas fairly (see `fair.rs`): at most half the daemon's slots
+    /// for one customer per round (the oldest due sagas may all be one customer's batch; the
+    /// next round, at once, sees that customer at its share), first skipping the customers at
+    /// or over their share, then filling what is left with anyone's.
     async fn claim_fairly(&self, free: usize) -> Result<Vec<SagaRecord>, StoreError> {
         let config = &self.inner.config;
-        // One round never takes more than half the slots: the oldest due sagas may all be one
-        // customer's batch, and the next round (at once) then sees that customer at its share.
-        let free = free.min((config.concurrency / 2).max(1));
+        let store = &self.inner.store;
+        let per_customer = (config.concurrency / 2).max(1) as u32;
         let now = self.now();
         let until = after(now, config.lease);
         let avoid = self.inner.shares.over_share(config.concurrency);
-        if avoid.is_empty() {
-            return self
-                .inner
-                .store
-                .claim_due(&config.owner, now, until, free as u32)
-                .await;
-        }
-        let mut sagas = self
-            .inner
-            .store
-            .claim_due_avoiding(&config.owner, now, until, free as u32, avoid)
+        let skipping = !avoid.is_empty();
+        let mut sagas = store
+            .claim_due_fairly(&config.owner, now, until, free as u32, avoid, per_customer)
             .await?;
-        if sagas.len() < free {
+        if skipping && sagas.len() < free {
             let rest = (free - sagas.len()) as u32;
             sagas.extend(
-                self.inner
-                    .store
-                    .claim_due(&config.owner, now, until, rest)
+                store
+                    .claim_due_fairly(&config.owner, now, until, rest, Vec::new(), per_customer)
                     .await?,
             );
         }

@@ -328,15 +328,17 @@ pub trait Store: Send + Sync + 'static {
         limit: u32,
     ) -> impl Future<Output = Result<Vec<SagaRecord>, StoreError>> + Send;
 
-    /// [`Store::claim_due`], skipping the sagas of the customers in `avoid` (the engine's
-    /// fairness across customers: those already hold more than their share).
-    fn claim_due_avoiding(
+    /// [`Store::claim_due`], fairly across customers (the engine's, see `fair.rs`): skipping
+    /// the sagas of the customers in `avoid` (they hold their share already), and taking at
+    /// most `per_customer` of one customer's sagas (0: no limit).
+    fn claim_due_fairly(
         &self,
         owner: &str,
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
         limit: u32,
         avoid: Vec<String>,
+        per_customer: u32,
     ) -> impl Future<Output = Result<Vec<SagaRecord>, StoreError>> + Send;
 
     /// Applies a fenced write and appends its history; returns the new version.

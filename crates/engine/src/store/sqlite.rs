@@ -103,6 +103,8 @@ enum WriteOp {
         owner: String,
         /// Customers whose sagas are skipped (they hold more than their share).
         avoid: Vec<String>,
+        /// At most this many of one customer's sagas in this claim (0: no limit).
+        per_customer: u32,
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
         limit: u32,
@@ -756,13 +758,14 @@ async fn run_one(conn: &mut SqliteConnection, op: WriteOp) -> (Pending, Option<S
         WriteOp::Claim {
             owner,
             avoid,
+            per_customer,
             now,
             lease_until,
             limit,
             reply,
         } => {
-            let (result, failure) =
-                split(claim(conn, &owner, &avoid, now, lease_until, limit).await);
+            let fair = (avoid.as_slice(), per_customer);
+            let (result, failure) = split(claim(conn, &owner, fair, now, lease_until, limit).await);
             (Pending::Claim(reply, result), failure)
         }
         WriteOp::Commit { commit, reply } => {
@@ -991,7 +994,7 @@ async fn insert(conn: &mut SqliteConnection, saga: &NewSaga) -> Result<Inserted,
 async fn claim(
     conn: &mut SqliteConnection,
     owner: &str,
-    avoid: &[String],
+    (avoid, per_customer): (&[String], u32),
     now: DateTime<Utc>,
     lease_until: DateTime<Utc>,
     limit: u32,
@@ -1005,21 +1008,43 @@ async fn claim(
     } else {
         "AND (customer_id IS NULL OR customer_id NOT IN (SELECT value FROM json_each(?5))) "
     };
+    let due = format!(
+        "SELECT id, customer_id, next_run_at FROM sagas INDEXED BY sagas_due \
+         WHERE next_run_at IS NOT NULL AND next_run_at <= ?3 AND status = 'active' {skip}\
+         ORDER BY next_run_at"
+    );
+    // With a limit per customer, the oldest due rows (four times the claim, a bounded window)
+    // are numbered per customer and those past the limit left for a later round.
+    let chosen = if per_customer == 0 {
+        format!("{due} LIMIT ?4")
+    } else {
+        format!(
+            "SELECT id FROM (SELECT id, customer_id, next_run_at, \
+             ROW_NUMBER() OVER (PARTITION BY customer_id ORDER BY next_run_at) AS nth \
+             FROM ({due} LIMIT ?4 * 4)) \
+             WHERE customer_id IS NULL OR nth <= ?6 ORDER BY next_run_at LIMIT ?4"
+        )
+    };
+    let chosen = if per_customer == 0 {
+        chosen.replacen("SELECT id, customer_id, next_run_at", "SELECT id", 1)
+    } else {
+        chosen
+    };
     let sql = format!(
         "UPDATE sagas SET lease_owner = ?1, lease_expires_at = ?2, next_run_at = ?2, version = version + 1, \
-         updated_at = ?3 \
-         WHERE id IN (SELECT id FROM sagas INDEXED BY sagas_due WHERE next_run_at IS NOT NULL AND next_run_at <= ?3 AND status = 'active' \
-                      {skip}ORDER BY next_run_at LIMIT ?4) \
-         RETURNING {SAGA_COLUMNS}"
+         updated_at = ?3 WHERE id IN ({chosen}) RETURNING {SAGA_COLUMNS}"
     );
     let mut query = sqlx::query(&sql)
         .bind(owner)
         .bind(to_millis(lease_until))
         .bind(to_millis(now))
         .bind(i64::from(limit));
-    if !avoid.is_empty() {
-        // Strings always encode; an empty list would only skip nobody.
+    if !avoid.is_empty() || per_customer > 0 {
+        // Strings always encode; an empty list skips nobody.
         query = query.bind(serde_json::to_string(avoid).unwrap_or_else(|_| "[]".to_owned()));
+    }
+    if per_customer > 0 {
+        query = query.bind(i64::from(per_customer));
     }
     let rows = query.fetch_all(&mut *conn).await.map_err(db_error)?;
     let claimed: Vec<SagaRecord> = rows.iter().map(saga_from_row).collect::<Result<_, _>>()?;
@@ -1189,23 +1214,25 @@ impl Store for SqliteStore {
         lease_until: DateTime<Utc>,
         limit: u32,
     ) -> Result<Vec<SagaRecord>, StoreError> {
-        self.claim_due_avoiding(owner, now, lease_until, limit, Vec::new())
+        self.claim_due_fairly(owner, now, lease_until, limit, Vec::new(), 0)
             .await
     }
 
-    async fn claim_due_avoiding(
+    async fn claim_due_fairly(
         &self,
         owner: &str,
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
         limit: u32,
         avoid: Vec<String>,
+        per_customer: u32,
     ) -> Result<Vec<SagaRecord>, StoreError> {
         let (reply, rx) = oneshot::channel();
         self.send(
             WriteOp::Claim {
                 owner: owner.to_owned(),
                 avoid,
+                per_customer,
                 now,
                 lease_until,
                 limit,
