@@ -25,6 +25,10 @@ use crate::store::{
 use crate::workflow::{SagaView, Workflow};
 use crate::Error;
 
+/// How long claims stop skipping customers at their share after a skipping claim found no
+/// other customer's saga due: a new customer's purchases wait at most this long for a slot.
+const NOBODY_ELSE_QUIET: Duration = Duration::from_millis(250);
+
 /// How often the daemon repeats, at ERROR, why it claims no work.
 const HOLD_REPORT: Duration = Duration::from_secs(60);
 
@@ -311,6 +315,9 @@ impl<W: Workflow, S: Store> Engine<W, S> {
         let mut held_since: Option<(Instant, Instant)> = None;
         let mut last_summary = Instant::now();
         let mut had_work = false;
+        // After a claim that skipped customers found no one else due, skipping is pointless
+        // for a moment (it walks the skipped customers' due rows): until then, claim plainly.
+        let mut nobody_else_until: Option<Instant> = None;
         loop {
             if *shutdown.borrow() {
                 break;
@@ -350,7 +357,7 @@ impl<W: Workflow, S: Store> Engine<W, S> {
                         "the hold is lifted: claiming work again"
                     );
                 }
-                match self.claim_fairly(free).await {
+                match self.claim_fairly(free, &mut nobody_else_until).await {
                     Ok(sagas) => {
                         store_backoff.reset();
                         claimed = sagas.len();
@@ -427,17 +434,29 @@ impl<W: Workflow, S: Store> Engine<W, S> {
     /// for one customer per round (the oldest due sagas may all be one customer's batch; the
     /// next round, at once, sees that customer at its share), first skipping the customers at
     /// or over their share, then filling what is left with anyone's.
-    async fn claim_fairly(&self, free: usize) -> Result<Vec<SagaRecord>, StoreError> {
+    async fn claim_fairly(
+        &self,
+        free: usize,
+        nobody_else_until: &mut Option<Instant>,
+    ) -> Result<Vec<SagaRecord>, StoreError> {
         let config = &self.inner.config;
         let store = &self.inner.store;
         let per_customer = (config.concurrency / 2).max(1) as u32;
         let now = self.now();
         let until = after(now, config.lease);
-        let avoid = self.inner.shares.over_share(config.concurrency);
+        let quiet = nobody_else_until.is_some_and(|t| Instant::now() < t);
+        let avoid = if quiet {
+            Vec::new()
+        } else {
+            self.inner.shares.over_share(config.concurrency)
+        };
         let skipping = !avoid.is_empty();
         let mut sagas = store
             .claim_due_fairly(&config.owner, now, until, free as u32, avoid, per_customer)
             .await?;
+        if skipping && sagas.is_empty() {
+            *nobody_else_until = Some(Instant::now() + NOBODY_ELSE_QUIET);
+        }
         if skipping && sagas.len() < free {
             let rest = (free - sagas.len()) as u32;
             sagas.extend(
