@@ -15,9 +15,9 @@ use tokio::sync::watch;
 use tracing::Instrument;
 
 use crate::policy::after;
-use crate::runtime::{update_of, CrashAt, Driven, Engine};
+use crate::runtime::{cannot_continue, update_of, CrashAt, Driven, Engine};
 use crate::schedule::{schedule, Before, Scheduled};
-use crate::store::{EventKind, HistoryEvent, SagaRecord, SagaStatus, SagaUpdate, Store, Writer};
+use crate::store::{EventKind, HistoryEvent, SagaRecord, SagaUpdate, Store, Writer};
 use crate::workflow::{AttemptRecord, Decision, Executed, Plan, SagaView, Workflow};
 use crate::Error;
 
@@ -118,17 +118,7 @@ impl<W: Workflow, S: Store> Engine<W, S> {
             Err(why) => {
                 // Never guess with a state or a context this binary does not know (a newer
                 // release's, or a damaged row): park it for an operator, calling nothing.
-                let reason = format!(
-                    "this pcsaga ({}) cannot continue the saga: {why}",
-                    env!("CARGO_PKG_VERSION")
-                );
-                let update = SagaUpdate {
-                    status: SagaStatus::NeedsAttention,
-                    next_run_at: None,
-                    last_error: Some(reason.clone()),
-                    wait_reason: None,
-                    ..update_of(saga)
-                };
+                let (update, reason) = cannot_continue(saga, &why);
                 let event = HistoryEvent::new(EventKind::Transition)
                     .state(saga.state.clone())
                     .to_state("needs_attention")

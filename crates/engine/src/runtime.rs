@@ -738,17 +738,7 @@ impl<W: Workflow, S: Store> Engine<W, S> {
         saga: SagaRecord,
         why: &str,
     ) -> Result<SagaRecord, Error> {
-        let reason = format!(
-            "this pcsaga ({}) cannot continue the saga: {why}",
-            env!("CARGO_PKG_VERSION")
-        );
-        let update = SagaUpdate {
-            status: SagaStatus::NeedsAttention,
-            next_run_at: None,
-            wait_reason: None,
-            last_error: Some(reason.clone()),
-            ..update_of(&saga)
-        };
+        let (update, reason) = cannot_continue(&saga, why);
         let event = HistoryEvent::new(EventKind::Operator)
             .state(saga.state.clone())
             .to_state("needs_attention")
@@ -881,6 +871,23 @@ impl<W: Workflow, S: Store> Engine<W, S> {
             created_at: saga.created_at,
         })
     }
+}
+
+/// A saga this binary cannot continue, parked as it is (state, context and definition kept):
+/// the row to write, and the reason.
+pub(crate) fn cannot_continue(saga: &SagaRecord, why: &str) -> (SagaUpdate, String) {
+    let reason = format!(
+        "this pcsaga ({}) cannot continue the saga: {why}",
+        env!("CARGO_PKG_VERSION")
+    );
+    let update = SagaUpdate {
+        status: SagaStatus::NeedsAttention,
+        next_run_at: None,
+        wait_reason: None,
+        last_error: Some(reason.clone()),
+        ..update_of(saga)
+    };
+    (update, reason)
 }
 
 pub(crate) fn update_of(saga: &SagaRecord) -> SagaUpdate {
