@@ -63,6 +63,19 @@ pub enum Call {
 }
 
 impl Call {
+    /// Whether the call changes state at Partner Center: its intent (with its `MS-RequestId`)
+    /// is committed before it is sent, and the id is kept until a reply settles it. The one
+    /// place that says so.
+    pub fn is_side_effecting(&self) -> bool {
+        matches!(
+            self,
+            Self::Register { .. }
+                | Self::CreateCart { .. }
+                | Self::UpdateCart { .. }
+                | Self::Checkout { .. }
+        )
+    }
+
     /// The call's name in history rows.
     pub fn name(&self) -> &'static str {
         match self {

@@ -75,7 +75,7 @@ pub fn decide(
     let reply = match outcome {
         Ok(reply) => {
             // A reply arrived: the next side-effecting call gets a new request id.
-            if is_side_effecting(call) {
+            if call.is_side_effecting() {
                 next.pending = None;
             }
             reply
@@ -155,17 +155,6 @@ pub fn decide(
     }
 }
 
-/// Whether the call changes state at Partner Center (its request id is kept until settled).
-pub fn is_side_effecting(call: &Call) -> bool {
-    matches!(
-        call,
-        Call::Register { .. }
-            | Call::CreateCart { .. }
-            | Call::UpdateCart { .. }
-            | Call::Checkout { .. }
-    )
-}
-
 /// Failures. Classes that may pass are retried (the policy bounds them); the rest fail
 /// before Checkout and park from Checkout on, except where the spec says otherwise.
 fn failed(
@@ -178,7 +167,7 @@ fn failed(
     let money = state.after_checkout_began();
     // Only a reply that settles the request frees its id: after a lost reply, a 5xx, a 408
     // or a 429 the same id is sent again (spec 9.2; ARCHITECTURE.md, the reply table).
-    if failure.settles() && is_side_effecting(call) && !matches!(call, Call::Checkout { .. }) {
+    if failure.settles() && call.is_side_effecting() && !matches!(call, Call::Checkout { .. }) {
         next.pending = None;
     }
     if failure.class == ErrorClass::AuthExpired {

@@ -18,10 +18,16 @@ pub const CART_EXPIRY_MARGIN_HOURS: i64 = 1;
 type P = Plan<Call, PurchaseContext>;
 
 fn read(call: Call, ctx: &PurchaseContext) -> P {
+    send(call, ctx.clone())
+}
+
+/// A call to make, with the context to commit first when it is side-effecting
+/// ([`Call::is_side_effecting`] decides).
+fn send(call: Call, context: PurchaseContext) -> P {
     Plan::Call {
+        side_effecting: call.is_side_effecting(),
         effect: call,
-        side_effecting: false,
-        context: ctx.clone(),
+        context,
     }
 }
 
@@ -186,14 +192,13 @@ fn enablement(ctx: &PurchaseContext) -> P {
     {
         let mut next = ctx.clone();
         let request_id = next.request_id_for(&format!("register:{}", r.subscription_id));
-        return Plan::Call {
-            effect: Call::Register {
+        return send(
+            Call::Register {
                 subscription_id: r.subscription_id.clone(),
                 request_id,
             },
-            side_effecting: true,
-            context: next,
-        };
+            next,
+        );
     }
     if ctx
         .registrations
@@ -271,29 +276,27 @@ fn cart_build(ctx: &PurchaseContext, now: DateTime<Utc>) -> P {
         None => {
             let mut next = ctx.clone();
             let request_id = next.request_id_for("create_cart");
-            Plan::Call {
-                effect: Call::CreateCart {
+            send(
+                Call::CreateCart {
                     request_id,
                     cart: build_cart(ctx),
                 },
-                side_effecting: true,
-                context: next,
-            }
+                next,
+            )
         }
         Some(cart) if cart.needs_update => {
             let mut next = ctx.clone();
             let request_id = next.request_id_for("update_cart");
             let mut body = build_cart(ctx);
             body.id = Some(cart.id.clone());
-            Plan::Call {
-                effect: Call::UpdateCart {
+            send(
+                Call::UpdateCart {
                     request_id,
                     cart_id: cart.id.clone(),
                     cart: body,
                 },
-                side_effecting: true,
-                context: next,
-            }
+                next,
+            )
         }
         Some(cart) => advance(
             State::Checkout,
@@ -330,12 +333,11 @@ fn checkout(ctx: &PurchaseContext, now: DateTime<Utc>) -> P {
     next.checkout.first_attempt_at.get_or_insert(now);
     next.checkout.sent += 1;
     let request_id = next.request_id_for("checkout");
-    Plan::Call {
-        effect: Call::Checkout {
+    send(
+        Call::Checkout {
             cart_id,
             request_id,
         },
-        side_effecting: true,
-        context: next,
-    }
+        next,
+    )
 }

@@ -8,7 +8,7 @@ use pcsaga_engine::Decision;
 use pcsaga_partner_center::{Client, ClientConfig, Credentials, Secret};
 use pcsaga_purchase::call::Call;
 use pcsaga_purchase::context::{Registration, RegistrationState};
-use pcsaga_purchase::decide::{decide, is_side_effecting};
+use pcsaga_purchase::decide::decide;
 use pcsaga_purchase::{PurchaseContext, State};
 use pcsaga_simulator::{Fault, FaultPlan, FaultRule, SimConfig, Simulator};
 
@@ -283,7 +283,7 @@ async fn every_reply_from_the_wire_to_the_decision() {
             let decision = decide(state, &ctx, &call, outcome, now());
             let after = decision.context();
             let at = format!("{endpoint} × {}", reply.label);
-            let request_id = if !is_side_effecting(&call) {
+            let request_id = if !call.is_side_effecting() {
                 "-"
             } else if after.pending == ctx.pending {
                 "kept"
@@ -297,7 +297,7 @@ async fn every_reply_from_the_wire_to_the_decision() {
                 class.as_str(),
                 "transient" | "outcome_unknown" | "throttled" | "auth_expired"
             );
-            if is_side_effecting(&call) && proves_nothing {
+            if call.is_side_effecting() && proves_nothing {
                 assert_eq!(
                     request_id, "kept",
                     "{at}: a reply that settles nothing keeps the id"
