@@ -91,6 +91,17 @@ impl PurchaseContext {
         }
     }
 
+    /// The rule for request ids, in one place (spec 9.2; ARCHITECTURE.md, the reply table):
+    /// a reply to a side-effecting call that `settles` it (a success, or a refusal Partner
+    /// Center made for a reason of its own) frees its id, so the next such call gets a new one;
+    /// anything else (a lost reply, a timeout, 408, 5xx, 429, an unreadable 2xx) keeps it, and
+    /// the same id is sent again.
+    pub fn answered(&mut self, call: &crate::call::Call, settles: bool) {
+        if settles && call.is_side_effecting() {
+            self.pending = None;
+        }
+    }
+
     /// The friendly name of item `index`'s cart line: the caller's name and our token.
     pub fn friendly_name(&self, index: usize) -> String {
         match self

@@ -1,12 +1,10 @@
-//! What each call's outcome means: pure functions from (state, context, call, outcome, now)
-//! to a decision. The transition table in `tests/transition_table.rs` snapshots every
+//! What each call's outcome means: pure functions from (state, context, call, outcome) to a
+//! decision; no clock, no I/O, no logging (the decision's note is what the history keeps). The transition table in `tests/transition_table.rs` snapshots every
 //! state × class of outcome.
 //!
 //! The money rule, enforced here: before Checkout a permanent error *fails* the purchase
 //! (nothing was bought, safe to fix and resume); from Checkout on, anything unexpected *parks*
 //! it for an operator, and nothing ever builds a second cart or goes back before Checkout.
-
-use chrono::{DateTime, Utc};
 
 use pcsaga_engine::Decision;
 use pcsaga_partner_center::models::{
@@ -64,23 +62,15 @@ fn poll(context: PurchaseContext, note: impl Into<String>) -> D {
 }
 
 /// Decides what an outcome means.
-pub fn decide(
-    state: State,
-    ctx: &PurchaseContext,
-    call: &Call,
-    outcome: Outcome,
-    now: DateTime<Utc>,
-) -> D {
+pub fn decide(state: State, ctx: &PurchaseContext, call: &Call, outcome: Outcome) -> D {
     let mut next = ctx.clone();
+    next.answered(
+        call,
+        outcome.as_ref().map_or_else(Failure::settles, |_| true),
+    );
     let reply = match outcome {
-        Ok(reply) => {
-            // A reply arrived: the next side-effecting call gets a new request id.
-            if call.is_side_effecting() {
-                next.pending = None;
-            }
-            reply
-        }
-        Err(failure) => return failed(state, next, call, &failure, now),
+        Ok(reply) => reply,
+        Err(failure) => return failed(state, next, call, &failure),
     };
     match (call, reply) {
         (Call::GetSku { item }, Reply::Sku(sku)) => {
@@ -157,19 +147,8 @@ pub fn decide(
 
 /// Failures. Classes that may pass are retried (the policy bounds them); the rest fail
 /// before Checkout and park from Checkout on, except where the spec says otherwise.
-fn failed(
-    state: State,
-    mut next: PurchaseContext,
-    call: &Call,
-    failure: &Failure,
-    _now: DateTime<Utc>,
-) -> D {
+fn failed(state: State, mut next: PurchaseContext, call: &Call, failure: &Failure) -> D {
     let money = state.after_checkout_began();
-    // Only a reply that settles the request frees its id: after a lost reply, a 5xx, a 408
-    // or a 429 the same id is sent again (spec 9.2; ARCHITECTURE.md, the reply table).
-    if failure.settles() && call.is_side_effecting() && !matches!(call, Call::Checkout { .. }) {
-        next.pending = None;
-    }
     if failure.class == ErrorClass::AuthExpired {
         return held_for_credentials(next, failure);
     }
@@ -213,7 +192,6 @@ fn failed(
         ErrorClass::NotFound if matches!(call, Call::UpdateCart { .. }) => {
             // The cart expired before checkout: nothing was bought, build a new one.
             next.cart = None;
-            next.pending = None;
             cont(
                 next,
                 "the cart is gone (expired before checkout); building a new one",
@@ -277,11 +255,6 @@ fn checkout_failed(mut next: PurchaseContext, failure: &Failure) -> D {
     let earlier_unknown = next.checkout.sent.saturating_sub(1) > next.checkout.answered;
     if failure.answers_attempt() {
         next.checkout.answered += 1;
-    }
-    if failure.settles() {
-        // A settling reply means the next call gets a new request id (spec 9.2); otherwise
-        // the pending intent stays and the same id is sent again.
-        next.pending = None;
     }
     match failure.class {
         // Timeout, lost connection, unreadable 2xx or 5xx: the checkout may have gone through.
@@ -376,11 +349,9 @@ fn registration(
         Wire::Registered => Registration::Registered,
         Wire::Registering => Registration::Registering,
         Wire::NotRegistered => Registration::NotRegistered,
-        Wire::Unknown(ref raw) => {
-            // An unknown value is not "registered": keep polling rather than guess.
-            tracing::warn!(status = %raw, "unknown registration status");
-            Registration::Registering
-        }
+        // An unknown value is not "registered": keep polling rather than guess (the
+        // history row of the step carries the reply's note).
+        Wire::Unknown(_) => Registration::Registering,
     };
     if let Some(r) = next
         .registrations

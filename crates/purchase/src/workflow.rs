@@ -291,7 +291,7 @@ impl Workflow for PurchaseWorkflow {
         saga: &SagaView<PurchaseContext>,
         effect: &Call,
         outcome: Outcome,
-        now: DateTime<Utc>,
+        _now: DateTime<Utc>,
     ) -> Decision<PurchaseContext> {
         let decision = match state_of(&saga.state) {
             Ok(state) => {
@@ -299,7 +299,7 @@ impl Workflow for PurchaseWorkflow {
                     Ok(_) => "ok",
                     Err(failure) => failure.class.as_str(),
                 };
-                let decision = crate::decide::decide(state, &saga.context, effect, outcome, now);
+                let decision = crate::decide::decide(state, &saga.context, effect, outcome);
                 self.record(state, effect.name(), class, &decision);
                 decision
             }

@@ -25,7 +25,7 @@ fn check(
     outcome: Outcome,
     expect: impl FnOnce(&Decision<PurchaseContext>) -> bool,
 ) {
-    let decision = decide(state, ctx, &call, outcome, now());
+    let decision = decide(state, ctx, &call, outcome);
     assert!(expect(&decision), "{name}: {decision:#?}");
 }
 

@@ -12,7 +12,7 @@ use pcsaga_purchase::decide::decide;
 use pcsaga_purchase::{PurchaseContext, State};
 use pcsaga_simulator::{Fault, FaultPlan, FaultRule, SimConfig, Simulator};
 
-use crate::transition_table::{at, now, sku_facts};
+use crate::transition_table::{at, sku_facts};
 
 /// A reply as it crosses the wire.
 struct Wire {
@@ -280,7 +280,7 @@ async fn every_reply_from_the_wire_to_the_decision() {
             .expect("plan");
             let (outcome, attempt) = pcsaga_purchase::execute::execute(&client, &ctx, &call).await;
             let class = attempt.error_class.clone().unwrap_or_else(|| "ok".into());
-            let decision = decide(state, &ctx, &call, outcome, now());
+            let decision = decide(state, &ctx, &call, outcome);
             let after = decision.context();
             let at = format!("{endpoint} × {}", reply.label);
             let request_id = if !call.is_side_effecting() {

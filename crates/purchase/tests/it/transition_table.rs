@@ -368,7 +368,7 @@ fn row(state: State, ctx: &PurchaseContext, call: &Call, label: &str, outcome: O
         Ok(_) => "ok".to_owned(),
         Err(f) => f.class.as_str().to_owned(),
     };
-    let decision = decide(state, ctx, call, outcome, now());
+    let decision = decide(state, ctx, call, outcome);
     // Every decision is a row of the declared table.
     let driven = Driven::of(state, call.name(), &class, &decision);
     assert!(
@@ -882,7 +882,7 @@ fn request_ids_are_reused_until_a_reply_settles_the_request() {
         // Every unsettled outcome in a row: the same id each time.
         let mut ctx = context;
         for (label, outcome) in unsettled.clone() {
-            let decision = decide(state, &ctx, &effect, outcome, now());
+            let decision = decide(state, &ctx, &effect, outcome);
             ctx = decision.context().clone();
             let again = plan(state, &ctx, now());
             let pcsaga_engine::Plan::Call {
@@ -902,7 +902,7 @@ fn request_ids_are_reused_until_a_reply_settles_the_request() {
             ctx = next;
         }
         for (label, outcome) in settled.clone() {
-            let decision = decide(state, &ctx, &effect, outcome, now());
+            let decision = decide(state, &ctx, &effect, outcome);
             assert!(
                 decision.context().pending.is_none(),
                 "{expected} after {label}: the settled request's id is released"
