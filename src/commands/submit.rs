@@ -144,10 +144,12 @@ struct Report {
     printed: usize,
     first: Option<Value>,
     counts: Counts,
+    /// The command that submits the batch again with a new report file.
+    again: String,
 }
 
 impl Report {
-    fn new(json: bool, path: PathBuf) -> Self {
+    fn new(json: bool, path: PathBuf, again: String) -> Self {
         Self {
             json,
             held: Vec::new(),
@@ -156,6 +158,7 @@ impl Report {
             printed: 0,
             first: None,
             counts: Counts::default(),
+            again,
         }
     }
 
@@ -193,7 +196,7 @@ impl Report {
             return Ok(());
         }
         if let Some((path, file)) = &mut self.file {
-            return write_line(path, file, &outcome.json(line));
+            return write_line(path, file, &outcome.json(line), &self.again);
         }
         self.held.push((line, outcome));
         if self.held.len() > TABLE_ROWS {
@@ -201,18 +204,10 @@ impl Report {
                 .write(true)
                 .create_new(true)
                 .open(&self.path)
-                .map_err(|e| {
-                    Failed::new(
-                        Exit::Failure,
-                        anyhow::anyhow!(
-                            "cannot create the report file {} ({e}); submit again with --report FILE (requests already written come back as existing)",
-                            self.path.display()
-                        ),
-                    )
-                })?;
+                .map_err(|e| report_error("create", &self.path, &e, &self.again))?;
             let mut file = std::io::BufWriter::new(file);
             for (line, outcome) in self.held.drain(..) {
-                write_line(&self.path, &mut file, &outcome.json(line))?;
+                write_line(&self.path, &mut file, &outcome.json(line), &self.again)?;
             }
             self.file = Some((self.path.clone(), file));
         }
@@ -230,7 +225,8 @@ impl Report {
             return Ok(self.counts);
         }
         if let Some((path, mut file)) = self.file.take() {
-            std::io::Write::flush(&mut file).map_err(|e| report_error(&path, &e))?;
+            std::io::Write::flush(&mut file)
+                .map_err(|e| report_error("write", &path, &e, &self.again))?;
             let c = &self.counts;
             print(&format!(
                 "{} created, {} existing, {} rejected, {} conflicts{}; every line's result is in {}\n",
@@ -258,11 +254,11 @@ impl Report {
     }
 }
 
-fn report_error(path: &std::path::Path, e: &std::io::Error) -> Failed {
+fn report_error(verb: &str, path: &std::path::Path, e: &std::io::Error, again: &str) -> Failed {
     Failed::new(
         Exit::Failure,
         anyhow::anyhow!(
-            "cannot write the report file {} ({e}); submit again with --report FILE (requests already written come back as existing)",
+            "cannot {verb} the report file {} ({e}). Requests already written stay written and come back as `existing`: submit again with a report file that can be written, `{again}`",
             path.display()
         ),
     )
@@ -272,9 +268,10 @@ fn write_line(
     path: &std::path::Path,
     file: &mut std::io::BufWriter<std::fs::File>,
     value: &Value,
+    again: &str,
 ) -> Result<(), Failed> {
     std::io::Write::write_all(file, format!("{value}\n").as_bytes())
-        .map_err(|e| report_error(path, &e))
+        .map_err(|e| report_error("write", path, &e, again))
 }
 
 fn input_error(file: &str, problem: impl std::fmt::Display) -> Failed {
@@ -423,7 +420,18 @@ fn report_path(args: &SubmitArgs) -> PathBuf {
 }
 
 pub async fn run(global: &Global, args: &SubmitArgs, file: &FileConfig) -> Result<Exit, Failed> {
-    let mut report = Report::new(args.json, report_path(args));
+    let again = format!(
+        "pcsaga{} submit {} --report {}",
+        crate::output::db_flag(global),
+        args.file,
+        std::env::temp_dir()
+            .join(format!(
+                "pcsaga-submit-{}.report.ndjson",
+                uuid::Uuid::new_v4().simple()
+            ))
+            .display()
+    );
+    let mut report = Report::new(args.json, report_path(args), again);
     let failure = match classify(&args.file)? {
         Input::Document(text) => {
             let outcome = match parse_request(&text) {

@@ -1200,9 +1200,23 @@ fn a_large_batch_reports_to_a_file() {
         Some(1),
         "an existing report is never overwritten"
     );
-    assert!(
-        support::stderr(&again).contains("cannot create the report file"),
-        "{}",
-        support::stderr(&again)
-    );
+    // The error prints the command that submits again with a fresh report; it runs as printed.
+    let stderr = support::stderr(&again);
+    assert!(stderr.contains("cannot create the report file"), "{stderr}");
+    let command = stderr
+        .rsplit_once('`')
+        .and_then(|(head, _)| head.rsplit_once('`'))
+        .map(|(_, command)| command.to_owned())
+        .unwrap_or_else(|| panic!("a command in backticks: {stderr}"));
+    let args: Vec<&str> = command.split_whitespace().collect();
+    assert!(args[0] == "pcsaga" && args.contains(&"submit"), "{command}");
+    let rerun = support::run(env.pcsaga(None).args(&args[1..]));
+    assert_eq!(rerun.status.code(), Some(7), "{}", support::stderr(&rerun));
+    let fresh = args.last().expect("the report path");
+    let lines = std::fs::read_to_string(fresh)
+        .expect("report")
+        .lines()
+        .count();
+    assert_eq!(lines, 1_201, "the whole batch reported again");
+    let _ = std::fs::remove_file(fresh);
 }
