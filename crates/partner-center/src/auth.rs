@@ -18,7 +18,7 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use tokio::sync::Mutex;
 
-use crate::error::{CallContext, Error};
+use crate::error::{CallContext, Error, ErrorClass};
 
 /// A secret string (client secret, refresh token, access token). Never printed.
 #[derive(Clone, PartialEq, Eq)]
@@ -186,8 +186,8 @@ impl TokenSource {
             GrantKind::AppOnly => form.push(("grant_type", "client_credentials")),
             GrantKind::AppUser => {
                 let refresh = c.refresh_token.as_ref().ok_or_else(|| {
-                    Error::Config(
-                        "app+user call without a refresh token: set PCSAGA_REFRESH_TOKEN (or refresh_token_file)".to_owned(),
+                    Error::config(
+                        "app+user call without a refresh token: set PCSAGA_REFRESH_TOKEN (or refresh_token_file)",
                     )
                 })?;
                 form.push(("grant_type", "refresh_token"));
@@ -196,7 +196,7 @@ impl TokenSource {
             }
         }
         let body = serde_urlencoded::to_string(&form)
-            .map_err(|e| Error::Config(format!("cannot encode the token request: {e}")))?;
+            .map_err(|e| Error::config(format!("cannot encode the token request: {e}")))?;
         let context = || CallContext {
             method: "POST".to_owned(),
             path: token_path(&c.token_url),
@@ -212,49 +212,51 @@ impl TokenSource {
             .body(body)
             .send()
             .await
-            .map_err(|e| Error::Transient {
-                detail: format!(
+            .map_err(|e| {
+                let detail = format!(
                     "token endpoint unreachable: {}",
                     crate::client::describe_reqwest(&e)
-                ),
-                context: Box::new(context()),
+                );
+                Error::new(ErrorClass::Transient, detail, context())
             })?;
         let status = response.status().as_u16();
         let bytes = crate::client::read_limited(response, MAX_TOKEN_RESPONSE_BYTES)
             .await
-            .map_err(|detail| Error::Transient {
-                detail: format!("token response unreadable: {detail}"),
-                context: Box::new(CallContext {
+            .map_err(|detail| {
+                let context = CallContext {
                     status: Some(status),
                     ..context()
-                }),
+                };
+                let detail = format!("token response unreadable: {detail}");
+                Error::new(ErrorClass::Transient, detail, context)
             })?;
         if !(200..300).contains(&status) {
             let parsed: TokenErrorResponse = serde_json::from_slice(&bytes).unwrap_or_default();
-            let context = Box::new(CallContext {
+            let context = CallContext {
                 status: Some(status),
                 code: parsed.error.clone(),
                 description: parsed.error_description.clone(),
                 ..context()
-            });
+            };
             let detail = format!(
                 "token endpoint answered HTTP {status} ({})",
                 parsed.error.as_deref().unwrap_or("no error code")
             );
-            return Err(if status >= 500 || status == 408 || status == 429 {
-                Error::Transient { detail, context }
+            let class = if status >= 500 || status == 408 || status == 429 {
+                ErrorClass::Transient
             } else {
-                Error::AuthExpired { detail, context }
-            });
+                ErrorClass::AuthExpired
+            };
+            return Err(Error::new(class, detail, context));
         }
-        let parsed: TokenResponse =
-            serde_json::from_slice(&bytes).map_err(|e| Error::Transient {
-                detail: format!("token response is not a token: {e}"),
-                context: Box::new(CallContext {
-                    status: Some(status),
-                    ..context()
-                }),
-            })?;
+        let parsed: TokenResponse = serde_json::from_slice(&bytes).map_err(|e| {
+            let context = CallContext {
+                status: Some(status),
+                ..context()
+            };
+            let detail = format!("token response is not a token: {e}");
+            Error::new(ErrorClass::Transient, detail, context)
+        })?;
         let lifetime = parsed
             .expires_in
             .as_deref()

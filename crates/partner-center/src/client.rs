@@ -18,7 +18,7 @@ use serde::Serialize;
 
 use crate::auth::{Clock, Credentials, GrantKind, Secret, SystemClock, TokenSource};
 use crate::config::ClientConfig;
-use crate::error::{classify_lost_reply, classify_status, CallContext, Effect, Error};
+use crate::error::{classify_lost_reply, classify_status, CallContext, Effect, Error, ErrorClass};
 use crate::ids::{CorrelationId, RequestId};
 use crate::models::{
     ApiFault, Availability, Cart, CartCheckoutResult, Checked, Collection, Entitlement,
@@ -104,9 +104,9 @@ impl Client {
     ) -> Result<Self, Error> {
         // Credentials go to these two URLs only: both pass the one check (crate::endpoint).
         let base = crate::endpoint::checked_url("the Partner Center base URL", &config.base_url)
-            .map_err(Error::Config)?;
+            .map_err(Error::config)?;
         let token_url = crate::endpoint::checked_url("the token URL", &credentials.token_url)
-            .map_err(Error::Config)?;
+            .map_err(Error::config)?;
         // Entra ID token URLs are `/{tenant}/oauth2/...`: the tenant the rate limits apply to.
         let tenant = token_url
             .path_segments()
@@ -119,7 +119,7 @@ impl Client {
             .connect_timeout(config.connect_timeout)
             .redirect(reqwest::redirect::Policy::none())
             .build()
-            .map_err(|e| Error::Config(format!("cannot build the HTTP client: {e}")))?;
+            .map_err(|e| Error::config(format!("cannot build the HTTP client: {e}")))?;
         let app_user = credentials.refresh_token.is_some().then(|| {
             TokenSource::new(
                 GrantKind::AppUser,
@@ -604,7 +604,7 @@ impl Client {
             };
             target = next;
         }
-        Err(Error::Config(format!(
+        Err(Error::config(format!(
             "a collection had more than {} pages; raise max_pages if that is expected",
             self.inner.config.max_pages
         )))
@@ -613,30 +613,12 @@ impl Client {
     async fn json<T: DeserializeOwned + Checked>(&self, call: Call) -> Result<Reply<T>, Error> {
         let started = Instant::now();
         let effect = call.effect;
-        let raw = refuse_error_body(self.execute(call).await?)?;
-        match serde_json::from_slice::<T>(&raw.body) {
-            Ok(value) if value.missing().is_some() => Err(classify_lost_reply(
-                effect,
-                format!(
-                    "HTTP {} with a reply that is not usable: {}",
-                    raw.status,
-                    value.missing().unwrap_or_default()
-                ),
-                raw.context,
-            )),
-            Ok(value) => Ok(Reply {
-                value,
-                meta: meta(&raw, started),
-            }),
-            Err(decode_error) => Err(classify_lost_reply(
-                effect,
-                format!(
-                    "HTTP {} with a body that is not the expected JSON: {decode_error}",
-                    raw.status
-                ),
-                raw.context,
-            )),
-        }
+        let raw = self.execute(call).await?;
+        let value = read_body::<T>(effect, &raw)?;
+        Ok(Reply {
+            value,
+            meta: meta(&raw, started),
+        })
     }
 
     /// Sends a call with a token, refreshing once on 401, and reads the body within limits.
@@ -644,7 +626,7 @@ impl Client {
         let source = match call.grant {
             GrantKind::AppOnly => &self.inner.app_only,
             GrantKind::AppUser => self.inner.app_user.as_ref().ok_or_else(|| {
-                Error::Config(format!(
+                Error::config(format!(
                     "{} {} needs app+user credentials: configure a refresh token (PCSAGA_REFRESH_TOKEN or refresh_token_file)",
                     call.method,
                     path_only(&call.target)
@@ -685,10 +667,8 @@ impl Client {
             let response = match request.send().await {
                 Ok(response) => response,
                 Err(e) if e.is_connect() => {
-                    return Err(Error::Transient {
-                        detail: format!("could not connect: {}", describe_reqwest(&e)),
-                        context: Box::new(context),
-                    })
+                    let detail = format!("could not connect: {}", describe_reqwest(&e));
+                    return Err(Error::new(ErrorClass::Transient, detail, context));
                 }
                 Err(e) => {
                     return Err(classify_lost_reply(
@@ -777,7 +757,7 @@ impl Client {
         // on it (crate::endpoint).
         match reqwest::Url::parse(&text) {
             Ok(url) if crate::endpoint::same_origin(&self.inner.base, &url) => Ok(url.into()),
-            _ => Err(Error::Config(format!(
+            _ => Err(Error::config(format!(
                 "refusing to follow a link to another host: {target:?} is not under {base:?}"
             ))),
         }
@@ -821,14 +801,64 @@ impl Call {
 /// they are. No resource of this API has top-level `code` and `description`, so their presence
 /// identifies an error body.
 fn refuse_error_body(raw: RawReply) -> Result<RawReply, Error> {
+    match fault_of(&raw) {
+        Some(error) => Err(error),
+        None => Ok(raw),
+    }
+}
+
+/// The error a 2xx body carries, if it is a Partner Center error body.
+fn fault_of(raw: &RawReply) -> Option<Error> {
     match serde_json::from_slice::<ApiFault>(&raw.body) {
         Ok(fault) if fault.code.is_some() && fault.description.is_some() => {
-            let mut context = raw.context;
+            let mut context = raw.context.clone();
             context.code = fault.code;
             context.description = fault.description;
-            Err(classify_status(raw.status, None, context))
+            Some(classify_status(raw.status, None, context))
         }
-        _ => Ok(raw),
+        _ => None,
+    }
+}
+
+/// Reads a 2xx body as `T`, parsing it once: while `T` is decoded, the top-level keys `T` does
+/// not know are noted, and only a body that is not a usable `T`, or that carries the error
+/// body's `code` and `description` (which a lenient `T`, all of whose fields have defaults,
+/// would otherwise take for an empty resource), is read again as an error body.
+fn read_body<T: DeserializeOwned + Checked>(effect: Effect, raw: &RawReply) -> Result<T, Error> {
+    let mut fault_keys = (false, false);
+    let mut decoder = serde_json::Deserializer::from_slice(&raw.body);
+    let decoded = serde_ignored::deserialize(&mut decoder, |path| {
+        if let serde_ignored::Path::Map {
+            parent: serde_ignored::Path::Root,
+            key,
+        } = path
+        {
+            match key.as_str() {
+                "code" => fault_keys.0 = true,
+                "description" => fault_keys.1 = true,
+                _ => {}
+            }
+        }
+    })
+    .and_then(|value: T| decoder.end().map(|()| value));
+    let unusable = match &decoded {
+        Ok(value) if fault_keys != (true, true) => value.missing().map(|missing| {
+            format!(
+                "HTTP {} with a reply that is not usable: {missing}",
+                raw.status
+            )
+        }),
+        Ok(_) => Some(format!("HTTP {} with an error body", raw.status)),
+        Err(decode_error) => Some(format!(
+            "HTTP {} with a body that is not the expected JSON: {decode_error}",
+            raw.status
+        )),
+    };
+    match (decoded, unusable) {
+        (Ok(value), None) => Ok(value),
+        (_, detail) => Err(fault_of(raw).unwrap_or_else(|| {
+            classify_lost_reply(effect, detail.unwrap_or_default(), raw.context.clone())
+        })),
     }
 }
 
@@ -845,7 +875,7 @@ fn meta(raw: &RawReply, started: Instant) -> CallMeta {
 
 fn to_body<T: Serialize>(value: &T) -> Result<Vec<u8>, Error> {
     serde_json::to_vec(value)
-        .map_err(|e| Error::Config(format!("cannot encode the request body: {e}")))
+        .map_err(|e| Error::config(format!("cannot encode the request body: {e}")))
 }
 
 fn header_text(response: &reqwest::Response, name: &str) -> Option<String> {

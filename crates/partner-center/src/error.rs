@@ -86,6 +86,8 @@ pub struct CallContext {
     pub correlation_id: Option<CorrelationId>,
     /// `MS-CV` as echoed by the server, if any.
     pub correlation_vector: Option<String>,
+    /// How long a 429 asked us to wait (`Retry-After`, or the 429 body's message).
+    pub retry_after: Option<Duration>,
 }
 
 impl fmt::Display for CallContext {
@@ -113,101 +115,104 @@ impl fmt::Display for CallContext {
     }
 }
 
-/// A failed Partner Center call. See the module docs for the classification.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum Error {
-    #[error("Partner Center call failed transiently: {detail} [{context}]; it is safe to retry with the same MS-RequestId")]
-    Transient {
-        detail: String,
-        context: Box<CallContext>,
-    },
-
-    #[error("Partner Center throttled the call (429{}) [{context}]; the call's class waits until then and goes on at a lower rate (with pcsaga's daemon: for every purchase of the tenant; if 429s persist, lower the class's budget, governor.per_minute in the configuration)", retry_after.map(|d| format!(", Retry-After {}s", d.as_secs())).unwrap_or_default())]
-    Throttled {
-        retry_after: Option<Duration>,
-        context: Box<CallContext>,
-    },
-
-    #[error("Partner Center refused our credentials: {detail} [{context}]; check the tenant, client id, client secret and refresh token")]
-    AuthExpired {
-        detail: String,
-        context: Box<CallContext>,
-    },
-
-    #[error("Partner Center says the cart or order is already being processed [{context}]; reconcile through the orders, do not build a new cart")]
-    InFlight { context: Box<CallContext> },
-
-    #[error("Partner Center says the cart was already submitted [{context}]; reconcile through the orders, do not build a new cart")]
-    AlreadySubmitted { context: Box<CallContext> },
-
-    #[error("Partner Center found no such resource [{context}]")]
-    NotFound { context: Box<CallContext> },
-
-    #[error(
-        "Partner Center refused the request [{context}]; the code and description say what to fix"
-    )]
-    Business { context: Box<CallContext> },
-
-    #[error("the outcome of a side-effecting Partner Center call is unknown: {detail} [{context}]; repeat the same call with the same MS-RequestId, or reconcile")]
-    OutcomeUnknown {
-        detail: String,
-        context: Box<CallContext>,
-    },
-
-    #[error("Partner Center client configuration error: {0}")]
-    Config(String),
+/// A failed Partner Center call: its class (what to do about it), what happened in words, and
+/// where it went and what came back. One type from the HTTP layer to the saga's decisions: the
+/// saga reads `class` and the context directly. See the module docs for the classification.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Error {
+    pub class: ErrorClass,
+    /// What happened, in words (a refusal leaves it empty: the code and description say it).
+    pub detail: String,
+    /// The call; empty for a configuration error found before anything was sent.
+    pub context: Box<CallContext>,
 }
 
 impl Error {
+    pub fn new(class: ErrorClass, detail: impl Into<String>, context: CallContext) -> Self {
+        Self {
+            class,
+            detail: detail.into(),
+            context: Box::new(context),
+        }
+    }
+
+    /// Our configuration is wrong; nothing was sent.
+    pub fn config(detail: impl Into<String>) -> Self {
+        Self::new(ErrorClass::Config, detail, CallContext::default())
+    }
+
     /// The class the engine acts on.
     pub fn class(&self) -> ErrorClass {
-        match self {
-            Self::Transient { .. } => ErrorClass::Transient,
-            Self::Throttled { .. } => ErrorClass::Throttled,
-            Self::AuthExpired { .. } => ErrorClass::AuthExpired,
-            Self::InFlight { .. } => ErrorClass::InFlight,
-            Self::AlreadySubmitted { .. } => ErrorClass::AlreadySubmitted,
-            Self::NotFound { .. } => ErrorClass::NotFound,
-            Self::Business { .. } => ErrorClass::Business,
-            Self::OutcomeUnknown { .. } => ErrorClass::OutcomeUnknown,
-            Self::Config(_) => ErrorClass::Config,
-        }
+        self.class
     }
 
     /// How long the server asked us to wait, for throttled calls.
     pub fn retry_after(&self) -> Option<Duration> {
-        match self {
-            Self::Throttled { retry_after, .. } => *retry_after,
-            _ => None,
-        }
+        self.context.retry_after
     }
 
     /// The call's context, when the error came from a call.
     pub fn context(&self) -> Option<&CallContext> {
-        match self {
-            Self::Transient { context, .. }
-            | Self::Throttled { context, .. }
-            | Self::AuthExpired { context, .. }
-            | Self::InFlight { context }
-            | Self::AlreadySubmitted { context }
-            | Self::NotFound { context }
-            | Self::Business { context }
-            | Self::OutcomeUnknown { context, .. } => Some(context),
-            Self::Config(_) => None,
-        }
+        (self.class != ErrorClass::Config).then_some(&*self.context)
     }
 
     /// The HTTP status, if a response arrived.
     pub fn status(&self) -> Option<u16> {
-        self.context().and_then(|c| c.status)
+        self.context.status
     }
 
     /// Partner Center's error code, if the body carried one.
     pub fn code(&self) -> Option<&str> {
-        self.context().and_then(|c| c.code.as_deref())
+        self.context.code.as_deref()
+    }
+
+    /// Whether this reply settles the request it answers: Partner Center read the request and
+    /// either processed it or refused it for a reason of its own (4xx other than 408 and 429,
+    /// and the in-flight codes). Only then may the next call of the same kind use a new
+    /// `MS-RequestId` (spec 9.2, ARCHITECTURE.md "the reply table").
+    ///
+    /// Not settled: timeouts and lost connections, 408 and 5xx (the request may have been
+    /// processed), a 2xx whose body cannot be read (it was processed, we do not know how), a
+    /// 429 or a refused token (the request was turned away, but an earlier attempt with the
+    /// same id may still be in doubt, so the id is kept), and our own configuration errors.
+    pub fn settles(&self) -> bool {
+        matches!(
+            self.class,
+            ErrorClass::Business
+                | ErrorClass::NotFound
+                | ErrorClass::InFlight
+                | ErrorClass::AlreadySubmitted
+        )
+    }
+
+    /// Whether this reply proves what happened to *this* attempt of a call: it settled it, or
+    /// turned it away before processing (429, 401). While an attempt is not answered, a later
+    /// refusal proves nothing about it.
+    pub fn answers_attempt(&self) -> bool {
+        self.settles()
+            || self.class == ErrorClass::Throttled
+            || (self.class == ErrorClass::AuthExpired && self.status() == Some(401))
     }
 }
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (detail, context) = (&self.detail, &self.context);
+        match self.class {
+            ErrorClass::Transient => write!(f, "Partner Center call failed transiently: {detail} [{context}]; it is safe to retry with the same MS-RequestId"),
+            ErrorClass::Throttled => write!(f, "Partner Center throttled the call (429{}) [{context}]; the call's class waits until then and goes on at a lower rate (with pcsaga's daemon: for every purchase of the tenant; if 429s persist, lower the class's budget, governor.per_minute in the configuration)", context.retry_after.map(|d| format!(", Retry-After {}s", d.as_secs())).unwrap_or_default()),
+            ErrorClass::AuthExpired => write!(f, "Partner Center refused our credentials: {detail} [{context}]; check the tenant, client id, client secret and refresh token"),
+            ErrorClass::InFlight => write!(f, "Partner Center says the cart or order is already being processed [{context}]; reconcile through the orders, do not build a new cart"),
+            ErrorClass::AlreadySubmitted => write!(f, "Partner Center says the cart was already submitted [{context}]; reconcile through the orders, do not build a new cart"),
+            ErrorClass::NotFound => write!(f, "Partner Center found no such resource [{context}]"),
+            ErrorClass::Business => write!(f, "Partner Center refused the request [{context}]; the code and description say what to fix"),
+            ErrorClass::OutcomeUnknown => write!(f, "the outcome of a side-effecting Partner Center call is unknown: {detail} [{context}]; repeat the same call with the same MS-RequestId, or reconcile"),
+            ErrorClass::Config => write!(f, "Partner Center client configuration error: {detail}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
 
 /// Whether a call changes state at Partner Center. It decides how a lost reply is classified.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -224,38 +229,33 @@ pub enum Effect {
 pub(crate) fn classify_status(
     status: u16,
     retry_after: Option<Duration>,
-    context: CallContext,
+    mut context: CallContext,
 ) -> Error {
-    let context = Box::new(context);
+    context.retry_after = retry_after;
     let code = context.code.as_deref().unwrap_or("");
-    match (status, code) {
-        (429, _) => Error::Throttled {
-            retry_after,
-            context,
-        },
+    let (class, detail) = match (status, code) {
+        (429, _) => (ErrorClass::Throttled, String::new()),
         // These codes say the request reached a cart or order already being processed or
         // submitted: whatever status carries them (a 200, a 400, a 5xx), money may have moved,
         // so they are never read as a plain refusal.
-        (_, "800064" | "800060") => Error::InFlight { context },
-        (_, "800065") => Error::AlreadySubmitted { context },
-        (401, _) => Error::AuthExpired {
-            detail: "HTTP 401 after one token refresh and one retry".to_owned(),
-            context,
-        },
-        (404, _) => Error::NotFound { context },
-        (408, _) | (500..=599, _) => Error::Transient {
-            detail: format!("HTTP {status}"),
-            context,
-        },
-        _ => Error::Business { context },
-    }
+        (_, "800064" | "800060") => (ErrorClass::InFlight, String::new()),
+        (_, "800065") => (ErrorClass::AlreadySubmitted, String::new()),
+        (401, _) => (
+            ErrorClass::AuthExpired,
+            "HTTP 401 after one token refresh and one retry".to_owned(),
+        ),
+        (404, _) => (ErrorClass::NotFound, String::new()),
+        (408, _) | (500..=599, _) => (ErrorClass::Transient, format!("HTTP {status}")),
+        _ => (ErrorClass::Business, String::new()),
+    };
+    Error::new(class, detail, context)
 }
 
 /// Classifies a reply that could not be read (transport failure after sending, bad body).
 pub(crate) fn classify_lost_reply(effect: Effect, detail: String, context: CallContext) -> Error {
-    let context = Box::new(context);
-    match effect {
-        Effect::SideEffecting => Error::OutcomeUnknown { detail, context },
-        Effect::ReadOnly => Error::Transient { detail, context },
-    }
+    let class = match effect {
+        Effect::SideEffecting => ErrorClass::OutcomeUnknown,
+        Effect::ReadOnly => ErrorClass::Transient,
+    };
+    Error::new(class, detail, context)
 }

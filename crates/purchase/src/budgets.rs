@@ -74,12 +74,12 @@ pub fn admission(ctx: &PurchaseContext, call: &Call) -> Admission {
 pub fn feedback(outcome: &Outcome) -> Feedback {
     match outcome {
         Ok(_) => Feedback::Answered,
-        Err(f) if f.status == Some(429) || f.class == ErrorClass::Throttled => {
+        Err(f) if f.status() == Some(429) || f.class == ErrorClass::Throttled => {
             Feedback::Throttled {
-                retry_after: f.retry_after.filter(|d| *d > Duration::ZERO),
+                retry_after: f.retry_after().filter(|d| *d > Duration::ZERO),
             }
         }
-        Err(f) if f.status.is_none() => Feedback::Unanswered,
+        Err(f) if f.status().is_none() => Feedback::Unanswered,
         Err(_) => Feedback::Answered,
     }
 }

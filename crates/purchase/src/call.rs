@@ -7,7 +7,7 @@ use pcsaga_partner_center::models::{
     Availability, Cart, CartCheckoutResult, Entitlement, InventoryItem, Order, Product,
     RegistrationState, ReservedInstanceArtifactDetails, Sku,
 };
-use pcsaga_partner_center::{Error as ApiFailure, ErrorClass};
+use pcsaga_partner_center::Error as ApiError;
 
 /// A Partner Center call the saga wants made.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -138,63 +138,5 @@ pub enum Reply {
     Artifact(Box<ReservedInstanceArtifactDetails>),
 }
 
-/// A failed call, as decisions see it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Failure {
-    pub class: ErrorClass,
-    pub status: Option<u16>,
-    pub code: Option<String>,
-    pub retry_after: Option<std::time::Duration>,
-    /// The full message, with the ids support needs.
-    pub message: String,
-}
-
-impl Failure {
-    /// Whether this reply settles the request it answers: Partner Center read the request and
-    /// either processed it or refused it for a reason of its own (4xx other than 408 and 429,
-    /// and the in-flight codes). Only then may the next call of the same kind use a new
-    /// `MS-RequestId` (spec 9.2, ARCHITECTURE.md "the reply table").
-    ///
-    /// Not settled: timeouts and lost connections, 408 and 5xx (the request may have been
-    /// processed), a 2xx whose body cannot be read (it was processed, we do not know how), a
-    /// 429 or a refused token (the request was turned away, but an earlier attempt with the
-    /// same id may still be in doubt, so the id is kept), and our own configuration errors.
-    pub fn settles(&self) -> bool {
-        matches!(
-            self.class,
-            ErrorClass::Business
-                | ErrorClass::NotFound
-                | ErrorClass::InFlight
-                | ErrorClass::AlreadySubmitted
-        )
-    }
-
-    /// Whether this reply proves what happened to *this* checkout attempt: it settled it, or
-    /// turned it away before processing (429, 401). While an attempt is not answered, a later
-    /// refusal proves nothing about it.
-    pub fn answers_attempt(&self) -> bool {
-        self.settles()
-            || self.class == ErrorClass::Throttled
-            || (self.class == ErrorClass::AuthExpired && self.status == Some(401))
-    }
-
-    /// A short text for reasons: `HTTP 400 code 800009: description`.
-    pub fn summary(&self) -> String {
-        self.message.clone()
-    }
-}
-
-impl From<&ApiFailure> for Failure {
-    fn from(error: &ApiFailure) -> Self {
-        Self {
-            class: error.class(),
-            status: error.status(),
-            code: error.code().map(str::to_owned),
-            retry_after: error.retry_after(),
-            message: error.to_string(),
-        }
-    }
-}
-
 /// What a call returned.
-pub type Outcome = Result<Reply, Failure>;
+pub type Outcome = Result<Reply, ApiError>;

@@ -13,12 +13,13 @@ use pcsaga_partner_center::models::{
 };
 use pcsaga_partner_center::ErrorClass;
 
-use crate::call::{Call, Failure, Outcome, Reply};
+use crate::call::{Call, Outcome, Reply};
 use crate::context::{
     ArtifactState, CartState, EntitlementState, GroupError, OrderState, PurchaseContext,
     Registration, SkuFacts,
 };
 use crate::state::State;
+use pcsaga_partner_center::Error as ApiError;
 
 type D = Decision<PurchaseContext>;
 
@@ -66,7 +67,7 @@ pub fn decide(state: State, ctx: &PurchaseContext, call: &Call, outcome: Outcome
     let mut next = ctx.clone();
     next.answered(
         call,
-        outcome.as_ref().map_or_else(Failure::settles, |_| true),
+        outcome.as_ref().map_or_else(ApiError::settles, |_| true),
     );
     let reply = match outcome {
         Ok(reply) => reply,
@@ -147,7 +148,7 @@ pub fn decide(state: State, ctx: &PurchaseContext, call: &Call, outcome: Outcome
 
 /// Failures. Classes that may pass are retried (the policy bounds them); the rest fail
 /// before Checkout and park from Checkout on, except where the spec says otherwise.
-fn failed(state: State, mut next: PurchaseContext, call: &Call, failure: &Failure) -> D {
+fn failed(state: State, mut next: PurchaseContext, call: &Call, failure: &ApiError) -> D {
     let money = state.after_checkout_began();
     if failure.class == ErrorClass::AuthExpired {
         return held_for_credentials(next, failure);
@@ -159,24 +160,24 @@ fn failed(state: State, mut next: PurchaseContext, call: &Call, failure: &Failur
         return cart_read_failed(next, cart_id, failure);
     }
     if matches!(call, Call::ListEntitlements) && failure.class == ErrorClass::Config {
-        return entitlements_unavailable(next, &failure.summary());
+        return entitlements_unavailable(next, &failure.to_string());
     }
     match failure.class {
         ErrorClass::Transient | ErrorClass::OutcomeUnknown => Decision::Retry {
             context: next,
             retry_after: None,
-            error: failure.summary(),
+            error: failure.to_string(),
         },
         ErrorClass::Throttled => Decision::Retry {
             context: next,
-            retry_after: failure.retry_after,
-            error: failure.summary(),
+            retry_after: failure.retry_after(),
+            error: failure.to_string(),
         },
         ErrorClass::AuthExpired => held_for_credentials(next, failure),
         ErrorClass::Config => {
             let reason = format!(
                 "{}; fix the configuration, then resume the purchase",
-                failure.summary()
+                failure
             );
             if money {
                 park(next, reason)
@@ -220,7 +221,7 @@ fn failed(state: State, mut next: PurchaseContext, call: &Call, failure: &Failur
                 }
                 _ => String::new(),
             };
-            let reason = format!("{what}{}", failure.summary());
+            let reason = format!("{what}{}", failure);
             if money {
                 park(next, reason)
             } else {
@@ -238,18 +239,18 @@ pub const CREDENTIALS_HOLD: std::time::Duration = std::time::Duration::from_secs
 /// purchase's fault and not a verdict on it. It keeps its state and its pending request id and
 /// waits for an operator to fix the credentials; nothing fails or parks because a secret was
 /// rotated.
-fn held_for_credentials(next: PurchaseContext, failure: &Failure) -> D {
+fn held_for_credentials(next: PurchaseContext, failure: &ApiError) -> D {
     Decision::Hold {
         context: next,
         wait: CREDENTIALS_HOLD,
         reason: format!(
             "{}; the purchase waits (no attempt counted) and the daemon claims no new work until the credentials work again",
-            failure.summary()
+            failure
         ),
     }
 }
 
-fn checkout_failed(mut next: PurchaseContext, failure: &Failure) -> D {
+fn checkout_failed(mut next: PurchaseContext, failure: &ApiError) -> D {
     // Did an earlier checkout call (before this one) go unanswered? Then it may have gone
     // through, and a refusal now does not prove nothing was bought.
     let earlier_unknown = next.checkout.sent.saturating_sub(1) > next.checkout.answered;
@@ -259,25 +260,25 @@ fn checkout_failed(mut next: PurchaseContext, failure: &Failure) -> D {
     match failure.class {
         // Timeout, lost connection, unreadable 2xx or 5xx: the checkout may have gone through.
         // Re-call checkout on the same cart with the same request id (spec 9.3).
-        ErrorClass::Transient | ErrorClass::OutcomeUnknown => Decision::Retry { context: next, retry_after: None, error: failure.summary() },
-        ErrorClass::Throttled => Decision::Retry { context: next, retry_after: failure.retry_after, error: failure.summary() },
-        ErrorClass::InFlight if failure.code.as_deref() == Some("800064") => {
-            Decision::Retry { context: next, retry_after: None, error: format!("{} (another request is checking this cart out; waiting, same cart)", failure.summary()) }
+        ErrorClass::Transient | ErrorClass::OutcomeUnknown => Decision::Retry { context: next, retry_after: None, error: failure.to_string() },
+        ErrorClass::Throttled => Decision::Retry { context: next, retry_after: failure.retry_after(), error: failure.to_string() },
+        ErrorClass::InFlight if failure.code() == Some("800064") => {
+            Decision::Retry { context: next, retry_after: None, error: format!("{} (another request is checking this cart out; waiting, same cart)", failure) }
         }
         ErrorClass::InFlight | ErrorClass::AlreadySubmitted | ErrorClass::NotFound => {
-            start_reconcile(next, format!("checkout answered {}: committed or in flight; looking for the orders", failure.summary()))
+            start_reconcile(next, format!("checkout answered {}: committed or in flight; looking for the orders", failure))
         }
         ErrorClass::Business if earlier_unknown => {
-            start_reconcile(next, format!("checkout refused ({}) after an earlier attempt whose outcome is unknown; looking for the orders", failure.summary()))
+            start_reconcile(next, format!("checkout refused ({}) after an earlier attempt whose outcome is unknown; looking for the orders", failure))
         }
         // A refusal is believed only once the cart proves it: a faulty proxy, a mislabelled
         // status or an undocumented code could answer a checkout that went through.
         ErrorClass::Business => {
-            next.checkout.verifying = Some(failure.summary());
-            cont(next, format!("checkout refused ({}); reading the cart to learn whether it was checked out all the same", failure.summary()))
+            next.checkout.verifying = Some(failure.to_string());
+            cont(next, format!("checkout refused ({}); reading the cart to learn whether it was checked out all the same", failure))
         }
         ErrorClass::AuthExpired => held_for_credentials(next, failure),
-        ErrorClass::Config => park(next, format!("{}; fix the configuration, then resume the purchase", failure.summary())),
+        ErrorClass::Config => park(next, format!("{}; fix the configuration, then resume the purchase", failure)),
     }
 }
 
@@ -299,17 +300,17 @@ fn verify_cart(mut next: PurchaseContext, cart: &Cart) -> D {
 
 /// The cart read after a refusal failed. A missing cart may have been checked out (and then
 /// expired), so the orders decide; transient errors are retried; the rest park.
-fn cart_read_failed(next: PurchaseContext, cart_id: &str, failure: &Failure) -> D {
+fn cart_read_failed(next: PurchaseContext, cart_id: &str, failure: &ApiError) -> D {
     match failure.class {
-        ErrorClass::Transient | ErrorClass::OutcomeUnknown => Decision::Retry { context: next, retry_after: None, error: failure.summary() },
-        ErrorClass::Throttled => Decision::Retry { context: next, retry_after: failure.retry_after, error: failure.summary() },
+        ErrorClass::Transient | ErrorClass::OutcomeUnknown => Decision::Retry { context: next, retry_after: None, error: failure.to_string() },
+        ErrorClass::Throttled => Decision::Retry { context: next, retry_after: failure.retry_after(), error: failure.to_string() },
         ErrorClass::NotFound | ErrorClass::InFlight | ErrorClass::AlreadySubmitted => {
             let mut next = next;
             let refusal = next.checkout.verifying.take().unwrap_or_default();
-            start_reconcile(next, format!("checkout was refused ({refusal}) and cart {cart_id} cannot be read ({}); looking for the orders", failure.summary()))
+            start_reconcile(next, format!("checkout was refused ({refusal}) and cart {cart_id} cannot be read ({}); looking for the orders", failure))
         }
         ErrorClass::AuthExpired => held_for_credentials(next, failure),
-        ErrorClass::Business | ErrorClass::Config => park(next, format!("checkout was refused and cart {cart_id} cannot be read to prove nothing was bought: {}", failure.summary())),
+        ErrorClass::Business | ErrorClass::Config => park(next, format!("checkout was refused and cart {cart_id} cannot be read to prove nothing was bought: {}", failure)),
     }
 }
 

@@ -9,7 +9,7 @@ use pcsaga_partner_center::{
     CallMeta, Client, CorrelationId, Error as ApiError, Reply as ApiReply, RequestId,
 };
 
-use crate::call::{Call, Failure, Outcome, Reply};
+use crate::call::{Call, Outcome, Reply};
 use crate::context::PurchaseContext;
 
 /// Runs a call and records the attempt.
@@ -180,23 +180,19 @@ pub async fn execute(
             },
         ),
         Err(error) => {
-            let failure = Failure::from(&error);
-            let request_id = error
-                .context()
-                .and_then(|c| c.request_id)
-                .map(|id| id.to_string());
-            (
-                Err(failure.clone()),
-                AttemptRecord {
-                    call: call.name().to_owned(),
-                    http_status: failure.status,
-                    latency_ms: elapsed,
-                    request_id,
-                    error_class: Some(failure.class.as_str().to_owned()),
-                    error: Some(failure.message),
-                    http_requests: 1,
-                },
-            )
+            let attempt = AttemptRecord {
+                call: call.name().to_owned(),
+                http_status: error.status(),
+                latency_ms: elapsed,
+                request_id: error
+                    .context()
+                    .and_then(|c| c.request_id)
+                    .map(|id| id.to_string()),
+                error_class: Some(error.class.as_str().to_owned()),
+                error: Some(error.to_string()),
+                http_requests: 1,
+            };
+            (Err(error), attempt)
         }
     }
 }

@@ -12,7 +12,7 @@ use pcsaga_partner_center::Client;
 use pcsaga_engine::{Admission, Clock, Feedback, SystemClock};
 
 use crate::cache::{CacheStats, ReadCache, DEFAULT_TTL};
-use crate::call::{Call, Failure, Outcome};
+use crate::call::{Call, Outcome};
 use crate::context::{PurchaseContext, Registration};
 use crate::decide::CREDENTIALS_HOLD;
 use crate::state::{State, STATE_NAMES};
@@ -128,12 +128,12 @@ impl CredentialGate {
                 let mut refused = self.lock();
                 if refused.is_none() {
                     *refused = Some(Refusal {
-                        reason: f.summary(),
+                        reason: f.to_string(),
                         probed_at: Instant::now(),
                     });
                 }
             }
-            Err(f) if f.status.is_none() => {}
+            Err(f) if f.status().is_none() => {}
             _ => *self.lock() = None,
         }
     }
@@ -255,20 +255,16 @@ impl Workflow for PurchaseWorkflow {
                 Executed { outcome, attempt }
             }
             None => {
-                let failure = Failure {
-                    class: pcsaga_partner_center::ErrorClass::Config,
-                    status: None,
-                    code: None,
-                    retry_after: None,
-                    message: "no Partner Center client in this process".to_owned(),
-                };
+                let failure = pcsaga_partner_center::Error::config(
+                    "no Partner Center client in this process",
+                );
                 Executed {
-                    outcome: Err(failure.clone()),
                     attempt: pcsaga_engine::AttemptRecord {
                         call: effect.name().to_owned(),
-                        error: Some(failure.message),
+                        error: Some(failure.to_string()),
                         ..Default::default()
                     },
+                    outcome: Err(failure),
                 }
             }
         }

@@ -122,3 +122,55 @@ async fn one_401_means_one_refresh_and_one_retry() {
         "the retry reuses the request id"
     );
 }
+
+/// A 2xx error body is an error even where every field of the expected resource has a default
+/// (a collection, a checkout result): read as the resource, it would be an empty list of
+/// orders, and a purchase whose orders exist would look like one that bought nothing.
+#[tokio::test]
+async fn an_error_body_is_never_read_as_an_empty_resource() {
+    let cases: &[(&str, &str, Option<ErrorClass>)] = &[
+        (
+            "{\"code\":\"800060\",\"description\":\"order in progress\"}",
+            "800060",
+            Some(ErrorClass::InFlight),
+        ),
+        (
+            "{\"code\":400072,\"description\":\"not available\",\"source\":\"PartnerFD\"}",
+            "400072",
+            Some(ErrorClass::Business),
+        ),
+        // Only one of the two keys: a collection with an unknown field, read as the resource.
+        ("{\"code\":\"1\",\"totalCount\":0,\"items\":[]}", "1", None),
+    ];
+    for (body, code, expected) in cases {
+        let sim = support::sim(SimConfig::default()).await;
+        sim.set_faults(FaultPlan {
+            seed: 0,
+            rules: vec![FaultRule {
+                endpoint: "list_orders".to_owned(),
+                probability: 1.0,
+                after: 0,
+                limit: None,
+                fault: Fault::Respond {
+                    status: 200,
+                    body: (*body).to_owned(),
+                    repeat: 1,
+                    content_type: Some("application/json".to_owned()),
+                    retry_after: None,
+                    processed: false,
+                },
+            }],
+        })
+        .expect("plan");
+        let client = support::client(&sim);
+        let outcome = client.list_orders(cid(), CUSTOMER, None).await;
+        match (expected, outcome) {
+            (Some(class), Err(err)) => {
+                assert_eq!(err.class(), *class, "{body}: {err}");
+                assert_eq!(err.code(), Some(*code), "{body}: the code is kept");
+            }
+            (None, Ok(reply)) => assert!(reply.value.is_empty(), "{body}"),
+            (expected, outcome) => panic!("{body}: expected {expected:?}, got {outcome:?}"),
+        }
+    }
+}

@@ -5,7 +5,8 @@
 use pcsaga_engine::Decision;
 use pcsaga_partner_center::models::{Availability, InventoryItem, RegistrationState, Term};
 use pcsaga_partner_center::ErrorClass;
-use pcsaga_purchase::call::{Call, Failure, Outcome, Reply};
+use pcsaga_partner_center::{CallContext, Error as ApiError};
+use pcsaga_purchase::call::{Call, Outcome, Reply};
 use pcsaga_purchase::context::{Intent, Registration, RegistrationState as Reg};
 use pcsaga_purchase::decide::decide;
 use pcsaga_purchase::{PurchaseContext, State};
@@ -139,13 +140,7 @@ fn registrations_are_matched_by_subscription() {
         Call::GetRegistration {
             subscription_id: SECOND.into(),
         },
-        Err(Failure {
-            class: ErrorClass::Business,
-            status: Some(400),
-            code: Some("800011".into()),
-            retry_after: None,
-            message: "HTTP 400 code 800011".into(),
-        }),
+        Err(refusal(ErrorClass::Business, Some(400), "800011")),
         |d| matches!(d, Decision::Fail { reason, .. } if reason.contains(&format!("subscription {SECOND}"))),
     );
 }
@@ -275,13 +270,7 @@ fn a_read_reply_never_frees_a_pending_request_id() {
         State::Discovery,
         &ctx,
         Call::ListAvailabilities { item: 0 },
-        Err(Failure {
-            class: ErrorClass::NotFound,
-            status: Some(404),
-            code: Some("400019".into()),
-            retry_after: None,
-            message: "404".into(),
-        }),
+        Err(refusal(ErrorClass::NotFound, Some(404), "400019")),
         |d| d.context().pending == ctx.pending,
     );
 }
@@ -468,4 +457,14 @@ fn quantity_bounds_are_inclusive() {
             |d| matches!(d, Decision::Continue { .. }) == buys,
         );
     }
+}
+
+/// A refusal as the client reports it.
+fn refusal(class: ErrorClass, status: Option<u16>, code: &str) -> ApiError {
+    let context = CallContext {
+        status,
+        code: Some(code.to_owned()),
+        ..CallContext::default()
+    };
+    ApiError::new(class, "", context)
 }

@@ -14,7 +14,8 @@ use pcsaga_partner_center::models::{
     OrderStatus, ReferenceOrder, RegistrationState, Sku, Term,
 };
 use pcsaga_partner_center::ErrorClass;
-use pcsaga_purchase::call::{Call, Failure, Outcome, Reply};
+use pcsaga_partner_center::{CallContext, Error as ApiError};
+use pcsaga_purchase::call::{Call, Outcome, Reply};
 use pcsaga_purchase::context::{
     CartState, OrderState, Registration, RegistrationState as Reg, SkuFacts,
 };
@@ -154,19 +155,13 @@ fn primary_call(state: State) -> Call {
 }
 
 fn failure(class: ErrorClass, status: Option<u16>, code: Option<&str>) -> Outcome {
-    Err(Failure {
-        class,
+    let context = CallContext {
         status,
         code: code.map(str::to_owned),
         retry_after: (class == ErrorClass::Throttled).then(|| Duration::from_secs(30)),
-        message: format!(
-            "{} {}",
-            status
-                .map(|s| s.to_string())
-                .unwrap_or_else(|| "no reply".into()),
-            code.unwrap_or("")
-        ),
-    })
+        ..CallContext::default()
+    };
+    Err(ApiError::new(class, "", context))
 }
 
 /// The generic classes every state is tested against.
