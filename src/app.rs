@@ -73,7 +73,7 @@ pub fn policies(path: Option<&Path>) -> anyhow::Result<Policies> {
             "built-in workflows/one-time-purchase.toml".to_owned(),
         ),
     };
-    Policies::parse(&text, workflow.name(), workflow.states(), |s, p| {
+    Policies::parse(&text, workflow.name(), &workflow.states(), |s, p| {
         workflow.validate_policy(s, p)
     })
     .map_err(|e| ConfigError(format!("{origin}: {e}")).into())

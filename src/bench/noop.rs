@@ -8,6 +8,7 @@ use std::time::Instant;
 use chrono::{DateTime, Utc};
 use pcsaga_engine::policy::StatePolicy;
 use pcsaga_engine::{AttemptRecord, Decision, Executed, Plan, SagaView, Workflow};
+use pcsaga_purchase::State;
 use serde::{Deserialize, Serialize};
 
 /// The context: how far the saga got, and a request id for side-effecting steps.
@@ -27,16 +28,13 @@ pub struct NoopWorkflow {
 const SIDE_EFFECTING: [bool; 8] = [true, false, false, false, true, true, false, false];
 
 impl Workflow for NoopWorkflow {
+    type State = State;
     type Context = NoopContext;
     type Effect = usize;
     type Outcome = ();
 
     fn name(&self) -> &'static str {
         pcsaga_purchase::WORKFLOW_NAME
-    }
-
-    fn states(&self) -> &'static [&'static str] {
-        pcsaga_purchase::STATE_NAMES
     }
 
     fn correlation_id(&self, _: &NoopContext) -> String {
@@ -55,7 +53,11 @@ impl Workflow for NoopWorkflow {
         Ok(())
     }
 
-    fn plan(&self, saga: &SagaView<NoopContext>, _: DateTime<Utc>) -> Plan<usize, NoopContext> {
+    fn plan(
+        &self,
+        saga: &SagaView<State, NoopContext>,
+        _: DateTime<Utc>,
+    ) -> Plan<usize, State, NoopContext> {
         if self.record {
             if let Ok(mut marks) = self.marks.lock() {
                 marks.push((saga.id.clone(), Instant::now()));
@@ -73,7 +75,7 @@ impl Workflow for NoopWorkflow {
         }
     }
 
-    async fn execute(&self, _: &SagaView<NoopContext>, effect: &usize) -> Executed<()> {
+    async fn execute(&self, _: &SagaView<State, NoopContext>, effect: &usize) -> Executed<()> {
         Executed {
             outcome: (),
             attempt: AttemptRecord {
@@ -85,11 +87,11 @@ impl Workflow for NoopWorkflow {
 
     fn decide(
         &self,
-        saga: &SagaView<NoopContext>,
+        saga: &SagaView<State, NoopContext>,
         effect: &usize,
         _: (),
         _: DateTime<Utc>,
-    ) -> Decision<NoopContext> {
+    ) -> Decision<State, NoopContext> {
         let mut context = saga.context.clone();
         context.step = effect + 1;
         if context.step >= 8 {
@@ -99,17 +101,21 @@ impl Workflow for NoopWorkflow {
             };
         }
         Decision::Advance {
-            to: pcsaga_purchase::STATE_NAMES[context.step].to_owned(),
+            to: State::ALL[context.step],
             context,
             note: String::new(),
         }
     }
 
-    fn prepare_resume(&self, saga: &SagaView<NoopContext>, _: &str) -> Result<NoopContext, String> {
+    fn prepare_resume(
+        &self,
+        saga: &SagaView<State, NoopContext>,
+        _: State,
+    ) -> Result<NoopContext, String> {
         Ok(saga.context.clone())
     }
 
-    fn check_cancel(&self, _: &SagaView<NoopContext>) -> Result<(), String> {
+    fn check_cancel(&self, _: &SagaView<State, NoopContext>) -> Result<(), String> {
         Ok(())
     }
 }

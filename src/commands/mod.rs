@@ -51,7 +51,7 @@ pub async fn check(
     let workflow = pcsaga_purchase::PurchaseWorkflow::offline();
     let findings = if integrity == "ok" {
         store
-            .check_invariants(pcsaga_engine::Workflow::states(&workflow), MAX_FINDINGS)
+            .check_invariants(&pcsaga_engine::Workflow::states(&workflow), MAX_FINDINGS)
             .await?
     } else {
         Vec::new()

@@ -326,7 +326,7 @@ pub async fn attach_order(
     let saga = engine
         .operator_continue(
             saga,
-            State::OrderVisibilityPolling.name(),
+            State::OrderVisibilityPolling,
             &next,
             "attach-order",
             &format!("{why} (orders {})", orders.join(", ")),

@@ -18,7 +18,7 @@ use crate::policy::after;
 use crate::runtime::{cannot_continue, update_of, CrashAt, Driven, Engine};
 use crate::schedule::{schedule, Before, Scheduled};
 use crate::store::{EventKind, HistoryEvent, SagaRecord, SagaUpdate, Store, Writer};
-use crate::workflow::{AttemptRecord, Decision, Executed, Plan, SagaView, Workflow};
+use crate::workflow::{AttemptRecord, Decision, Executed, Plan, SagaState, SagaView, Workflow};
 use crate::Error;
 
 /// Whether the worker still held the saga when it wrote or waited.
@@ -31,13 +31,16 @@ pub(crate) enum Held<T> {
 
 /// A plan made ahead of its step, and whether its intent is already committed.
 type Planned<W> = (
-    Plan<<W as Workflow>::Effect, <W as Workflow>::Context>,
+    Plan<<W as Workflow>::Effect, <W as Workflow>::State, <W as Workflow>::Context>,
     bool,
 );
 
+/// The saga as the workflow sees it.
+type View<W> = SagaView<<W as Workflow>::State, <W as Workflow>::Context>;
+
 /// What a step decided, and the call it made.
-struct Acted<C> {
-    decision: Decision<C>,
+struct Acted<S, C> {
+    decision: Decision<S, C>,
     /// The call's name, its attempt and its route, when a call left the process.
     attempt: Option<(String, AttemptRecord, &'static str)>,
     /// The call answered from the workflow's memory, without leaving the process.
@@ -46,8 +49,8 @@ struct Acted<C> {
 
 /// What a settled step leaves for the next.
 enum Next<W: Workflow> {
-    /// The saga runs on in this claim: its context as committed, and its next plan.
-    RunOn(W::Context, Option<Planned<W>>),
+    /// The saga runs on in this claim: its state and context as committed, and its next plan.
+    RunOn((W::State, W::Context), Option<Planned<W>>),
     /// The drive ends.
     Stop(Driven),
 }
@@ -60,9 +63,9 @@ impl<W: Workflow, S: Store> Engine<W, S> {
         shutdown: &watch::Receiver<bool>,
     ) -> Result<Driven, Error> {
         let mut planned: Option<Planned<W>> = None;
-        // The context as last committed, kept typed between the steps of one claim: the JSON
-        // in the row is its exact encoding, so reading it back would only cost time.
-        let mut carried: Option<W::Context> = None;
+        // The state and context as last committed, kept typed between the steps of one claim:
+        // the row holds their exact encoding, so reading it back would only cost time.
+        let mut carried: Option<(W::State, W::Context)> = None;
         for _ in 0..self.config().max_steps_per_claim.max(1) {
             if *shutdown.borrow() {
                 return self.release(&mut saga, "shutdown").await;
@@ -85,12 +88,12 @@ impl<W: Workflow, S: Store> Engine<W, S> {
                 return Ok(Driven::Fenced);
             };
             match self
-                .settle(&mut saga, acted, shutdown)
+                .settle(&mut saga, view.state, acted, shutdown)
                 .instrument(span)
                 .await?
             {
-                Next::RunOn(context, plan) => {
-                    carried = Some(context);
+                Next::RunOn(typed, plan) => {
+                    carried = Some(typed);
                     planned = plan;
                 }
                 Next::Stop(driven) => return Ok(driven),
@@ -105,16 +108,16 @@ impl<W: Workflow, S: Store> Engine<W, S> {
     async fn prepare(
         &self,
         saga: &mut SagaRecord,
-        carried: Option<W::Context>,
-    ) -> Result<Result<SagaView<W::Context>, Driven>, Error> {
+        carried: Option<(W::State, W::Context)>,
+    ) -> Result<Result<View<W>, Driven>, Error> {
         let read = match carried {
-            Some(context) => Ok(context),
+            Some(typed) => Ok(typed),
             None => self
                 .workflow()
                 .continues(&saga.state, saga.definition, &saga.context),
         };
-        let context = match read {
-            Ok(context) => context,
+        let (state, context) = match read {
+            Ok(typed) => typed,
             Err(why) => {
                 // Never guess with a state or a context this binary does not know (a newer
                 // release's, or a damaged row): park it for an operator, calling nothing.
@@ -131,7 +134,7 @@ impl<W: Workflow, S: Store> Engine<W, S> {
         };
         Ok(Ok(SagaView {
             id: saga.id.clone(),
-            state: saga.state.clone(),
+            state,
             context,
             attempt: saga.attempt,
             state_entered_at: saga.state_entered_at,
@@ -144,9 +147,9 @@ impl<W: Workflow, S: Store> Engine<W, S> {
     async fn act(
         &self,
         saga: &mut SagaRecord,
-        view: &mut SagaView<W::Context>,
+        view: &mut View<W>,
         planned: Option<Planned<W>>,
-    ) -> Result<Held<Acted<W::Context>>, Error> {
+    ) -> Result<Held<Acted<W::State, W::Context>>, Error> {
         let workflow = self.workflow();
         let now = self.now();
         let (plan, intent_done) = planned.unwrap_or_else(|| (workflow.plan(view, now), false));
@@ -236,7 +239,7 @@ impl<W: Workflow, S: Store> Engine<W, S> {
     async fn call(
         &self,
         saga: &mut SagaRecord,
-        view: &SagaView<W::Context>,
+        view: &View<W>,
         effect: &W::Effect,
     ) -> Result<Held<Executed<W::Outcome>>, Error> {
         let workflow = self.workflow();
@@ -277,7 +280,8 @@ impl<W: Workflow, S: Store> Engine<W, S> {
     async fn settle(
         &self,
         saga: &mut SagaRecord,
-        acted: Acted<W::Context>,
+        state: W::State,
+        acted: Acted<W::State, W::Context>,
         shutdown: &watch::Receiver<bool>,
     ) -> Result<Next<W>, Error> {
         let config = self.config();
@@ -287,7 +291,7 @@ impl<W: Workflow, S: Store> Engine<W, S> {
             acted.decision,
             &Before {
                 id: &saga.id,
-                state: &saga.state,
+                state,
                 attempt: saga.attempt,
                 total_attempts: saga.total_attempts,
                 state_entered_at: saga.state_entered_at,
@@ -303,6 +307,7 @@ impl<W: Workflow, S: Store> Engine<W, S> {
         let lease_until = keep.then(|| after(now, config.lease));
         let run_now = scheduled.run_now;
         let call = acted.attempt.as_ref().map(|(call, ..)| call.clone());
+        let next_state = scheduled.state;
         let (mut update, mut event, context) = row_of(scheduled, keep, lease_until);
         // One history row per step: the call and its outcome ride on the transition they led
         // to (one row fewer to write per call).
@@ -317,7 +322,8 @@ impl<W: Workflow, S: Store> Engine<W, S> {
         }
         let mut events = vec![event];
         let (written, planned) = if keep {
-            let (written, planned, intent) = self.plan_ahead(saga, &update, context, now);
+            let (written, planned, intent) =
+                self.plan_ahead(saga, next_state, &update, context, now);
             events.extend(intent);
             (written, Some(planned))
         } else {
@@ -335,7 +341,7 @@ impl<W: Workflow, S: Store> Engine<W, S> {
             self.crash_if(CrashAt::AfterRecord, call);
         }
         Ok(match (keep, run_now) {
-            (true, _) => Next::RunOn(written, planned),
+            (true, _) => Next::RunOn((next_state, written), planned),
             (false, true) => Next::Stop(Driven::Released),
             (false, false) => Next::Stop(Driven::Settled),
         })
@@ -347,13 +353,14 @@ impl<W: Workflow, S: Store> Engine<W, S> {
     fn plan_ahead(
         &self,
         saga: &SagaRecord,
+        state: W::State,
         update: &SagaUpdate,
         context: W::Context,
         now: DateTime<Utc>,
     ) -> (W::Context, Planned<W>, Option<HistoryEvent>) {
         let next_view = SagaView {
             id: saga.id.clone(),
-            state: update.state.clone(),
+            state,
             context,
             attempt: update.attempt,
             state_entered_at: update.state_entered_at,
@@ -386,13 +393,13 @@ impl<W: Workflow, S: Store> Engine<W, S> {
 
 /// The row a scheduled step writes (its context encoded later: the next plan may change it),
 /// the history row, and the context.
-fn row_of<C>(
-    scheduled: Scheduled<C>,
+fn row_of<S: SagaState, C>(
+    scheduled: Scheduled<S, C>,
     keep: bool,
     lease_until: Option<DateTime<Utc>>,
 ) -> (SagaUpdate, HistoryEvent, C) {
     let update = SagaUpdate {
-        state: scheduled.state,
+        state: scheduled.state.name().to_owned(),
         status: scheduled.status,
         context: String::new(),
         attempt: scheduled.attempt,

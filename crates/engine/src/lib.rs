@@ -31,7 +31,7 @@ pub use store::sqlite::{
     list_plan, DaemonRow, Durability, SqliteConfig, SqliteStore, StatusSnapshot,
 };
 pub use store::{HistoryRow, ListFilter, SagaRecord, SagaStatus, Store, StoreError};
-pub use workflow::{AttemptRecord, Decision, Executed, Plan, SagaView, Workflow};
+pub use workflow::{AttemptRecord, Decision, Executed, Plan, SagaState, SagaView, Workflow};
 
 /// Engine failures.
 #[derive(Debug, thiserror::Error)]

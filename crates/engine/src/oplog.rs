@@ -16,7 +16,7 @@ use chrono::{DateTime, Utc};
 
 use crate::schedule::{human, Scheduled};
 use crate::store::{SagaRecord, SagaStatus};
-use crate::workflow::AttemptRecord;
+use crate::workflow::{AttemptRecord, SagaState};
 
 /// Counters of what happened since the last summary.
 #[derive(Debug, Default)]
@@ -80,11 +80,11 @@ pub(crate) fn call(tally: &Tally, saga: &SagaRecord, route: &str, attempt: &Atte
 }
 
 /// Logs what a step decided, at the level an operator needs.
-pub(crate) fn decided<C>(
+pub(crate) fn decided<S: SagaState, C>(
     tally: &Tally,
     saga: &SagaRecord,
     kind: &str,
-    scheduled: &Scheduled<C>,
+    scheduled: &Scheduled<S, C>,
     now: DateTime<Utc>,
     command: &str,
 ) {
@@ -97,11 +97,11 @@ pub(crate) fn decided<C>(
     match (kind, scheduled.status) {
         (_, SagaStatus::Failed) => {
             Tally::add(&tally.failed);
-            tracing::error!(purchase = %saga.id, customer, state = %scheduled.state, reason = error, "purchase failed; nothing was bought. Next: `{command} show {}`", saga.id);
+            tracing::error!(purchase = %saga.id, customer, state = scheduled.state.name(), reason = error, "purchase failed; nothing was bought. Next: `{command} show {}`", saga.id);
         }
         (_, SagaStatus::NeedsAttention) => {
             Tally::add(&tally.parked);
-            tracing::error!(purchase = %saga.id, customer, state = %scheduled.state, reason = error, "purchase parked for an operator. Next: `{command} show {}`", saga.id);
+            tracing::error!(purchase = %saga.id, customer, state = scheduled.state.name(), reason = error, "purchase parked for an operator. Next: `{command} show {}`", saga.id);
         }
         (_, SagaStatus::Succeeded) => {
             Tally::add(&tally.succeeded);
@@ -109,13 +109,13 @@ pub(crate) fn decided<C>(
         }
         ("retry", _) => {
             Tally::add(&tally.retries);
-            tracing::warn!(purchase = %saga.id, customer, state = %scheduled.state, wait, attempt = scheduled.attempt, error, "retrying");
+            tracing::warn!(purchase = %saga.id, customer, state = scheduled.state.name(), wait, attempt = scheduled.attempt, error, "retrying");
         }
         ("hold", _) => {
-            tracing::warn!(purchase = %saga.id, customer, state = %scheduled.state, wait, reason = error, "holding");
+            tracing::warn!(purchase = %saga.id, customer, state = scheduled.state.name(), wait, reason = error, "holding");
         }
         _ => {
-            tracing::debug!(purchase = %saga.id, decision = kind, to = %scheduled.state, wait, "step decided");
+            tracing::debug!(purchase = %saga.id, decision = kind, to = scheduled.state.name(), wait, "step decided");
         }
     }
 }

@@ -22,7 +22,7 @@ use crate::store::{
     Commit, EventKind, HistoryEvent, HistoryRow, Inserted, ListFilter, NewSaga, SagaRecord,
     SagaStatus, SagaUpdate, Store, StoreError, Writer,
 };
-use crate::workflow::{SagaView, Workflow};
+use crate::workflow::{SagaState, SagaView, Workflow};
 use crate::Error;
 
 /// How long claims stop skipping customers at their share after a skipping claim found no
@@ -238,11 +238,9 @@ impl<W: Workflow, S: Store> Engine<W, S> {
             id: uuid::Uuid::now_v7().to_string(),
             workflow: workflow.name().to_owned(),
             idempotency_key: idempotency_key.to_owned(),
-            state: workflow
-                .states()
+            state: W::State::ALL
                 .first()
-                .copied()
-                .unwrap_or("start")
+                .map_or("start", |s| s.name())
                 .to_owned(),
             context: serde_json::to_string(context).map_err(|e| Error::Context(e.to_string()))?,
             input,
@@ -665,20 +663,22 @@ impl<W: Workflow, S: Store> Engine<W, S> {
                 saga.status
             )));
         }
-        let from = from.unwrap_or(&saga.state).to_owned();
-        if !self.inner.workflow.states().contains(&from.as_str()) {
-            return Err(Error::Refused(format!(
-                "no state {from:?}; the states are {}",
-                self.inner.workflow.states().join(", ")
-            )));
-        }
         let view = self.view(&saga)?;
+        let from = match from {
+            None => view.state,
+            Some(name) => W::State::parse(name).ok_or_else(|| {
+                Error::Refused(format!(
+                    "no state {name:?}; the states are {}",
+                    self.inner.workflow.states().join(", ")
+                ))
+            })?,
+        };
         let context = self
             .inner
             .workflow
-            .prepare_resume(&view, &from)
+            .prepare_resume(&view, from)
             .map_err(Error::Refused)?;
-        self.operator_continue(saga, &from, &context, "resume", reason)
+        self.operator_continue(saga, from, &context, "resume", reason)
             .await
     }
 
@@ -752,19 +752,17 @@ impl<W: Workflow, S: Store> Engine<W, S> {
     pub async fn operator_continue(
         &self,
         saga: SagaRecord,
-        state: &str,
+        state: W::State,
         context: &W::Context,
         action: &str,
         reason: &str,
     ) -> Result<SagaRecord, Error> {
+        let state = state.name();
         if !matches!(saga.status, SagaStatus::Failed | SagaStatus::NeedsAttention) {
             return Err(Error::Refused(format!(
                 "purchase {} is {}; only failed or needs_attention purchases can be continued",
                 saga.id, saga.status
             )));
-        }
-        if !self.inner.workflow.states().contains(&state) {
-            return Err(Error::Refused(format!("no state {state:?}")));
         }
         let now = self.now();
         let update = SagaUpdate {
@@ -853,19 +851,23 @@ impl<W: Workflow, S: Store> Engine<W, S> {
         }
     }
 
-    fn view(&self, saga: &SagaRecord) -> Result<SagaView<W::Context>, Error> {
-        let known = self.inner.workflow.definition();
-        if saga.definition > known {
-            return Err(Error::Refused(format!(
-                "purchase {} was written by a newer release (workflow definition {}; this binary knows up to {known}): act on it with that release",
-                saga.id, saga.definition
-            )));
-        }
+    /// The saga as the workflow sees it; an operator action on a saga this binary cannot
+    /// continue is refused with the reason.
+    fn view(&self, saga: &SagaRecord) -> Result<SagaView<W::State, W::Context>, Error> {
+        let (state, context) = self
+            .inner
+            .workflow
+            .continues(&saga.state, saga.definition, &saga.context)
+            .map_err(|why| {
+                Error::Refused(format!(
+                    "purchase {}: this pcsaga cannot act on it: {why}",
+                    saga.id
+                ))
+            })?;
         Ok(SagaView {
             id: saga.id.clone(),
-            state: saga.state.clone(),
-            context: serde_json::from_str(&saga.context)
-                .map_err(|e| Error::Context(format!("purchase {}: {e}", saga.id)))?,
+            state,
+            context,
             attempt: saga.attempt,
             state_entered_at: saga.state_entered_at,
             created_at: saga.created_at,

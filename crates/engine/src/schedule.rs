@@ -9,13 +9,13 @@ use chrono::{DateTime, Utc};
 
 use crate::policy::{after, poll_delay, retry_delay, seed_of, OnExhausted, StatePolicy};
 use crate::store::{EventKind, HistoryEvent, SagaStatus};
-use crate::workflow::Decision;
+use crate::workflow::{Decision, SagaState};
 
 /// The saga before the decision.
 #[derive(Debug, Clone)]
-pub struct Before<'a> {
+pub struct Before<'a, S> {
     pub id: &'a str,
-    pub state: &'a str,
+    pub state: S,
     pub attempt: u32,
     pub total_attempts: u32,
     pub state_entered_at: DateTime<Utc>,
@@ -23,8 +23,8 @@ pub struct Before<'a> {
 
 /// The saga after the decision.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Scheduled<C> {
-    pub state: String,
+pub struct Scheduled<S, C> {
+    pub state: S,
     pub status: SagaStatus,
     pub context: C,
     pub attempt: u32,
@@ -41,21 +41,22 @@ pub struct Scheduled<C> {
 }
 
 /// Applies `policy` to `decision`.
-pub fn schedule<C>(
-    decision: Decision<C>,
-    before: &Before<'_>,
+pub fn schedule<S: SagaState, C>(
+    decision: Decision<S, C>,
+    before: &Before<'_, S>,
     policy: &StatePolicy,
     now: DateTime<Utc>,
-) -> Scheduled<C> {
+) -> Scheduled<S, C> {
     let seed = seed_of(before.id);
-    let from = before.state.to_owned();
+    let from = before.state;
+    let name = from.name();
     let stay = |context: C,
                 attempt: u32,
                 next: DateTime<Utc>,
                 wait: String,
                 error: Option<String>,
                 note: String| Scheduled {
-        state: from.clone(),
+        state: from,
         status: SagaStatus::Active,
         context,
         attempt,
@@ -66,12 +67,12 @@ pub fn schedule<C>(
         last_error: error,
         wait_reason: Some(wait),
         event: HistoryEvent::new(EventKind::Transition)
-            .state(from.clone())
-            .to_state(from.clone())
+            .state(name)
+            .to_state(name)
             .detail(note),
     };
     let stop = |context: C, status: SagaStatus, reason: String, kind: &str| Scheduled {
-        state: from.clone(),
+        state: from,
         status,
         context,
         attempt: before.attempt,
@@ -82,7 +83,7 @@ pub fn schedule<C>(
         last_error: (status != SagaStatus::Succeeded).then(|| reason.clone()),
         wait_reason: None,
         event: HistoryEvent::new(EventKind::Transition)
-            .state(from.clone())
+            .state(name)
             .to_state(status.as_str())
             .detail(format!("{kind}: {reason}")),
     };
@@ -92,7 +93,7 @@ pub fn schedule<C>(
     };
     match decision {
         Decision::Advance { to, context, note } => Scheduled {
-            state: to.clone(),
+            state: to,
             status: SagaStatus::Active,
             context,
             attempt: 0,
@@ -103,8 +104,8 @@ pub fn schedule<C>(
             last_error: None,
             wait_reason: None,
             event: HistoryEvent::new(EventKind::Transition)
-                .state(from.clone())
-                .to_state(to)
+                .state(name)
+                .to_state(to.name())
                 .detail(note),
         },
         Decision::Continue { context, note } => {
@@ -117,7 +118,7 @@ pub fn schedule<C>(
         } => {
             let attempt = before.attempt + 1;
             if attempt >= policy.retry.max_attempts {
-                let reason = format!("{} attempts in {from} failed; last error: {error}", attempt);
+                let reason = format!("{attempt} attempts in {name} failed; last error: {error}");
                 return exhausted(context, policy.retry.on_exhausted, reason);
             }
             let backoff = retry_delay(&policy.retry, attempt, seed);
@@ -142,7 +143,7 @@ pub fn schedule<C>(
             let deadline = after(before.state_entered_at, policy.poll.deadline);
             if now >= deadline {
                 let reason = format!(
-                    "{from} did not finish within its {} deadline: {note}",
+                    "{name} did not finish within its {} deadline: {note}",
                     human(policy.poll.deadline)
                 );
                 return exhausted(context, policy.poll.on_deadline, reason);
@@ -237,10 +238,26 @@ mod tests {
         DateTime::from_timestamp(1_800_000_000 + s, 0).expect("valid")
     }
 
-    fn before(attempt: u32) -> Before<'static> {
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+    enum St {
+        S,
+        T,
+    }
+
+    impl SagaState for St {
+        const ALL: &'static [Self] = &[St::S, St::T];
+        fn name(self) -> &'static str {
+            match self {
+                St::S => "S",
+                St::T => "T",
+            }
+        }
+    }
+
+    fn before(attempt: u32) -> Before<'static, St> {
         Before {
             id: "saga",
-            state: "S",
+            state: St::S,
             attempt,
             total_attempts: 5,
             state_entered_at: t(0),
@@ -250,14 +267,14 @@ mod tests {
     /// One row per case: decision, saga before, clock → (state, status, attempt, seconds until next run).
     #[track_caller]
     fn check(
-        decision: Decision<u8>,
+        decision: Decision<St, u8>,
         attempt: u32,
         now: i64,
         expected: (&str, SagaStatus, u32, Option<i64>),
     ) {
         let s = schedule(decision, &before(attempt), &policy(), t(now));
         let next = s.next_run_at.map(|n| (n - t(now)).num_seconds());
-        assert_eq!((s.state.as_str(), s.status, s.attempt, next), expected);
+        assert_eq!((s.state.name(), s.status, s.attempt, next), expected);
         assert_eq!(s.total_attempts, 6, "every decision counts");
     }
 
@@ -266,7 +283,7 @@ mod tests {
         let ctx = 0u8;
         check(
             Decision::Advance {
-                to: "T".into(),
+                to: St::T,
                 context: ctx,
                 note: String::new(),
             },

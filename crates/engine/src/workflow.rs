@@ -16,11 +16,35 @@ use serde::Serialize;
 
 use crate::policy::StatePolicy;
 
+/// A workflow's states: a closed set that prints as the names stored in saga rows and parses
+/// back. The engine parses a row's state before anything else; a name this binary cannot
+/// parse is never guessed at (the saga parks, see [`Workflow::continues`]).
+pub trait SagaState: Copy + Eq + std::hash::Hash + Debug + Send + Sync + 'static {
+    /// Every state, in order; the first is where sagas start.
+    const ALL: &'static [Self];
+
+    /// The name stored in saga rows, history and policies, and shown to operators.
+    fn name(self) -> &'static str;
+
+    /// The state a name stands for (any case), or `None`.
+    fn parse(name: &str) -> Option<Self> {
+        Self::ALL
+            .iter()
+            .copied()
+            .find(|s| s.name().eq_ignore_ascii_case(name))
+    }
+
+    /// Every state's name, in order.
+    fn names() -> Vec<&'static str> {
+        Self::ALL.iter().map(|s| s.name()).collect()
+    }
+}
+
 /// A saga as the workflow sees it.
 #[derive(Debug, Clone)]
-pub struct SagaView<C> {
+pub struct SagaView<S, C> {
     pub id: String,
-    pub state: String,
+    pub state: S,
     pub context: C,
     /// Attempts made in the current state since it was entered or last made progress.
     pub attempt: u32,
@@ -30,7 +54,7 @@ pub struct SagaView<C> {
 
 /// What to do next.
 #[derive(Debug, Clone)]
-pub enum Plan<E, C> {
+pub enum Plan<E, S, C> {
     /// Make a call. When `side_effecting`, `context` (which records the intent) is committed
     /// before the call is made, and the call is made only if that commit succeeded.
     Call {
@@ -39,19 +63,15 @@ pub enum Plan<E, C> {
         context: C,
     },
     /// No call needed: decide directly.
-    Decide(Decision<C>),
+    Decide(Decision<S, C>),
 }
 
 /// A workflow's verdict after a plan or a call. The engine applies the state's policy to it
 /// (backoff, poll cadence, deadlines, what happens when they run out).
 #[derive(Debug, Clone, PartialEq)]
-pub enum Decision<C> {
+pub enum Decision<S, C> {
     /// Enter another state and run it at once.
-    Advance {
-        to: String,
-        context: C,
-        note: String,
-    },
+    Advance { to: S, context: C, note: String },
     /// Stay, having made progress (the next call of the same state); run again at once.
     Continue { context: C, note: String },
     /// Stay after a failure that may pass; retry after the policy's backoff (or `retry_after`
@@ -79,7 +99,7 @@ pub enum Decision<C> {
     Park { context: C, reason: String },
 }
 
-impl<C> Decision<C> {
+impl<S, C> Decision<S, C> {
     /// A short name for tables and history rows.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -139,6 +159,8 @@ pub trait Workflow: Send + Sync + 'static {
     /// equal value): the engine keeps the typed value between the steps of one claim and decodes
     /// the JSON only after a claim, and a saga resumed elsewhere must decide as this one would.
     type Context: Serialize + DeserializeOwned + Clone + Send + Sync + Debug + 'static;
+    /// The saga's states (stored by name).
+    type State: SagaState;
     /// A planned call, as data.
     type Effect: Serialize + Clone + Send + Sync + Debug + 'static;
     /// What a call returned.
@@ -147,8 +169,10 @@ pub trait Workflow: Send + Sync + 'static {
     /// The workflow's name, stored with every saga.
     fn name(&self) -> &'static str;
 
-    /// Every state, in order; the first is where sagas start.
-    fn states(&self) -> &'static [&'static str];
+    /// Every state's name, in order; the first is where sagas start.
+    fn states(&self) -> Vec<&'static str> {
+        Self::State::names()
+    }
 
     /// The version of this workflow's definition: its states and its context's shape. Bump it
     /// when a change means an earlier binary could not continue this binary's sagas (a state
@@ -170,24 +194,25 @@ pub trait Workflow: Send + Sync + 'static {
         state: &str,
         definition: u32,
         context: &str,
-    ) -> Result<Self::Context, String> {
+    ) -> Result<(Self::State, Self::Context), String> {
         if definition > self.definition() {
             return Err(format!(
                 "it was written by a newer release (workflow definition {definition}; this binary knows up to {}); run it with that release",
                 self.definition()
             ));
         }
-        if !self.states().contains(&state) {
+        let Some(state) = Self::State::parse(state) else {
             return Err(format!(
                 "its state {state:?} is not one this binary knows ({}); it was written by another release or the row is damaged. Nothing was called; run it with the release that wrote it",
                 self.states().join(", ")
             ));
-        }
-        serde_json::from_str(context).map_err(|e| {
+        };
+        let context = serde_json::from_str(context).map_err(|e| {
             format!(
                 "its context cannot be read by this binary ({e}); inspect it with `pcsaga show`"
             )
-        })
+        })?;
+        Ok((state, context))
     }
 
     /// The id that ties a saga's calls together in logs (a purchase's `MS-CorrelationId`).
@@ -209,14 +234,14 @@ pub trait Workflow: Send + Sync + 'static {
     /// The next thing to do.
     fn plan(
         &self,
-        saga: &SagaView<Self::Context>,
+        saga: &SagaView<Self::State, Self::Context>,
         now: DateTime<Utc>,
-    ) -> Plan<Self::Effect, Self::Context>;
+    ) -> Plan<Self::Effect, Self::State, Self::Context>;
 
     /// Performs a call. Must not touch the database and must not panic on outside input.
     fn execute(
         &self,
-        saga: &SagaView<Self::Context>,
+        saga: &SagaView<Self::State, Self::Context>,
         effect: &Self::Effect,
     ) -> impl Future<Output = Executed<Self::Outcome>> + Send;
 
@@ -224,7 +249,7 @@ pub trait Workflow: Send + Sync + 'static {
     /// have moved for the saga (its calls go first). Default: unclassified.
     fn admission(
         &self,
-        _saga: &SagaView<Self::Context>,
+        _saga: &SagaView<Self::State, Self::Context>,
         _effect: &Self::Effect,
     ) -> crate::governor::Admission {
         crate::governor::Admission::default()
@@ -240,7 +265,7 @@ pub trait Workflow: Send + Sync + 'static {
     /// carries no attempt and says it was answered locally.
     fn answer_locally(
         &self,
-        _saga: &SagaView<Self::Context>,
+        _saga: &SagaView<Self::State, Self::Context>,
         _effect: &Self::Effect,
     ) -> Option<Self::Outcome> {
         None
@@ -249,22 +274,22 @@ pub trait Workflow: Send + Sync + 'static {
     /// Decides what a call's outcome means.
     fn decide(
         &self,
-        saga: &SagaView<Self::Context>,
+        saga: &SagaView<Self::State, Self::Context>,
         effect: &Self::Effect,
         outcome: Self::Outcome,
         now: DateTime<Utc>,
-    ) -> Decision<Self::Context>;
+    ) -> Decision<Self::State, Self::Context>;
 
     /// Whether an operator may resume a stopped saga in `from` (default: its current state),
     /// and the context to resume with. Refusals say why.
     fn prepare_resume(
         &self,
-        saga: &SagaView<Self::Context>,
-        from: &str,
+        saga: &SagaView<Self::State, Self::Context>,
+        from: Self::State,
     ) -> Result<Self::Context, String>;
 
     /// Whether an operator may cancel the saga. Refusals say why.
-    fn check_cancel(&self, saga: &SagaView<Self::Context>) -> Result<(), String>;
+    fn check_cancel(&self, saga: &SagaView<Self::State, Self::Context>) -> Result<(), String>;
 
     /// A reason the daemon must claim no new work now (say, the token service refuses our
     /// credentials: every purchase would only hold), or `None`. Called before every claim; it

@@ -21,14 +21,14 @@ use crate::context::{
 use crate::state::State;
 use pcsaga_partner_center::Error as ApiError;
 
-type D = Decision<PurchaseContext>;
+type D = Decision<State, PurchaseContext>;
 
 /// Most times a cart is rebuilt because catalog ids went stale, before giving up.
 pub const MAX_REDISCOVERIES: u32 = 3;
 
 fn advance(to: State, context: PurchaseContext, note: impl Into<String>) -> D {
     Decision::Advance {
-        to: to.name().to_owned(),
+        to,
         context,
         note: note.into(),
     }

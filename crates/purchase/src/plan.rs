@@ -15,7 +15,7 @@ use crate::state::State;
 /// ever sent).
 pub const CART_EXPIRY_MARGIN_HOURS: i64 = 1;
 
-type P = Plan<Call, PurchaseContext>;
+type P = Plan<Call, State, PurchaseContext>;
 
 fn read(call: Call, ctx: &PurchaseContext) -> P {
     send(call, ctx.clone())
@@ -33,7 +33,7 @@ fn send(call: Call, context: PurchaseContext) -> P {
 
 fn advance(to: State, ctx: PurchaseContext, note: impl Into<String>) -> P {
     Plan::Decide(Decision::Advance {
-        to: to.name().to_owned(),
+        to,
         context: ctx,
         note: note.into(),
     })

@@ -61,3 +61,17 @@ impl std::fmt::Display for State {
         f.write_str(self.name())
     }
 }
+
+/// The engine stores a purchase's state by [`State::name`] and parses it back with
+/// [`State::parse`]; a name that does not parse parks the saga.
+impl pcsaga_engine::workflow::SagaState for State {
+    const ALL: &'static [Self] = &State::ALL;
+
+    fn name(self) -> &'static str {
+        State::name(self)
+    }
+
+    fn parse(name: &str) -> Option<Self> {
+        State::parse(name)
+    }
+}

@@ -70,11 +70,11 @@ impl Driven {
         state: State,
         call: &str,
         outcome: &str,
-        decision: &pcsaga_engine::Decision<C>,
+        decision: &pcsaga_engine::Decision<State, C>,
     ) -> Self {
         use pcsaga_engine::Decision as D;
         let next = match decision {
-            D::Advance { to, .. } => to.clone(),
+            D::Advance { to, .. } => to.name().to_owned(),
             D::Succeed { .. } => "succeeded".to_owned(),
             D::Fail { .. } => "failed".to_owned(),
             D::Park { .. } => "needs_attention".to_owned(),

@@ -15,7 +15,10 @@ use crate::cache::{CacheStats, ReadCache, DEFAULT_TTL};
 use crate::call::{Call, Outcome};
 use crate::context::{PurchaseContext, Registration};
 use crate::decide::CREDENTIALS_HOLD;
-use crate::state::{State, STATE_NAMES};
+use crate::state::State;
+
+/// A purchase saga as the workflow sees it.
+type View = SagaView<State, PurchaseContext>;
 use crate::transitions::Driven;
 
 /// The workflow's name, stored with each saga.
@@ -87,7 +90,7 @@ impl PurchaseWorkflow {
         self
     }
 
-    fn record<C>(&self, state: State, call: &str, outcome: &str, decision: &Decision<C>) {
+    fn record<C>(&self, state: State, call: &str, outcome: &str, decision: &Decision<State, C>) {
         if let Some(recorder) = &self.recorder {
             (recorder.0)(Driven::of(state, call, outcome, decision));
         }
@@ -139,18 +142,6 @@ impl CredentialGate {
     }
 }
 
-/// A saga's state. An unknown name (a damaged row, or one written by a newer release) is
-/// never guessed at: planning from another state could repeat what was done, so the saga parks.
-fn state_of(name: &str) -> Result<State, String> {
-    State::parse(name).ok_or_else(|| {
-        format!("the saga's state {name:?} is not one this pcsaga knows ({}); it was written by another release or the row is damaged. Nothing was called; run it with the release that wrote it", STATE_NAMES.join(", "))
-    })
-}
-
-fn parked<C>(context: C, reason: String) -> Decision<C> {
-    Decision::Park { context, reason }
-}
-
 /// What a purchase must already know before an operator may resume it in `from`: each state
 /// works on what the states before it found. `None` when nothing is missing.
 fn missing_for(from: State, ctx: &PurchaseContext) -> Option<String> {
@@ -185,16 +176,13 @@ fn missing_for(from: State, ctx: &PurchaseContext) -> Option<String> {
 }
 
 impl Workflow for PurchaseWorkflow {
+    type State = State;
     type Context = PurchaseContext;
     type Effect = Call;
     type Outcome = Outcome;
 
     fn name(&self) -> &'static str {
         WORKFLOW_NAME
-    }
-
-    fn states(&self) -> &'static [&'static str] {
-        STATE_NAMES
     }
 
     fn correlation_id(&self, context: &PurchaseContext) -> String {
@@ -228,24 +216,15 @@ impl Workflow for PurchaseWorkflow {
         Ok(())
     }
 
-    fn plan(
-        &self,
-        saga: &SagaView<PurchaseContext>,
-        now: DateTime<Utc>,
-    ) -> Plan<Call, PurchaseContext> {
-        match state_of(&saga.state) {
-            Ok(state) => {
-                let plan = crate::plan::plan(state, &saga.context, now);
-                if let Plan::Decide(decision) = &plan {
-                    self.record(state, "-", "-", decision);
-                }
-                plan
-            }
-            Err(reason) => Plan::Decide(parked(saga.context.clone(), reason)),
+    fn plan(&self, saga: &View, now: DateTime<Utc>) -> Plan<Call, State, PurchaseContext> {
+        let plan = crate::plan::plan(saga.state, &saga.context, now);
+        if let Plan::Decide(decision) = &plan {
+            self.record(saga.state, "-", "-", decision);
         }
+        plan
     }
 
-    async fn execute(&self, saga: &SagaView<PurchaseContext>, effect: &Call) -> Executed<Outcome> {
+    async fn execute(&self, saga: &View, effect: &Call) -> Executed<Outcome> {
         match &self.client {
             Some(client) => {
                 let (outcome, attempt) =
@@ -270,7 +249,7 @@ impl Workflow for PurchaseWorkflow {
         }
     }
 
-    fn admission(&self, saga: &SagaView<PurchaseContext>, effect: &Call) -> Admission {
+    fn admission(&self, saga: &View, effect: &Call) -> Admission {
         crate::budgets::admission(&saga.context, effect)
     }
 
@@ -278,29 +257,23 @@ impl Workflow for PurchaseWorkflow {
         crate::budgets::feedback(outcome)
     }
 
-    fn answer_locally(&self, saga: &SagaView<PurchaseContext>, effect: &Call) -> Option<Outcome> {
+    fn answer_locally(&self, saga: &View, effect: &Call) -> Option<Outcome> {
         self.cache.answer(&saga.context, effect)
     }
 
     fn decide(
         &self,
-        saga: &SagaView<PurchaseContext>,
+        saga: &View,
         effect: &Call,
         outcome: Outcome,
         _now: DateTime<Utc>,
-    ) -> Decision<PurchaseContext> {
-        let decision = match state_of(&saga.state) {
-            Ok(state) => {
-                let class = match &outcome {
-                    Ok(_) => "ok",
-                    Err(failure) => failure.class.as_str(),
-                };
-                let decision = crate::decide::decide(state, &saga.context, effect, outcome);
-                self.record(state, effect.name(), class, &decision);
-                decision
-            }
-            Err(reason) => parked(saga.context.clone(), reason),
+    ) -> Decision<State, PurchaseContext> {
+        let class = match &outcome {
+            Ok(_) => "ok",
+            Err(failure) => failure.class.as_str(),
         };
+        let decision = crate::decide::decide(saga.state, &saga.context, effect, outcome);
+        self.record(saga.state, effect.name(), class, &decision);
         match decision {
             // The decision logic says "hold"; how long is this daemon's setting.
             Decision::Hold {
@@ -314,12 +287,7 @@ impl Workflow for PurchaseWorkflow {
         }
     }
 
-    fn prepare_resume(
-        &self,
-        saga: &SagaView<PurchaseContext>,
-        from: &str,
-    ) -> Result<PurchaseContext, String> {
-        let from = State::parse(from).ok_or_else(|| format!("no state {from:?}"))?;
+    fn prepare_resume(&self, saga: &View, from: State) -> Result<PurchaseContext, String> {
         let ctx = &saga.context;
         if ctx.checkout.attempted && !from.after_checkout_began() {
             return Err(format!(
@@ -389,7 +357,7 @@ impl Workflow for PurchaseWorkflow {
         }
     }
 
-    fn check_cancel(&self, saga: &SagaView<PurchaseContext>) -> Result<(), String> {
+    fn check_cancel(&self, saga: &View) -> Result<(), String> {
         let ctx = &saga.context;
         if ctx.checkout.attempted {
             return Err(format!(

@@ -37,7 +37,7 @@ async fn clean_run() -> Witnesses {
     };
     let client = Client::new(ClientConfig::new(sim.base_url()), credentials).expect("client");
     let workflow = PurchaseWorkflow::new(client);
-    let policies = Policies::parse(POLICIES, workflow.name(), workflow.states(), |s, p| {
+    let policies = Policies::parse(POLICIES, workflow.name(), &workflow.states(), |s, p| {
         workflow.validate_policy(s, p)
     })
     .expect("policies");

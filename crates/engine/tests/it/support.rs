@@ -8,12 +8,30 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use pcsaga_engine::policy::{OnExhausted, Policies, StatePolicy};
 use pcsaga_engine::{
-    AttemptRecord, Decision, Engine, EngineConfig, Executed, ManualClock, Plan, SagaView,
-    SqliteConfig, SqliteStore, Store, Workflow,
+    AttemptRecord, Decision, Engine, EngineConfig, Executed, ManualClock, Plan, SagaState,
+    SagaView, SqliteConfig, SqliteStore, Store, Workflow,
 };
 use serde::{Deserialize, Serialize};
 
-pub const STATES: &[&str] = &["Start", "Pay", "Wait"];
+/// The test workflow's states.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum St {
+    Start,
+    Pay,
+    Wait,
+}
+
+impl SagaState for St {
+    const ALL: &'static [Self] = &[St::Start, St::Pay, St::Wait];
+
+    fn name(self) -> &'static str {
+        match self {
+            St::Start => "Start",
+            St::Pay => "Pay",
+            St::Wait => "Wait",
+        }
+    }
+}
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Ctx {
@@ -56,16 +74,13 @@ pub struct TestWorkflow {
 }
 
 impl Workflow for TestWorkflow {
+    type State = St;
     type Context = Ctx;
     type Effect = Effect;
     type Outcome = Answer;
 
     fn name(&self) -> &'static str {
         "test"
-    }
-
-    fn states(&self) -> &'static [&'static str] {
-        STATES
     }
 
     fn correlation_id(&self, _: &Ctx) -> String {
@@ -86,14 +101,14 @@ impl Workflow for TestWorkflow {
         Ok(())
     }
 
-    fn plan(&self, saga: &SagaView<Ctx>, _now: DateTime<Utc>) -> Plan<Effect, Ctx> {
-        match saga.state.as_str() {
-            "Start" => Plan::Decide(Decision::Advance {
-                to: "Pay".into(),
+    fn plan(&self, saga: &SagaView<St, Ctx>, _now: DateTime<Utc>) -> Plan<Effect, St, Ctx> {
+        match saga.state {
+            St::Start => Plan::Decide(Decision::Advance {
+                to: St::Pay,
                 context: saga.context.clone(),
                 note: "go".into(),
             }),
-            "Pay" => {
+            St::Pay => {
                 let mut context = saga.context.clone();
                 let request_id = context
                     .request_id
@@ -113,7 +128,7 @@ impl Workflow for TestWorkflow {
         }
     }
 
-    async fn execute(&self, saga: &SagaView<Ctx>, effect: &Effect) -> Executed<Answer> {
+    async fn execute(&self, saga: &SagaView<St, Ctx>, effect: &Effect) -> Executed<Answer> {
         let stored = self.store.get(&saga.id).await.ok().flatten();
         let (name, request_id) = match effect {
             Effect::Pay { request_id } => ("pay", Some(request_id.clone())),
@@ -150,17 +165,17 @@ impl Workflow for TestWorkflow {
 
     fn decide(
         &self,
-        saga: &SagaView<Ctx>,
+        saga: &SagaView<St, Ctx>,
         effect: &Effect,
         outcome: Answer,
         _now: DateTime<Utc>,
-    ) -> Decision<Ctx> {
+    ) -> Decision<St, Ctx> {
         let mut context = saga.context.clone();
         match (effect, outcome) {
             (Effect::Pay { .. }, Answer::Ok) => {
                 context.paid = true;
                 Decision::Advance {
-                    to: "Wait".into(),
+                    to: St::Wait,
                     context,
                     note: "paid".into(),
                 }
@@ -198,16 +213,17 @@ impl Workflow for TestWorkflow {
         }
     }
 
-    fn prepare_resume(&self, saga: &SagaView<Ctx>, from: &str) -> Result<Ctx, String> {
-        if saga.context.paid && from != "Wait" {
+    fn prepare_resume(&self, saga: &SagaView<St, Ctx>, from: St) -> Result<Ctx, String> {
+        if saga.context.paid && from != St::Wait {
             return Err(format!(
-                "cannot resume from {from}: the payment was made; resume from Wait"
+                "cannot resume from {}: the payment was made; resume from Wait",
+                from.name()
             ));
         }
         Ok(saga.context.clone())
     }
 
-    fn check_cancel(&self, saga: &SagaView<Ctx>) -> Result<(), String> {
+    fn check_cancel(&self, saga: &SagaView<St, Ctx>) -> Result<(), String> {
         if saga.context.request_id.is_some() {
             Err("a payment may have been sent".into())
         } else {
@@ -272,7 +288,7 @@ pub async fn harness_with(
         script: script.clone(),
         store: store.clone(),
     };
-    let policies = Policies::parse(POLICY, "test", STATES, |s, p| {
+    let policies = Policies::parse(POLICY, "test", &St::names(), |s, p| {
         workflow.validate_policy(s, p)
     })
     .expect("policy");

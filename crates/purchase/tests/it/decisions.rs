@@ -24,7 +24,7 @@ fn check(
     ctx: &PurchaseContext,
     call: Call,
     outcome: Outcome,
-    expect: impl FnOnce(&Decision<PurchaseContext>) -> bool,
+    expect: impl FnOnce(&Decision<State, PurchaseContext>) -> bool,
 ) {
     let decision = decide(state, ctx, &call, outcome);
     assert!(expect(&decision), "{name}: {decision:#?}");
@@ -70,7 +70,7 @@ fn discovery(term: Option<&str>, sku_duration: &str) -> PurchaseContext {
     ctx
 }
 
-fn chosen(d: &Decision<PurchaseContext>) -> Option<String> {
+fn chosen(d: &Decision<State, PurchaseContext>) -> Option<String> {
     d.context().items[0].catalog_item_id.clone()
 }
 
@@ -306,8 +306,13 @@ fn stale_catalog_ids_are_rediscovered_a_bounded_number_of_times() {
         create(),
         Ok(Reply::Cart(Box::new(stale.clone()))),
         |d| {
-            matches!(d, Decision::Advance { to, .. } if to == "Discovery")
-                && d.context().rediscoveries == 1
+            matches!(
+                d,
+                Decision::Advance {
+                    to: State::Discovery,
+                    ..
+                }
+            ) && d.context().rediscoveries == 1
         },
     );
     ctx.rediscoveries = MAX_REDISCOVERIES - 1;
@@ -387,7 +392,9 @@ mod plans {
         ctx.items[0].sku = Some(sku_facts());
         ctx.registrations_planned = true;
         match plan(State::Enablement, &ctx, now()) {
-            Plan::Decide(Decision::Advance { to, .. }) => assert_eq!(to, "RegistrationPolling"),
+            Plan::Decide(Decision::Advance { to, .. }) => {
+                assert_eq!(to, State::RegistrationPolling)
+            }
             other => panic!("{other:?}"),
         }
         // Registering but not requested by us: read its status, do not register it.
@@ -435,7 +442,7 @@ mod plans {
         }
         ctx.cart = Some(cart(120));
         match plan(State::CartBuild, &ctx, now()) {
-            Plan::Decide(Decision::Advance { to, .. }) => assert_eq!(to, "Checkout"),
+            Plan::Decide(Decision::Advance { to, .. }) => assert_eq!(to, State::Checkout),
             other => panic!("two hours left: {other:?}"),
         }
     }

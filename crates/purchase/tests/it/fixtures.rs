@@ -33,9 +33,10 @@ fn contexts_of_every_definition_this_binary_knows_still_decode() {
                 serde_json::from_str(&std::fs::read_to_string(&path).expect("read")).expect("JSON");
             let state = doc["state"].as_str().expect("state");
             let context = doc["context"].to_string();
-            let decoded = workflow
+            let (decoded_state, decoded) = workflow
                 .continues(state, definition, &context)
                 .unwrap_or_else(|why| panic!("{}: {why}", path.display()));
+            assert_eq!(decoded_state.name(), state, "{}", path.display());
             if definition == workflow.definition() {
                 assert_eq!(
                     serde_json::to_value(&decoded).expect("encodes"),

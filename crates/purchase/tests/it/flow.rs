@@ -61,7 +61,7 @@ pub(crate) async fn world_with(config: SimConfig, secret: Option<&str>, app_user
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .insert(driven);
     })));
-    let policies = Policies::parse(POLICIES, workflow.name(), workflow.states(), |s, p| {
+    let policies = Policies::parse(POLICIES, workflow.name(), &workflow.states(), |s, p| {
         workflow.validate_policy(s, p)
     })
     .expect("policies");

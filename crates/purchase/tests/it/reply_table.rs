@@ -322,7 +322,7 @@ async fn every_reply_from_the_wire_to_the_decision() {
                 );
             }
             let next = match &decision {
-                Decision::Advance { to, .. } => to.clone(),
+                Decision::Advance { to, .. } => to.name().to_owned(),
                 Decision::Succeed { .. } => "succeeded".into(),
                 Decision::Fail { .. } => "failed".into(),
                 Decision::Park { .. } => "needs_attention".into(),

@@ -31,7 +31,7 @@ fn policies() -> Policies {
     Policies::parse(
         include_str!("../../../../workflows/one-time-purchase.toml"),
         workflow.name(),
-        workflow.states(),
+        &workflow.states(),
         |s, p| workflow.validate_policy(s, p),
     )
     .expect("the built-in policies")
@@ -376,7 +376,7 @@ fn row(state: State, ctx: &PurchaseContext, call: &Call, label: &str, outcome: O
         decision.clone(),
         &Before {
             id: "transition-table",
-            state: state.name(),
+            state,
             attempt: 0,
             total_attempts: 0,
             state_entered_at: now(),
@@ -388,7 +388,7 @@ fn row(state: State, ctx: &PurchaseContext, call: &Call, label: &str, outcome: O
         Decision::Succeed { .. } | Decision::Fail { .. } | Decision::Park { .. } => {
             scheduled.status.to_string()
         }
-        _ => scheduled.state.clone(),
+        _ => scheduled.state.name().to_owned(),
     };
     let wait = match scheduled.next_run_at {
         None => "-".to_owned(),
@@ -923,26 +923,23 @@ fn the_end_never_succeeds_without_confirmed_orders() {
 }
 
 /// A state name this release does not know (a newer release's, or a damaged row) is never
-/// planned from another state: the saga parks and says why.
+/// planned from another state: states are typed, and the only way from a stored name to one is
+/// `continues`, which refuses it and says why (the engine then parks the saga without a call:
+/// engine test `sagas_this_binary_cannot_continue_are_parked_without_a_call`).
 #[test]
 fn an_unknown_state_parks_instead_of_starting_over() {
-    use pcsaga_engine::{Plan, SagaView, Workflow};
+    use pcsaga_engine::Workflow;
     let workflow = pcsaga_purchase::PurchaseWorkflow::offline();
-    let view = SagaView {
-        id: "s".into(),
-        state: "CheckoutV2".into(),
-        context: at(State::Checkout),
-        attempt: 0,
-        state_entered_at: now(),
-        created_at: now(),
-    };
-    match workflow.plan(&view, now()) {
-        Plan::Decide(Decision::Park { reason, .. }) => {
-            assert!(
-                reason.contains("\"CheckoutV2\" is not one this pcsaga knows"),
-                "{reason}"
-            )
-        }
-        other => panic!("planned {other:?}"),
-    }
+    let context = serde_json::to_string(&at(State::Checkout)).expect("encodes");
+    let refused = workflow
+        .continues("CheckoutV2", workflow.definition(), &context)
+        .expect_err("an unknown state is refused");
+    assert!(
+        refused.contains("\"CheckoutV2\" is not one this binary knows"),
+        "{refused}"
+    );
+    let (state, _) = workflow
+        .continues("Checkout", workflow.definition(), &context)
+        .expect("a known state continues");
+    assert_eq!(state, State::Checkout);
 }
