@@ -64,13 +64,37 @@ pub fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[index.min(sorted.len() - 1)]
 }
 
-/// 1. The raw ceiling.
+/// 1. The raw ceiling: single-row commits/s, and rows/s with one 100-row `INSERT` per commit.
 pub async fn raw(scratch: &Scratch) -> Result<(f64, f64), Failure> {
-    Ok(pcsaga_engine::store::sqlite::raw_ceiling(
+    Ok(pcsaga_engine::store::ceiling::raw_ceiling(
         &scratch.db(),
         pcsaga_engine::Durability::Full,
         300,
         100,
+    )
+    .await?)
+}
+
+/// 1b. The engine's own batch SQL with no engine around it: transitions/s when `batch` sagas
+/// are committed at a time (the orchestration bench's sagas, steps and contexts).
+pub async fn engine_sql(batch: usize, rounds: u32) -> Result<f64, Failure> {
+    let scratch = Scratch::new("engine-sql")?;
+    let store = open(&scratch.db()).await?;
+    let engine = Engine::new(
+        NoopWorkflow::default(),
+        store.clone(),
+        policies()?,
+        Arc::new(SystemClock),
+        EngineConfig::new("bench"),
+    );
+    fill(&engine, batch, "sql").await?;
+    let batch = u32::try_from(batch).unwrap_or(u32::MAX);
+    Ok(pcsaga_engine::store::ceiling::engine_sql_ceiling(
+        &store,
+        "bench",
+        batch,
+        rounds,
+        chrono::Utc::now(),
     )
     .await?)
 }

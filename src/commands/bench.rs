@@ -35,7 +35,7 @@ pub async fn run(args: &BenchArgs) -> Result<Exit, Failed> {
     let wants = |name: &str| only.iter().any(|s| s == name);
     let mut table = Table::new(&["MEASUREMENT", "FIGURE", "RATIO TO RAW"]);
     let mut out = json!({"n": n});
-    // The ceiling is always measured: every ratio needs it.
+    // The ceilings are always measured: every ratio needs them.
     say!("bench: raw SQLite ceiling (WAL, synchronous=FULL)...");
     let scratch = run::Scratch::new("raw")?;
     let (single, batched) = run::raw(&scratch).await?;
@@ -46,38 +46,58 @@ pub async fn run(args: &BenchArgs) -> Result<Exit, Failed> {
         "1.00".into(),
     ]);
     table.row(vec![
-        "raw: rows/s, 100 rows per commit".into(),
+        "raw: rows/s, one 100-row INSERT per commit".into(),
         format!("{batched:.0}"),
         format!("{:.2}", batched / single),
     ]);
     out["raw"] = json!({"singleCommitsPerSecond": single, "batchedRowsPerSecond": batched});
     let commit_us = 1e6 / single;
+    let high = args.concurrency.max(1);
+    // The engine's own SQL, no engine: the reference of the orchestration figures.
+    let mut engine_sql = std::collections::BTreeMap::new();
+    if wants("orchestration") {
+        for batch in [1, high] {
+            say!("bench: the engine's batch SQL alone, {batch} saga(s) per commit...");
+            let rounds = if batch == 1 { 2_000 } else { 400 };
+            let tps = run::engine_sql(batch, rounds).await?;
+            table.row(vec![
+                format!("engine SQL alone, {batch} per commit: transitions/s"),
+                format!("{tps:.0}"),
+                format!("{:.2}", tps / single),
+            ]);
+            out[format!("engineSqlBatch{batch}")] = json!({"transitionsPerSecond": tps});
+            engine_sql.insert(batch, tps);
+        }
+    }
     if wants("orchestration") {
         let c1_n = n.min(1000);
-        let high = format!("concurrency {}", args.concurrency.max(1));
-        for (label, purchases, concurrency) in [
-            ("concurrency 1", c1_n, 1),
-            (high.as_str(), n, args.concurrency.max(1)),
-        ] {
+        let label_high = format!("concurrency {high}");
+        for (label, purchases, concurrency) in
+            [("concurrency 1", c1_n, 1), (label_high.as_str(), n, high)]
+        {
             say!("bench: orchestration, {purchases} no-op purchases at {label}...");
             let o = run::orchestration(purchases, concurrency).await?;
             let tps = o.transitions as f64 / o.seconds;
+            let sql = engine_sql.get(&concurrency).copied().unwrap_or(single);
             table.row(vec![
                 format!("orchestration {label}: purchases/s (n={purchases})"),
                 format!("{:.0}", purchases as f64 / o.seconds),
                 String::new(),
             ]);
             table.row(vec![
-                format!("orchestration {label}: transitions/s"),
+                format!("orchestration {label}: transitions/s (ratio: to the engine SQL alone)"),
                 format!("{tps:.0}"),
-                format!("{:.2}", tps / single),
+                format!("{:.2}", tps / sql),
             ]);
+            // One commit of the engine SQL alone at this batch size: what a transition waits
+            // for at the least.
+            let sql_us = 1e6 * concurrency as f64 / sql;
             table.row(vec![
-                format!("orchestration {label}: per-transition p50 / p99"),
+                format!("orchestration {label}: per-transition p50 / p99 (ratio: to the engine SQL alone)"),
                 format!("{:.0} µs / {:.0} µs", o.p50_us, o.p99_us),
-                format!("{:.2} / {:.2}", o.p50_us / commit_us, o.p99_us / commit_us),
+                format!("{:.2} / {:.2}", o.p50_us / sql_us, o.p99_us / sql_us),
             ]);
-            out[format!("orchestrationC{concurrency}")] = json!({"purchases": purchases, "seconds": o.seconds, "transitionsPerSecond": tps, "p50Micros": o.p50_us, "p99Micros": o.p99_us});
+            out[format!("orchestrationC{concurrency}")] = json!({"purchases": purchases, "seconds": o.seconds, "transitionsPerSecond": tps, "p50Micros": o.p50_us, "p99Micros": o.p99_us, "ratioToEngineSql": tps / sql});
         }
     }
     // The light measurements come first and end to end last: RSS is per process, and the

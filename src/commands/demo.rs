@@ -240,7 +240,8 @@ pub async fn run(args: &DemoArgs) -> Result<Exit, Failed> {
     let mut rows = Vec::new();
     let mut failed_ids = Vec::new();
     for saga in &sagas {
-        let ctx: Option<PurchaseContext> = serde_json::from_str(&saga.context).ok();
+        let ctx: Option<PurchaseContext> =
+            pcsaga_purchase::context::decode(saga.context_schema, &saga.context, &saga.input).ok();
         let (name, want, items) =
             expected
                 .get(&saga.id)

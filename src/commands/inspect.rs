@@ -217,7 +217,8 @@ pub async fn show(global: &Global, args: &ShowArgs, file: &FileConfig) -> Result
     let id = engine.resolve(&args.id).await?;
     let saga = engine.get(&id).await?;
     let history = engine.history(&id).await?;
-    let context: Option<PurchaseContext> = serde_json::from_str(&saga.context).ok();
+    let context: Option<PurchaseContext> =
+        pcsaga_purchase::context::decode(saga.context_schema, &saga.context, &saga.input).ok();
     if args.json {
         let mut out = summary(&saga);
         out["leaseOwner"] = json!(saga.lease_owner);

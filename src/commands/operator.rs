@@ -311,8 +311,9 @@ pub async fn attach_order(
             saga.status
         )));
     }
-    let context: PurchaseContext = serde_json::from_str(&saga.context)
-        .map_err(|e| refused(format!("purchase {id}'s context cannot be read: {e}")))?;
+    let context: PurchaseContext =
+        pcsaga_purchase::context::decode(saga.context_schema, &saga.context, &saga.input)
+            .map_err(|e| refused(format!("purchase {id}'s context cannot be read: {e}")))?;
     let orders: Vec<String> = args
         .orders
         .iter()

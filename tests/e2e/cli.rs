@@ -824,7 +824,7 @@ async fn a_database_from_a_newer_release_is_refused_by_name() {
         let stderr = support::stderr(&output);
         assert_eq!(output.status.code(), Some(6), "{args:?}: {stderr}");
         assert!(
-            stderr.contains("written by a newer pcsaga (schema 29991231000000); this binary knows up to 20261204000002"),
+            stderr.contains("written by a newer pcsaga (schema 29991231000000); this binary knows up to 20261204000003"),
             "{args:?}: {stderr}"
         );
     }

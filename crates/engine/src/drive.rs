@@ -15,7 +15,7 @@ use tokio::sync::watch;
 use tracing::Instrument;
 
 use crate::policy::after;
-use crate::runtime::{cannot_continue, update_of, CrashAt, Driven, Engine};
+use crate::runtime::{cannot_continue, CrashAt, Driven, Engine};
 use crate::schedule::{schedule, Before, Scheduled};
 use crate::store::{EventKind, HistoryEvent, SagaRecord, SagaUpdate, Store, Writer};
 use crate::workflow::{AttemptRecord, Decision, Executed, Plan, SagaState, SagaView, Workflow};
@@ -112,9 +112,7 @@ impl<W: Workflow, S: Store> Engine<W, S> {
     ) -> Result<Result<View<W>, Driven>, Error> {
         let read = match carried {
             Some(typed) => Ok(typed),
-            None => self
-                .workflow()
-                .continues(&saga.state, saga.definition, &saga.context),
+            None => self.workflow().continues(saga),
         };
         let (state, context) = match read {
             Ok(typed) => typed,
@@ -209,10 +207,10 @@ impl<W: Workflow, S: Store> Engine<W, S> {
     ) -> Result<Held<()>, Error> {
         let lease_until = after(now, self.config().lease);
         let update = SagaUpdate {
-            context: to_json(context)?,
             next_run_at: Some(lease_until),
-            ..update_of(saga)
+            ..SagaUpdate::from(&*saga)
         };
+        let update = self.with_context(update, context)?;
         let event = HistoryEvent::new(EventKind::Intent)
             .state(saga.state.clone())
             .detail(serde_json::to_string(effect).unwrap_or_default());
@@ -308,7 +306,7 @@ impl<W: Workflow, S: Store> Engine<W, S> {
         let run_now = scheduled.run_now;
         let call = acted.attempt.as_ref().map(|(call, ..)| call.clone());
         let next_state = scheduled.state;
-        let (mut update, mut event, context) = row_of(scheduled, keep, lease_until);
+        let (update, mut event, context) = row_of(saga, scheduled, keep, lease_until);
         // One history row per step: the call and its outcome ride on the transition they led
         // to (one row fewer to write per call).
         if let Some((_, attempt, _)) = acted.attempt {
@@ -329,7 +327,7 @@ impl<W: Workflow, S: Store> Engine<W, S> {
         } else {
             (context, None)
         };
-        update.context = to_json(&written)?;
+        let update = self.with_context(update, &written)?;
         if self
             .commit(saga, self.worker(lease_until), now, update, events)
             .await?
@@ -394,6 +392,7 @@ impl<W: Workflow, S: Store> Engine<W, S> {
 /// The row a scheduled step writes (its context encoded later: the next plan may change it),
 /// the history row, and the context.
 fn row_of<S: SagaState, C>(
+    saga: &SagaRecord,
     scheduled: Scheduled<S, C>,
     keep: bool,
     lease_until: Option<DateTime<Utc>>,
@@ -401,7 +400,10 @@ fn row_of<S: SagaState, C>(
     let update = SagaUpdate {
         state: scheduled.state.name().to_owned(),
         status: scheduled.status,
+        // Encoded once the next plan has had its say (Engine::with_context).
         context: String::new(),
+        definition: saga.definition,
+        context_schema: saga.context_schema,
         attempt: scheduled.attempt,
         total_attempts: scheduled.total_attempts,
         state_entered_at: scheduled.state_entered_at,

@@ -19,7 +19,7 @@ use tokio::task::JoinSet;
 use crate::clock::Clock;
 use crate::policy::{after, Policies};
 use crate::store::{
-    Commit, EventKind, HistoryEvent, HistoryRow, Inserted, ListFilter, NewSaga, SagaRecord,
+    Change, Commit, EventKind, HistoryEvent, HistoryRow, Inserted, ListFilter, NewSaga, SagaRecord,
     SagaStatus, SagaUpdate, Store, StoreError, Writer,
 };
 use crate::workflow::{SagaState, SagaView, Workflow};
@@ -247,6 +247,7 @@ impl<W: Workflow, S: Store> Engine<W, S> {
             customer_id,
             now,
             definition: workflow.definition(),
+            context_schema: workflow.context_schema(),
         };
         let event = HistoryEvent::new(EventKind::Submitted)
             .state(saga.state.clone())
@@ -522,28 +523,23 @@ impl<W: Workflow, S: Store> Engine<W, S> {
         }
     }
 
-    /// Extends a saga's lease (a fenced write that changes nothing else).
+    /// Extends a saga's lease: a fenced write of the lease columns only.
     pub(crate) async fn renew(&self, saga: &mut SagaRecord, owner: &str) -> Result<Driven, Error> {
         let now = self.now();
         let lease_until = after(now, self.inner.config.lease);
-        let update = SagaUpdate {
-            next_run_at: Some(lease_until),
-            ..update_of(saga)
-        };
         let writer = Writer::Worker {
             owner: owner.to_owned(),
             lease_until: Some(lease_until),
         };
-        self.commit(saga, writer, now, update, Vec::new()).await
+        let change = Change::Lease {
+            next_run_at: Some(lease_until),
+        };
+        self.write(saga, writer, now, change, Vec::new()).await
     }
 
-    /// Gives a saga back to the queue, due now.
+    /// Gives a saga back to the queue, due now: the lease columns only, and a history row.
     pub(crate) async fn release(&self, saga: &mut SagaRecord, why: &str) -> Result<Driven, Error> {
         let now = self.now();
-        let update = SagaUpdate {
-            next_run_at: Some(now),
-            ..update_of(saga)
-        };
         let event = HistoryEvent::new(EventKind::Released)
             .state(saga.state.clone())
             .detail(why.to_owned());
@@ -551,13 +547,16 @@ impl<W: Workflow, S: Store> Engine<W, S> {
             owner: self.inner.config.owner.clone(),
             lease_until: None,
         };
-        match self.commit(saga, writer, now, update, vec![event]).await? {
+        let change = Change::Lease {
+            next_run_at: Some(now),
+        };
+        match self.write(saga, writer, now, change, vec![event]).await? {
             Driven::Fenced => Ok(Driven::Fenced),
             _ => Ok(Driven::Released),
         }
     }
 
-    /// Commits a write; a fenced write is reported, not raised.
+    /// Commits a step's write of the saga's columns; a fenced write is reported, not raised.
     pub(crate) async fn commit(
         &self,
         saga: &mut SagaRecord,
@@ -566,34 +565,32 @@ impl<W: Workflow, S: Store> Engine<W, S> {
         update: SagaUpdate,
         events: Vec<HistoryEvent>,
     ) -> Result<Driven, Error> {
-        let definition = self.definition_of(saga, &update);
+        self.write(saga, writer, now, Change::Saga(update), events)
+            .await
+    }
+
+    /// Commits a fenced write and, once it is durable, applies it to the record held.
+    async fn write(
+        &self,
+        saga: &mut SagaRecord,
+        writer: Writer,
+        now: DateTime<Utc>,
+        change: Change,
+        events: Vec<HistoryEvent>,
+    ) -> Result<Driven, Error> {
+        // The record held is updated from these once the write is durable.
+        let (applied, lease) = (change.clone(), writer.clone());
         let commit = Commit {
             id: saga.id.clone(),
             expected_version: saga.version,
             writer,
             now,
-            definition,
-            update: update.clone(),
+            change,
             events,
-        };
-        let lease_until = match &commit.writer {
-            Writer::Worker { lease_until, .. } => *lease_until,
-            Writer::Operator => None,
         };
         match self.inner.store.commit(commit).await {
             Ok(version) => {
-                saga.version = version;
-                saga.definition = definition;
-                saga.lease_expires_at = lease_until;
-                saga.state = update.state;
-                saga.status = update.status;
-                saga.context = update.context;
-                saga.attempt = update.attempt;
-                saga.total_attempts = update.total_attempts;
-                saga.state_entered_at = update.state_entered_at;
-                saga.next_run_at = update.next_run_at;
-                saga.last_error = update.last_error;
-                saga.wait_reason = update.wait_reason;
+                saga.apply(&lease, now, applied, version);
                 Ok(Driven::Settled)
             }
             Err(StoreError::Fenced { .. }) => {
@@ -602,6 +599,20 @@ impl<W: Workflow, S: Store> Engine<W, S> {
             }
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// `update` carrying `context`, encoded by this binary: in its definition and schema.
+    pub(crate) fn with_context(
+        &self,
+        update: SagaUpdate,
+        context: &W::Context,
+    ) -> Result<SagaUpdate, Error> {
+        Ok(SagaUpdate {
+            context: to_json(context)?,
+            definition: self.inner.workflow.definition(),
+            context_schema: self.inner.workflow.context_schema(),
+            ..update
+        })
     }
 
     // ---- operator actions --------------------------------------------------------------
@@ -700,7 +711,7 @@ impl<W: Workflow, S: Store> Engine<W, S> {
             status: SagaStatus::Cancelled,
             next_run_at: None,
             wait_reason: None,
-            ..update_of(&saga)
+            ..SagaUpdate::from(&saga)
         };
         let event = HistoryEvent::new(EventKind::Operator)
             .state(saga.state.clone())
@@ -722,12 +733,7 @@ impl<W: Workflow, S: Store> Engine<W, S> {
         let workflow = &self.inner.workflow;
         Ok(active
             .into_iter()
-            .filter_map(|saga| {
-                workflow
-                    .continues(&saga.state, saga.definition, &saga.context)
-                    .err()
-                    .map(|why| (saga, why))
-            })
+            .filter_map(|saga| workflow.continues(&saga).err().map(|why| (saga, why)))
             .collect())
     }
 
@@ -768,14 +774,14 @@ impl<W: Workflow, S: Store> Engine<W, S> {
         let update = SagaUpdate {
             state: state.to_owned(),
             status: SagaStatus::Active,
-            context: to_json(context)?,
             attempt: 0,
             state_entered_at: now,
             next_run_at: Some(now),
             last_error: None,
             wait_reason: None,
-            ..update_of(&saga)
+            ..SagaUpdate::from(&saga)
         };
+        let update = self.with_context(update, context)?;
         let event = HistoryEvent::new(EventKind::Operator)
             .state(saga.state.clone())
             .to_state(state)
@@ -803,7 +809,7 @@ impl<W: Workflow, S: Store> Engine<W, S> {
         let update = SagaUpdate {
             next_run_at: Some(now),
             wait_reason: Some("due now (operator retry)".to_owned()),
-            ..update_of(&saga)
+            ..SagaUpdate::from(&saga)
         };
         let event = HistoryEvent::new(EventKind::Operator)
             .state(saga.state.clone())
@@ -824,8 +830,7 @@ impl<W: Workflow, S: Store> Engine<W, S> {
             expected_version: saga.version,
             writer: Writer::Operator,
             now: self.now(),
-            definition: self.definition_of(&saga, &update),
-            update,
+            change: Change::Saga(update),
             events: vec![event],
         };
         match self.inner.store.commit(commit).await {
@@ -840,30 +845,15 @@ impl<W: Workflow, S: Store> Engine<W, S> {
         }
     }
 
-    /// The definition a write records: the context's. A write that leaves the context as it
-    /// was (a lease renewal, a release, parking a saga this binary cannot read) keeps the
-    /// definition it had; a context this binary encoded is in its own.
-    fn definition_of(&self, saga: &SagaRecord, update: &SagaUpdate) -> u32 {
-        if update.context == saga.context {
-            saga.definition
-        } else {
-            self.inner.workflow.definition()
-        }
-    }
-
     /// The saga as the workflow sees it; an operator action on a saga this binary cannot
     /// continue is refused with the reason.
     fn view(&self, saga: &SagaRecord) -> Result<SagaView<W::State, W::Context>, Error> {
-        let (state, context) = self
-            .inner
-            .workflow
-            .continues(&saga.state, saga.definition, &saga.context)
-            .map_err(|why| {
-                Error::Refused(format!(
-                    "purchase {}: this pcsaga cannot act on it: {why}",
-                    saga.id
-                ))
-            })?;
+        let (state, context) = self.inner.workflow.continues(saga).map_err(|why| {
+            Error::Refused(format!(
+                "purchase {}: this pcsaga cannot act on it: {why}",
+                saga.id
+            ))
+        })?;
         Ok(SagaView {
             id: saga.id.clone(),
             state,
@@ -887,23 +877,9 @@ pub(crate) fn cannot_continue(saga: &SagaRecord, why: &str) -> (SagaUpdate, Stri
         next_run_at: None,
         wait_reason: None,
         last_error: Some(reason.clone()),
-        ..update_of(saga)
+        ..SagaUpdate::from(saga)
     };
     (update, reason)
-}
-
-pub(crate) fn update_of(saga: &SagaRecord) -> SagaUpdate {
-    SagaUpdate {
-        state: saga.state.clone(),
-        status: saga.status,
-        context: saga.context.clone(),
-        attempt: saga.attempt,
-        total_attempts: saga.total_attempts,
-        state_entered_at: saga.state_entered_at,
-        next_run_at: saga.next_run_at,
-        last_error: saga.last_error.clone(),
-        wait_reason: saga.wait_reason.clone(),
-    }
 }
 
 use crate::drive::to_json;

@@ -15,6 +15,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::policy::StatePolicy;
+use crate::store::SagaRecord;
 
 /// A workflow's states: a closed set that prints as the names stored in saga rows and parses
 /// back. The engine parses a row's state before anything else; a name this binary cannot
@@ -182,36 +183,60 @@ pub trait Workflow: Send + Sync + 'static {
         1
     }
 
-    /// Whether this binary can continue a saga as stored: its state is one of [`states`], it
-    /// was written at a definition this binary knows, and its context decodes. `Err` says
-    /// why not; the engine then parks the saga without a call, and `pcsaga check-upgrade`
-    /// lists it. The default accepts definitions up to [`Workflow::definition`]: a workflow
-    /// that bumps its definition overrides this to upgrade (or refuse) older contexts.
-    ///
-    /// [`states`]: Workflow::states
-    fn continues(
+    /// The version of the context's JSON shape. Bump it whenever the encoding changes, even
+    /// compatibly, and teach [`Workflow::decode_context`] to read every earlier one: contexts of
+    /// every schema up to this one must decode (fixture contexts of each are committed and
+    /// tested). Stored with every write that encodes a context.
+    fn context_schema(&self) -> u32 {
+        1
+    }
+
+    /// Decodes a context stored at `schema` (at most [`Workflow::context_schema`]), with the
+    /// request the saga was submitted with (`input`, as stored once in the row). The default
+    /// reads the JSON as it is.
+    fn decode_context(
         &self,
-        state: &str,
-        definition: u32,
+        _schema: u32,
         context: &str,
-    ) -> Result<(Self::State, Self::Context), String> {
-        if definition > self.definition() {
+        _input: &str,
+    ) -> Result<Self::Context, String> {
+        serde_json::from_str(context).map_err(|e| e.to_string())
+    }
+
+    /// Whether this binary can continue a saga as stored: it was written at a definition and
+    /// a context schema this binary knows, its state parses, and its context decodes. `Err`
+    /// says why not; the engine then parks the saga without a call, and `pcsaga check-upgrade`
+    /// lists it. A workflow that bumps its definition overrides this to upgrade (or refuse)
+    /// older sagas.
+    fn continues(&self, saga: &SagaRecord) -> Result<(Self::State, Self::Context), String> {
+        if saga.definition > self.definition() {
             return Err(format!(
-                "it was written by a newer release (workflow definition {definition}; this binary knows up to {}); run it with that release",
+                "it was written by a newer release (workflow definition {}; this binary knows up to {}); run it with that release",
+                saga.definition,
                 self.definition()
             ));
         }
-        let Some(state) = Self::State::parse(state) else {
+        if saga.context_schema > self.context_schema() {
             return Err(format!(
-                "its state {state:?} is not one this binary knows ({}); it was written by another release or the row is damaged. Nothing was called; run it with the release that wrote it",
+                "its context was written by a newer release (context schema {}; this binary knows up to {}); run it with that release",
+                saga.context_schema,
+                self.context_schema()
+            ));
+        }
+        let Some(state) = Self::State::parse(&saga.state) else {
+            return Err(format!(
+                "its state {:?} is not one this binary knows ({}); it was written by another release or the row is damaged. Nothing was called; run it with the release that wrote it",
+                saga.state,
                 self.states().join(", ")
             ));
         };
-        let context = serde_json::from_str(context).map_err(|e| {
-            format!(
-                "its context cannot be read by this binary ({e}); inspect it with `pcsaga show`"
-            )
-        })?;
+        let context = self
+            .decode_context(saga.context_schema, &saga.context, &saga.input)
+            .map_err(|e| {
+                format!(
+                    "its context cannot be read by this binary ({e}); inspect it with `pcsaga show`"
+                )
+            })?;
         Ok((state, context))
     }
 

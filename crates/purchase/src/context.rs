@@ -11,10 +11,18 @@ use uuid::Uuid;
 
 use crate::request::PurchaseRequest;
 
+/// The newest shape of the context's JSON ([`pcsaga_engine::Workflow::context_schema`]):
+/// 1. the request inside the context (a copy of the row's `input`);
+/// 2. the request stored once, in the row's `input`, and put back by [`decode`].
+pub const CONTEXT_SCHEMA: u32 = 2;
+
 /// The saga's context.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PurchaseContext {
+    /// The request the purchase was submitted with. Not encoded (schema 2): it is the saga
+    /// row's `input`, and [`decode`] puts it back; schema 1 contexts still carry it.
+    #[serde(skip_serializing, default)]
     pub request: PurchaseRequest,
     /// `MS-CorrelationId` of every call of this purchase.
     pub correlation_id: Uuid,
@@ -49,6 +57,24 @@ pub struct PurchaseContext {
     /// How often the cart was rebuilt after catalog ids went stale; bounded.
     #[serde(default)]
     pub rediscoveries: u32,
+}
+
+/// Decodes a context stored at `schema` with the request stored as the row's `input`: every
+/// schema up to [`CONTEXT_SCHEMA`] decodes. The one way from a row to a context (the daemon,
+/// `show`, `attach-order` and `check-upgrade` all read through it).
+pub fn decode(schema: u32, context: &str, input: &str) -> Result<PurchaseContext, String> {
+    if schema > CONTEXT_SCHEMA {
+        return Err(format!(
+            "context schema {schema} is newer than this binary's ({CONTEXT_SCHEMA})"
+        ));
+    }
+    let mut decoded: PurchaseContext =
+        serde_json::from_str(context).map_err(|e| format!("the context: {e}"))?;
+    if schema >= 2 {
+        decoded.request =
+            serde_json::from_str(input).map_err(|e| format!("the saga's request: {e}"))?;
+    }
+    Ok(decoded)
 }
 
 impl PurchaseContext {
@@ -359,7 +385,12 @@ mod tests {
             rediscoveries: 1,
         };
         let json = serde_json::to_string(&context).expect("encodes");
-        let decoded: PurchaseContext = serde_json::from_str(&json).expect("decodes");
+        assert!(
+            !json.contains("idempotencyKey"),
+            "the request is stored once, as the row's input: {json}"
+        );
+        let input = serde_json::to_string(&context.request).expect("encodes");
+        let decoded = decode(CONTEXT_SCHEMA, &json, &input).expect("decodes");
         assert_eq!(decoded, context);
     }
 }

@@ -17,8 +17,9 @@ pub const MAX_QUANTITY: i64 = 1_000_000;
 /// Customer segments Partner Center knows.
 pub const SEGMENTS: &[&str] = &["commercial", "education", "government", "nonprofit"];
 
-/// A validated purchase request.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// A validated purchase request. (`Default` is only the placeholder a context decodes with
+/// before [`crate::context::decode`] puts the saga's request in.)
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PurchaseRequest {
     pub idempotency_key: String,

@@ -185,6 +185,19 @@ impl Workflow for PurchaseWorkflow {
         WORKFLOW_NAME
     }
 
+    fn context_schema(&self) -> u32 {
+        crate::context::CONTEXT_SCHEMA
+    }
+
+    fn decode_context(
+        &self,
+        schema: u32,
+        context: &str,
+        input: &str,
+    ) -> Result<PurchaseContext, String> {
+        crate::context::decode(schema, context, input)
+    }
+
     fn correlation_id(&self, context: &PurchaseContext) -> String {
         context.correlation_id.to_string()
     }

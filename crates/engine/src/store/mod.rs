@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::workflow::AttemptRecord;
 
+pub mod ceiling;
 pub mod sqlite;
 
 /// Where a saga is in its life.
@@ -91,9 +92,46 @@ pub struct SagaRecord {
     pub last_error: Option<String>,
     /// What the saga waits for, while it waits.
     pub wait_reason: Option<String>,
-    /// The workflow definition of the binary that last wrote the row
+    /// The workflow definition of the binary that last wrote the context
     /// ([`crate::Workflow::definition`]).
     pub definition: u32,
+    /// The shape of the context JSON ([`crate::Workflow::context_schema`]).
+    pub context_schema: u32,
+}
+
+impl SagaRecord {
+    /// The row after a write by `writer` at `now` went through: `change` applied, the version
+    /// and the lease moved. The one place a written row is copied back into a held record.
+    pub fn apply(&mut self, writer: &Writer, now: DateTime<Utc>, change: Change, version: i64) {
+        self.version = version;
+        match writer {
+            Writer::Worker { owner, lease_until } => {
+                self.lease_owner = lease_until.map(|_| owner.clone());
+                self.lease_expires_at = *lease_until;
+            }
+            Writer::Operator => {
+                self.lease_owner = None;
+                self.lease_expires_at = None;
+            }
+        }
+        self.updated_at = now;
+        match change {
+            Change::Lease { next_run_at } => self.next_run_at = next_run_at,
+            Change::Saga(u) => {
+                self.state = u.state;
+                self.status = u.status;
+                self.context = u.context;
+                self.attempt = u.attempt;
+                self.total_attempts = u.total_attempts;
+                self.state_entered_at = u.state_entered_at;
+                self.next_run_at = u.next_run_at;
+                self.last_error = u.last_error;
+                self.wait_reason = u.wait_reason;
+                self.definition = u.definition;
+                self.context_schema = u.context_schema;
+            }
+        }
+    }
 }
 
 /// A saga to create.
@@ -109,6 +147,8 @@ pub struct NewSaga {
     pub now: DateTime<Utc>,
     /// The workflow definition of the binary that submits it.
     pub definition: u32,
+    /// The shape of its context JSON.
+    pub context_schema: u32,
 }
 
 /// The result of an insert: the new saga, or the one that already had the idempotency key.
@@ -118,7 +158,8 @@ pub enum Inserted {
     Existing(SagaRecord),
 }
 
-/// The new values of a saga's mutable columns.
+/// The new values of a saga's mutable columns. Start from the row (`SagaUpdate::from(&row)`)
+/// and change what the write changes.
 #[derive(Debug, Clone)]
 pub struct SagaUpdate {
     pub state: String,
@@ -130,6 +171,38 @@ pub struct SagaUpdate {
     pub next_run_at: Option<DateTime<Utc>>,
     pub last_error: Option<String>,
     pub wait_reason: Option<String>,
+    /// The definition and context schema the context is written in: kept from the row unless
+    /// the write encodes a new context.
+    pub definition: u32,
+    pub context_schema: u32,
+}
+
+impl From<&SagaRecord> for SagaUpdate {
+    fn from(saga: &SagaRecord) -> Self {
+        Self {
+            state: saga.state.clone(),
+            status: saga.status,
+            context: saga.context.clone(),
+            attempt: saga.attempt,
+            total_attempts: saga.total_attempts,
+            state_entered_at: saga.state_entered_at,
+            next_run_at: saga.next_run_at,
+            last_error: saga.last_error.clone(),
+            wait_reason: saga.wait_reason.clone(),
+            definition: saga.definition,
+            context_schema: saga.context_schema,
+        }
+    }
+}
+
+/// What a fenced write changes.
+#[derive(Debug, Clone)]
+pub enum Change {
+    /// A step, an intent or an operator's action: the saga's mutable columns.
+    Saga(SagaUpdate),
+    /// Only the lease and the due time (a renewal, a release): nothing else of the row is sent
+    /// or rewritten.
+    Lease { next_run_at: Option<DateTime<Utc>> },
 }
 
 /// Who writes, which decides the fence.
@@ -152,9 +225,7 @@ pub struct Commit {
     pub expected_version: i64,
     pub writer: Writer,
     pub now: DateTime<Utc>,
-    /// The workflow definition of the binary that writes (the context is in its shape).
-    pub definition: u32,
-    pub update: SagaUpdate,
+    pub change: Change,
     pub events: Vec<HistoryEvent>,
 }
 

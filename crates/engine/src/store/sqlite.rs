@@ -25,7 +25,7 @@ use sqlx::{ConnectOptions, Connection, Row, SqliteConnection, SqlitePool};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    Commit, EventKind, HistoryEvent, HistoryRow, Inserted, ListFilter, NewSaga, SagaRecord,
+    Change, Commit, EventKind, HistoryEvent, HistoryRow, Inserted, ListFilter, NewSaga, SagaRecord,
     SagaStatus, Store, StoreError, Writer,
 };
 use crate::clock::{from_millis, to_millis};
@@ -162,7 +162,7 @@ impl std::fmt::Debug for WriteOp {
     }
 }
 
-fn db_error(e: sqlx::Error) -> StoreError {
+pub(super) fn db_error(e: sqlx::Error) -> StoreError {
     if let sqlx::Error::Database(db) = &e {
         // SQLITE_FULL (13), SQLITE_READONLY (8) and SQLITE_CANTOPEN (14), with extended codes.
         let code = db.code().and_then(|c| c.parse::<i32>().ok()).unwrap_or(0) & 0xff;
@@ -769,7 +769,7 @@ async fn run_one(conn: &mut SqliteConnection, op: WriteOp) -> (Pending, Option<S
             (Pending::Claim(reply, result), failure)
         }
         WriteOp::Commit { commit, reply } => {
-            let result = apply_commits(conn, &[&commit])
+            let result = apply_commits(conn, &[&commit], false)
                 .await
                 .and_then(|mut results| results.pop().unwrap_or(Err(StoreError::WriterGone)));
             let (result, failure) = split(result);
@@ -803,10 +803,53 @@ fn pending_of(op: WriteOp) -> Pending {
     }
 }
 
+/// Whether a batch is the daemon's steady state: commits only, each of another saga.
+fn only_commits_of_distinct_sagas(batch: &[WriteOp]) -> bool {
+    let mut ids = std::collections::HashSet::with_capacity(batch.len());
+    batch.iter().all(|op| match op {
+        WriteOp::Commit { commit, .. } => ids.insert(commit.id.as_str()),
+        _ => false,
+    })
+}
+
+/// Runs a batch of commits of distinct sagas as one transaction in one call: `BEGIN
+/// IMMEDIATE`, their statements and `COMMIT` reach SQLite's worker thread together, so the
+/// batch costs one hand-off between tokio and that thread instead of one per statement. A
+/// database error fails the whole batch, as in [`run_batch`].
+async fn run_commits(conn: &mut SqliteConnection, batch: &mut Vec<WriteOp>) {
+    let mut commits = Vec::with_capacity(batch.len());
+    let mut replies = Vec::with_capacity(batch.len());
+    for op in batch.drain(..) {
+        if let WriteOp::Commit { commit, reply } = op {
+            commits.push(commit);
+            replies.push(reply);
+        }
+    }
+    let refs: Vec<&Commit> = commits.iter().collect();
+    match apply_commits(conn, &refs, true).await {
+        Ok(results) => {
+            for (reply, result) in replies.into_iter().zip(results) {
+                Pending::Commit(reply, result).answer(None);
+            }
+        }
+        Err(e) => {
+            // The failure may have come before or after BEGIN, or from COMMIT itself: roll
+            // back whatever is open (an error here only says nothing was).
+            let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+            for reply in replies {
+                Pending::Commit(reply, Err(StoreError::WriterGone)).answer(Some(&e));
+            }
+        }
+    }
+}
+
 /// Runs a batch in one transaction. Any database error (as opposed to a fenced write) fails
 /// the whole batch: SQLite may have rolled the transaction back already (a full disk does), so
 /// none of its writes can be trusted, and every caller is told so and tries again later.
 async fn run_batch(conn: &mut SqliteConnection, batch: &mut Vec<WriteOp>) {
+    if only_commits_of_distinct_sagas(batch) {
+        return run_commits(conn, batch).await;
+    }
     if let Err(e) = sqlx::query("BEGIN IMMEDIATE")
         .execute(&mut *conn)
         .await
@@ -866,7 +909,7 @@ async fn run_batch(conn: &mut SqliteConnection, batch: &mut Vec<WriteOp>) {
             commits.iter().map(|(c, _)| c.id.as_str()).collect();
         if distinct.len() == commits.len() {
             let refs: Vec<&Commit> = commits.iter().map(|(c, _)| c).collect();
-            match apply_commits(conn, &refs).await {
+            match apply_commits(conn, &refs, false).await {
                 Ok(results) => {
                     for ((_, reply), result) in commits.into_iter().zip(results) {
                         pending.push(Pending::Commit(reply, result));
@@ -912,7 +955,7 @@ async fn run_batch(conn: &mut SqliteConnection, batch: &mut Vec<WriteOp>) {
 
 const SAGA_COLUMNS: &str = "id, workflow, idempotency_key, state, status, context, input, customer_id, attempt, \
      total_attempts, state_entered_at, next_run_at, lease_owner, lease_expires_at, version, created_at, updated_at, \
-     last_error, wait_reason, definition";
+     last_error, wait_reason, definition, context_schema";
 
 fn saga_from_row(row: &SqliteRow) -> Result<SagaRecord, StoreError> {
     let status: String = row.try_get("status").map_err(db_error)?;
@@ -948,6 +991,8 @@ fn saga_from_row(row: &SqliteRow) -> Result<SagaRecord, StoreError> {
         wait_reason: row.try_get("wait_reason").map_err(db_error)?,
         definition: u32::try_from(row.try_get::<i64, _>("definition").map_err(db_error)?)
             .unwrap_or(u32::MAX),
+        context_schema: u32::try_from(row.try_get::<i64, _>("context_schema").map_err(db_error)?)
+            .unwrap_or(u32::MAX),
     })
 }
 
@@ -957,8 +1002,8 @@ async fn insert(conn: &mut SqliteConnection, saga: &NewSaga) -> Result<Inserted,
     let now = to_millis(saga.now);
     let created = sqlx::query(&format!(
         "INSERT INTO sagas (id, workflow, idempotency_key, state, status, context, input, customer_id, attempt, \
-         total_attempts, state_entered_at, next_run_at, version, created_at, updated_at, definition) \
-         VALUES (?, ?, ?, ?, 'active', ?, ?, ?, 0, 0, ?, ?, 0, ?, ?, ?) \
+         total_attempts, state_entered_at, next_run_at, version, created_at, updated_at, definition, context_schema) \
+         VALUES (?, ?, ?, ?, 'active', ?, ?, ?, 0, 0, ?, ?, 0, ?, ?, ?, ?) \
          ON CONFLICT (workflow, idempotency_key) DO NOTHING \
          RETURNING {SAGA_COLUMNS}"
     ))
@@ -974,6 +1019,7 @@ async fn insert(conn: &mut SqliteConnection, saga: &NewSaga) -> Result<Inserted,
     .bind(now)
     .bind(now)
     .bind(i64::from(saga.definition))
+    .bind(i64::from(saga.context_schema))
     .fetch_optional(&mut *conn)
     .await
     .map_err(db_error)?;
@@ -1066,81 +1112,190 @@ async fn claim(
     Ok(claimed)
 }
 
-/// Applies many fenced commits (of distinct sagas) in one UPDATE and one history INSERT.
-/// Each commit's answer is its new version, or `Fenced` if its row did not match.
-async fn apply_commits(
-    conn: &mut SqliteConnection,
-    commits: &[&Commit],
-) -> Result<Vec<Result<i64, StoreError>>, StoreError> {
-    let mut updated: std::collections::HashSet<String> = std::collections::HashSet::new();
+type SqliteQuery<'q> = sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>>;
+
+/// The fence of a commit, as SQL over a saga row `s` and a values row `v` whose columns
+/// `version`, `owner`, `operator` and `now` are named: the row is still at the version the
+/// writer read, and the writer still holds the lease (a worker) or nobody does (an operator).
+fn fence_sql(s: &str, version: &str, owner: &str, operator: &str, now: &str) -> String {
+    format!(
+        "{s}.version = {version} AND ( \
+         ({operator} = 0 AND {s}.lease_owner = {owner} AND {s}.lease_expires_at >= {now}) \
+         OR ({operator} = 1 AND ({s}.lease_owner IS NULL OR {s}.lease_expires_at < {now})))"
+    )
+}
+
+/// The SQL of many fenced commits (of distinct sagas), per chunk of commits: the history rows
+/// of the commits whose fence holds (one INSERT per [`MAX_ROWS_PER_STATEMENT`] rows), then
+/// one UPDATE of their rows returning the ids it wrote. The history goes first because both
+/// statements test the same fence on the row as it was: after the UPDATE, a fenced commit's
+/// row could carry the version a passing one would have. `transaction` wraps the statements
+/// in `BEGIN IMMEDIATE` … `COMMIT`, so that a batch of commits reaches SQLite's worker
+/// thread in one hand-off. See [`bind_commits`] for the values, in the same order.
+fn commits_sql(commits: &[&Commit], transaction: bool) -> String {
+    let mut sql = String::new();
+    if transaction {
+        sql.push_str("BEGIN IMMEDIATE;\n");
+    }
+    let history_fence = fence_sql("s", "v.column14", "v.column15", "v.column16", "v.column2");
+    let saga_fence = fence_sql(
+        "sagas",
+        "v.column15",
+        "v.column16",
+        "v.column17",
+        "v.column14",
+    );
     for chunk in commits.chunks(MAX_ROWS_PER_STATEMENT / 2) {
-        let rows = statement_rows(chunk.len());
-        let sql = format!(
-            "UPDATE sagas SET state = v.column2, status = v.column3, context = v.column4, attempt = v.column5, \
-             total_attempts = v.column6, state_entered_at = v.column7, next_run_at = v.column8, \
-             last_error = v.column9, wait_reason = v.column10, lease_owner = v.column11, \
-             lease_expires_at = v.column12, updated_at = v.column13, definition = v.column17, \
+        let events: usize = chunk.iter().map(|c| c.events.len()).sum();
+        let mut left = events;
+        while left > 0 {
+            let rows = statement_rows(left.min(MAX_ROWS_PER_STATEMENT));
+            sql.push_str(&format!(
+                "INSERT INTO history (saga_id, at, kind, state, to_state, call, http_status, latency_ms, request_id, \
+                 error_class, error, detail) \
+                 SELECT v.column1, v.column2, v.column3, v.column4, v.column5, v.column6, v.column7, v.column8, \
+                 v.column9, v.column10, v.column11, v.column12 FROM (VALUES {}) AS v \
+                 WHERE v.column1 IS NOT NULL AND EXISTS (SELECT 1 FROM sagas s WHERE s.id = v.column1 AND {history_fence}) \
+                 ORDER BY v.column13;\n",
+                vec!["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"; rows].join(", ")
+            ));
+            left -= left.min(MAX_ROWS_PER_STATEMENT);
+        }
+        // A lease-only change (`column2` = 0) sends no other column and keeps the row's.
+        let keep = |column: &str, value: &str| {
+            format!("{column} = iif(v.column2, {value}, sagas.{column})")
+        };
+        sql.push_str(&format!(
+            "UPDATE sagas SET {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, next_run_at = v.column9, \
+             lease_owner = v.column12, lease_expires_at = v.column13, updated_at = v.column14, \
              version = sagas.version + 1 \
-             FROM (VALUES {}) AS v \
-             WHERE sagas.id = v.column1 AND sagas.version = v.column14 AND ( \
-               (v.column16 = 0 AND sagas.lease_owner = v.column15 AND sagas.lease_expires_at >= v.column13) \
-               OR (v.column16 = 1 AND (sagas.lease_owner IS NULL OR sagas.lease_expires_at < v.column13))) \
-             RETURNING sagas.id",
-            vec!["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"; rows].join(", ")
-        );
-        let mut query = sqlx::query(&sql);
+             FROM (VALUES {}) AS v WHERE sagas.id = v.column1 AND {saga_fence} RETURNING sagas.id;\n",
+            keep("state", "v.column3"),
+            keep("status", "v.column4"),
+            keep("context", "v.column5"),
+            keep("attempt", "v.column6"),
+            keep("total_attempts", "v.column7"),
+            keep("state_entered_at", "v.column8"),
+            keep("last_error", "v.column10"),
+            keep("wait_reason", "v.column11"),
+            keep("definition", "v.column18"),
+            keep("context_schema", "v.column19"),
+            vec!["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"; statement_rows(chunk.len())]
+                .join(", ")
+        ));
+    }
+    if transaction {
+        sql.push_str("COMMIT;\n");
+    }
+    sql
+}
+
+/// The fence values of a commit: (lease owner to write, lease end to write, owner the fence
+/// expects, 1 for an operator's write).
+type Fence = (Option<String>, Option<i64>, Option<String>, i64);
+
+fn fence_of(commit: &Commit) -> Fence {
+    match &commit.writer {
+        Writer::Worker { owner, lease_until } => (
+            lease_until.map(|_| owner.clone()),
+            lease_until.map(to_millis),
+            Some(owner.clone()),
+            0,
+        ),
+        Writer::Operator => (None, None, None, 1),
+    }
+}
+
+/// Binds the values of [`commits_sql`], statement by statement. Padding rows are NULL (a NULL
+/// id matches no saga, and padding history rows are filtered out).
+fn bind_commits<'q>(mut query: SqliteQuery<'q>, commits: &[&'q Commit]) -> SqliteQuery<'q> {
+    for chunk in commits.chunks(MAX_ROWS_PER_STATEMENT / 2) {
+        let events: Vec<(&Commit, &HistoryEvent)> = chunk
+            .iter()
+            .flat_map(|c| c.events.iter().map(move |e| (*c, e)))
+            .collect();
+        for part in events.chunks(MAX_ROWS_PER_STATEMENT) {
+            for (order, (commit, event)) in part.iter().enumerate() {
+                let (_, _, fence_owner, operator) = fence_of(commit);
+                query = bind_event(query, &commit.id, commit.now, event, order)
+                    .bind(commit.expected_version)
+                    .bind(fence_owner)
+                    .bind(operator);
+            }
+            for _ in part.len()..statement_rows(part.len()) {
+                for _ in 0..16 {
+                    query = query.bind(None::<i64>);
+                }
+            }
+        }
         for commit in chunk {
-            let u = &commit.update;
-            let (owner, lease_until, fence_owner, operator) = match &commit.writer {
-                Writer::Worker { owner, lease_until } => (
-                    lease_until.map(|_| owner.clone()),
-                    lease_until.map(to_millis),
-                    Some(owner.clone()),
-                    0_i64,
+            let (owner, lease_until, fence_owner, operator) = fence_of(commit);
+            query = query.bind(&commit.id);
+            query = match &commit.change {
+                Change::Saga(u) => query
+                    .bind(1_i64)
+                    .bind(&u.state)
+                    .bind(u.status.as_str())
+                    .bind(&u.context)
+                    .bind(i64::from(u.attempt))
+                    .bind(i64::from(u.total_attempts))
+                    .bind(to_millis(u.state_entered_at))
+                    .bind(u.next_run_at.map(to_millis))
+                    .bind(&u.last_error)
+                    .bind(&u.wait_reason),
+                Change::Lease { next_run_at } => {
+                    let mut q = query.bind(0_i64);
+                    for _ in 0..6 {
+                        q = q.bind(None::<i64>);
+                    }
+                    q.bind(next_run_at.map(to_millis))
+                        .bind(None::<String>)
+                        .bind(None::<String>)
+                }
+            };
+            let (definition, schema) = match &commit.change {
+                Change::Saga(u) => (
+                    Some(i64::from(u.definition)),
+                    Some(i64::from(u.context_schema)),
                 ),
-                Writer::Operator => (None, None, None, 1_i64),
+                Change::Lease { .. } => (None, None),
             };
             query = query
-                .bind(&commit.id)
-                .bind(&u.state)
-                .bind(u.status.as_str())
-                .bind(&u.context)
-                .bind(i64::from(u.attempt))
-                .bind(i64::from(u.total_attempts))
-                .bind(to_millis(u.state_entered_at))
-                .bind(u.next_run_at.map(to_millis))
-                .bind(&u.last_error)
-                .bind(&u.wait_reason)
                 .bind(owner)
                 .bind(lease_until)
                 .bind(to_millis(commit.now))
                 .bind(commit.expected_version)
                 .bind(fence_owner)
                 .bind(operator)
-                .bind(i64::from(commit.definition));
+                .bind(definition)
+                .bind(schema);
         }
-        // Padding rows have a NULL id, which matches no saga.
-        for _ in chunk.len()..rows {
-            for _ in 0..17 {
+        for _ in chunk.len()..statement_rows(chunk.len()) {
+            for _ in 0..19 {
                 query = query.bind(None::<i64>);
             }
         }
-        let rows = query.fetch_all(&mut *conn).await.map_err(db_error)?;
-        for row in rows {
-            updated.insert(row.try_get::<String, _>(0).map_err(db_error)?);
-        }
     }
-    // The history of the commits that went through, in one statement per 500 rows.
-    let rows: Vec<(&Commit, &HistoryEvent)> = commits
-        .iter()
-        .filter(|c| updated.contains(&c.id))
-        .flat_map(|c| c.events.iter().map(move |e| (*c, e)))
-        .collect();
-    let rows: Vec<(&str, DateTime<Utc>, &HistoryEvent)> = rows
-        .into_iter()
-        .map(|(c, e)| (c.id.as_str(), c.now, e))
-        .collect();
-    insert_history(conn, &rows).await?;
+    query
+}
+
+/// Applies many fenced commits (of distinct sagas) with [`commits_sql`]; inside a transaction
+/// the caller opened, or (`transaction`) as one of its own. Each commit's answer is its new
+/// version, or `Fenced` if its row did not match.
+pub(super) async fn apply_commits(
+    conn: &mut SqliteConnection,
+    commits: &[&Commit],
+    transaction: bool,
+) -> Result<Vec<Result<i64, StoreError>>, StoreError> {
+    let sql = commits_sql(commits, transaction);
+    let rows = bind_commits(sqlx::query(&sql), commits)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(db_error)?;
+    let mut updated = std::collections::HashSet::with_capacity(rows.len());
+    for row in rows {
+        updated.insert(row.try_get::<String, _>(0).map_err(db_error)?);
+    }
     Ok(commits
         .iter()
         .map(|c| {
@@ -1175,21 +1330,7 @@ async fn insert_history(
         );
         let mut query = sqlx::query(&sql);
         for (order, (saga_id, at, event)) in chunk.iter().enumerate() {
-            let attempt = event.attempt.as_ref();
-            query = query
-                .bind(*saga_id)
-                .bind(to_millis(*at))
-                .bind(event.kind.map_or("transition", EventKind::as_str))
-                .bind(event.state.clone())
-                .bind(event.to_state.clone())
-                .bind(attempt.map(|a| a.call.clone()))
-                .bind(attempt.and_then(|a| a.http_status).map(i64::from))
-                .bind(attempt.map(|a| i64::try_from(a.latency_ms).unwrap_or(i64::MAX)))
-                .bind(attempt.and_then(|a| a.request_id.clone()))
-                .bind(attempt.and_then(|a| a.error_class.clone()))
-                .bind(attempt.and_then(|a| a.error.clone()))
-                .bind(event.detail.clone())
-                .bind(i64::try_from(order).unwrap_or(i64::MAX));
+            query = bind_event(query, saga_id, *at, event, order);
         }
         for _ in chunk.len()..padded {
             for _ in 0..13 {
@@ -1199,6 +1340,31 @@ async fn insert_history(
         query.execute(&mut *conn).await.map_err(db_error)?;
     }
     Ok(())
+}
+
+/// Binds a history row's thirteen values: the row, then its place in the statement.
+fn bind_event<'q>(
+    query: SqliteQuery<'q>,
+    saga_id: &'q str,
+    at: DateTime<Utc>,
+    event: &'q HistoryEvent,
+    order: usize,
+) -> SqliteQuery<'q> {
+    let attempt = event.attempt.as_ref();
+    query
+        .bind(saga_id)
+        .bind(to_millis(at))
+        .bind(event.kind.map_or("transition", EventKind::as_str))
+        .bind(event.state.as_deref())
+        .bind(event.to_state.as_deref())
+        .bind(attempt.map(|a| a.call.as_str()))
+        .bind(attempt.and_then(|a| a.http_status).map(i64::from))
+        .bind(attempt.map(|a| i64::try_from(a.latency_ms).unwrap_or(i64::MAX)))
+        .bind(attempt.and_then(|a| a.request_id.as_deref()))
+        .bind(attempt.and_then(|a| a.error_class.as_deref()))
+        .bind(attempt.and_then(|a| a.error.as_deref()))
+        .bind(event.detail.as_deref())
+        .bind(i64::try_from(order).unwrap_or(i64::MAX))
 }
 
 impl Store for SqliteStore {
@@ -1493,70 +1659,6 @@ pub async fn list_plan(store: &SqliteStore, filter: &ListFilter) -> Result<Strin
         .join("; "))
 }
 
-/// The raw SQLite ceiling on this machine, with the engine's settings (WAL and the given
-/// durability): single-row commits per second, and rows per second when `batch` rows share
-/// one commit. The benchmark prints every other figure as a ratio to these.
-pub async fn raw_ceiling(
-    path: &Path,
-    durability: Durability,
-    commits: u32,
-    batch: u32,
-) -> Result<(f64, f64), StoreError> {
-    let display = path.display().to_string();
-    let open = |e: sqlx::Error| StoreError::Open {
-        path: display.clone(),
-        reason: e.to_string(),
-    };
-    let mut conn = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))
-        .map_err(open)?
-        .create_if_missing(true)
-        .journal_mode(SqliteJournalMode::Wal)
-        .synchronous(match durability {
-            Durability::Full => SqliteSynchronous::Full,
-            Durability::Normal => SqliteSynchronous::Normal,
-        })
-        .disable_statement_logging()
-        .connect()
-        .await
-        .map_err(open)?;
-    sqlx::query("CREATE TABLE IF NOT EXISTS raw (id INTEGER PRIMARY KEY, body TEXT NOT NULL)")
-        .execute(&mut conn)
-        .await
-        .map_err(db_error)?;
-    let single = timed_commits(&mut conn, commits, 1).await?;
-    let batched = timed_commits(&mut conn, commits, batch).await?;
-    let _ = conn.close().await;
-    Ok((single, batched))
-}
-
-/// Runs `commits` transactions of `rows` 200-byte inserts each; returns rows per second.
-async fn timed_commits(
-    conn: &mut SqliteConnection,
-    commits: u32,
-    rows: u32,
-) -> Result<f64, StoreError> {
-    let body = "x".repeat(200);
-    let started = std::time::Instant::now();
-    for _ in 0..commits {
-        sqlx::query("BEGIN IMMEDIATE")
-            .execute(&mut *conn)
-            .await
-            .map_err(db_error)?;
-        for _ in 0..rows {
-            sqlx::query("INSERT INTO raw (body) VALUES (?)")
-                .bind(&body)
-                .execute(&mut *conn)
-                .await
-                .map_err(db_error)?;
-        }
-        sqlx::query("COMMIT")
-            .execute(&mut *conn)
-            .await
-            .map_err(db_error)?;
-    }
-    Ok(f64::from(commits * rows) / started.elapsed().as_secs_f64())
-}
-
 impl SqliteStore {
     /// Runs one checkpoint now, as the background checkpointer does every
     /// [`CHECKPOINT_EVERY`]: copies committed pages from the WAL into the database file.
@@ -1568,7 +1670,7 @@ impl SqliteStore {
     }
 
     /// A writable connection of its own, for maintenance outside the writer.
-    async fn maintenance_connection(&self) -> Result<SqliteConnection, StoreError> {
+    pub(super) async fn maintenance_connection(&self) -> Result<SqliteConnection, StoreError> {
         let options = self.readers.connect_options();
         options
             .as_ref()

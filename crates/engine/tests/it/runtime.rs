@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use pcsaga_engine::store::{Commit, SagaUpdate, Writer};
+use pcsaga_engine::store::{Change, Commit, SagaUpdate, Writer};
 use pcsaga_engine::{Clock, Error, SagaStatus, Store, StoreError};
 
 use crate::support::{harness, harness_on, Answer};
@@ -176,9 +176,10 @@ async fn a_stale_worker_cannot_commit() {
         next_run_at: None,
         last_error: None,
         wait_reason: None,
+        definition: 1,
+        context_schema: 1,
     };
     let stale = Commit {
-        definition: 1,
         id: id.clone(),
         expected_version: saga.version,
         writer: Writer::Worker {
@@ -186,7 +187,7 @@ async fn a_stale_worker_cannot_commit() {
             lease_until: None,
         },
         now,
-        update: update.clone(),
+        change: Change::Saga(update.clone()),
         events: vec![],
     };
     assert!(matches!(
@@ -195,7 +196,6 @@ async fn a_stale_worker_cannot_commit() {
     ));
     // Even with the right version, a lease that expired cannot commit.
     let expired = Commit {
-        definition: 1,
         id: id.clone(),
         expected_version: fresh[0].version,
         writer: Writer::Worker {
@@ -203,7 +203,7 @@ async fn a_stale_worker_cannot_commit() {
             lease_until: None,
         },
         now: now + chrono::Duration::seconds(31),
-        update,
+        change: Change::Saga(update),
         events: vec![],
     };
     assert!(matches!(
@@ -612,12 +612,11 @@ async fn written_by_another_release(
     let saga = h.engine.get(id).await.expect("saga");
     let now = h.clock.now();
     let commit = Commit {
-        definition,
         id: id.to_owned(),
         expected_version: saga.version,
         writer: Writer::Operator,
         now,
-        update: SagaUpdate {
+        change: Change::Saga(SagaUpdate {
             state: state.into(),
             status: SagaStatus::Active,
             context: saga.context.clone(),
@@ -627,7 +626,9 @@ async fn written_by_another_release(
             next_run_at: Some(now),
             last_error: None,
             wait_reason: None,
-        },
+            definition,
+            context_schema: 1,
+        }),
         events: vec![],
     };
     h.store.commit(commit).await.expect("written");

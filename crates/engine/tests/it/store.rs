@@ -117,7 +117,7 @@ async fn a_missing_directory_is_a_clear_error() {
 /// order must survive.
 #[tokio::test]
 async fn a_batch_of_commits_applies_each_fences_the_stale_one_and_keeps_history_order() {
-    use pcsaga_engine::store::{Commit, EventKind, HistoryEvent, SagaUpdate, Writer};
+    use pcsaga_engine::store::{Change, Commit, EventKind, HistoryEvent, SagaUpdate, Writer};
 
     let h = harness("w1").await;
     let sagas = 37;
@@ -142,7 +142,6 @@ async fn a_batch_of_commits_applies_each_fences_the_stale_one_and_keeps_history_
             saga.version
         };
         let commit = Commit {
-            definition: 1,
             id: saga.id.clone(),
             expected_version,
             writer: Writer::Worker {
@@ -150,7 +149,7 @@ async fn a_batch_of_commits_applies_each_fences_the_stale_one_and_keeps_history_
                 lease_until: Some(lease_until),
             },
             now,
-            update: SagaUpdate {
+            change: Change::Saga(SagaUpdate {
                 state: "Pay".into(),
                 status: saga.status,
                 context: format!("{{\"polls\":{n}}}"),
@@ -160,7 +159,9 @@ async fn a_batch_of_commits_applies_each_fences_the_stale_one_and_keeps_history_
                 next_run_at: Some(lease_until),
                 last_error: None,
                 wait_reason: None,
-            },
+                definition: 1,
+                context_schema: 1,
+            }),
             events: vec![
                 HistoryEvent::new(EventKind::Transition)
                     .state("Start")
@@ -274,4 +275,83 @@ async fn every_list_filter_uses_an_index() {
             "{name} sorts the whole result: {plan}"
         );
     }
+}
+
+/// A renewal or a release (`Change::Lease`) sends no other column and rewrites none: the
+/// context, state, counters, reasons, definition and schema stay as the last step left them,
+/// while the lease, the due time and the version move; a stale one is fenced like any write.
+#[tokio::test]
+async fn a_lease_change_writes_the_lease_columns_only() {
+    use pcsaga_engine::store::{Change, Commit, Writer};
+
+    let h = harness("w1").await;
+    h.submit("lease-only").await;
+    let now = crate::support::t0();
+    let claimed = h
+        .store
+        .claim_due("w1", now, now + chrono::Duration::seconds(30), 1)
+        .await
+        .expect("claim");
+    let before = claimed.into_iter().next().expect("claimed");
+    let later = now + chrono::Duration::seconds(90);
+    let renew = |expected_version| Commit {
+        id: before.id.clone(),
+        expected_version,
+        writer: Writer::Worker {
+            owner: "w1".into(),
+            lease_until: Some(later),
+        },
+        now: now + chrono::Duration::seconds(10),
+        change: Change::Lease {
+            next_run_at: Some(later),
+        },
+        events: Vec::new(),
+    };
+    let version = h
+        .store
+        .commit(renew(before.version))
+        .await
+        .expect("renewed");
+    let after = h.store.get(&before.id).await.expect("read").expect("saga");
+    assert_eq!(version, before.version + 1);
+    assert_eq!(after.version, version);
+    assert_eq!(
+        (
+            after.lease_owner.as_deref(),
+            after.lease_expires_at,
+            after.next_run_at
+        ),
+        (Some("w1"), Some(later), Some(later))
+    );
+    assert_eq!(
+        (
+            &after.state,
+            after.status,
+            &after.context,
+            after.attempt,
+            after.total_attempts,
+            after.state_entered_at,
+            &after.last_error,
+            &after.wait_reason,
+            after.definition,
+            after.context_schema,
+        ),
+        (
+            &before.state,
+            before.status,
+            &before.context,
+            before.attempt,
+            before.total_attempts,
+            before.state_entered_at,
+            &before.last_error,
+            &before.wait_reason,
+            before.definition,
+            before.context_schema,
+        ),
+        "nothing but the lease moved"
+    );
+    assert!(matches!(
+        h.store.commit(renew(before.version)).await,
+        Err(StoreError::Fenced { .. })
+    ));
 }
