@@ -90,7 +90,6 @@ impl Workflow for NoopWorkflow {
         saga: &SagaView<State, NoopContext>,
         effect: &usize,
         _: (),
-        _: DateTime<Utc>,
     ) -> Decision<State, NoopContext> {
         let mut context = saga.context.clone();
         context.step = effect + 1;

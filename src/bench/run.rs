@@ -75,18 +75,23 @@ pub async fn raw(scratch: &Scratch) -> Result<(f64, f64), Failure> {
     .await?)
 }
 
-/// 1b. The engine's own batch SQL with no engine around it: transitions/s when `batch` sagas
-/// are committed at a time (the orchestration bench's sagas, steps and contexts).
-pub async fn engine_sql(batch: usize, rounds: u32) -> Result<f64, Failure> {
-    let scratch = Scratch::new("engine-sql")?;
-    let store = open(&scratch.db()).await?;
-    let engine = Engine::new(
+/// The no-op workflow's engine on `store`, with the daemon's default settings.
+fn noop_engine(store: &SqliteStore) -> Result<Engine<NoopWorkflow, SqliteStore>, Failure> {
+    Ok(Engine::new(
         NoopWorkflow::default(),
         store.clone(),
         policies()?,
         Arc::new(SystemClock),
         EngineConfig::new("bench"),
-    );
+    ))
+}
+
+/// 1b. The engine's own batch SQL with no engine around it: transitions/s when `batch` sagas
+/// are committed at a time (the orchestration bench's sagas, steps and contexts).
+pub async fn engine_sql(batch: usize, rounds: u32) -> Result<f64, Failure> {
+    let scratch = Scratch::new("engine-sql")?;
+    let store = open(&scratch.db()).await?;
+    let engine = noop_engine(&store)?;
     fill(&engine, batch, "sql").await?;
     let batch = u32::try_from(batch).unwrap_or(u32::MAX);
     Ok(pcsaga_engine::store::ceiling::engine_sql_ceiling(
@@ -95,6 +100,7 @@ pub async fn engine_sql(batch: usize, rounds: u32) -> Result<f64, Failure> {
         batch,
         rounds,
         chrono::Utc::now(),
+        &pcsaga_purchase::State::ALL.map(pcsaga_purchase::State::name),
     )
     .await?)
 }
@@ -346,13 +352,7 @@ pub struct Backlog {
 pub async fn backlog(parked: usize, probes: usize) -> Result<Backlog, Failure> {
     let scratch = Scratch::new("backlog")?;
     let store = open(&scratch.db()).await?;
-    let engine = Engine::new(
-        NoopWorkflow::default(),
-        store.clone(),
-        policies()?,
-        Arc::new(SystemClock),
-        EngineConfig::new("bench"),
-    );
+    let engine = noop_engine(&store)?;
     fill(&engine, parked, "parked").await?;
     let moved = store
         .defer_all(chrono::Utc::now() + chrono::Duration::days(1))

@@ -199,9 +199,22 @@ impl Battery {
     }
 
     /// Starts a daemon with extra environment, logging to `name`.err.
+    ///
+    /// The battery's simulator does not throttle unless a test turns it on, and what the
+    /// battery tests is crash safety, not rate limits: its daemons get budgets far above Partner
+    /// Center's (`governor.per_minute`), or the default budgets would pace a 10,000-purchase tier
+    /// at 250 checkouts a minute. A test that tests the governor passes its own `PCSAGA_CONFIG`.
     pub fn daemon(&self, name: &str, extra: &[(&str, &str)], args: &[&str]) -> std::process::Child {
+        let budgets: String = pcsaga_purchase::budgets::DEFAULT_BUDGETS
+            .iter()
+            .map(|(class, _)| format!("{class} = 1000000\n"))
+            .collect();
+        let config = self
+            .env
+            .write("battery.toml", &format!("[governor.per_minute]\n{budgets}"));
         let mut command = self.env.pcsaga(Some(&self.sim));
         command.arg("daemon").args(args);
+        command.env("PCSAGA_CONFIG", &config);
         for (k, v) in extra {
             command.env(k, v);
         }

@@ -180,7 +180,7 @@ impl<W: Workflow, S: Store> Engine<W, S> {
         view.context = context;
         if let Some(outcome) = workflow.answer_locally(view, &effect) {
             return Ok(Held::Held(Acted {
-                decision: workflow.decide(view, &effect, outcome, self.now()),
+                decision: workflow.decide(view, &effect, outcome),
                 attempt: None,
                 answered_locally: Some(call),
             }));
@@ -190,7 +190,7 @@ impl<W: Workflow, S: Store> Engine<W, S> {
         };
         self.crash_if(CrashAt::BeforeRecord, &call);
         Ok(Held::Held(Acted {
-            decision: workflow.decide(view, &effect, executed.outcome, self.now()),
+            decision: workflow.decide(view, &effect, executed.outcome),
             attempt: Some((call, executed.attempt, workflow.effect_route(&effect))),
             answered_locally: None,
         }))

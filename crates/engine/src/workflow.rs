@@ -1,8 +1,9 @@
 //! What a workflow gives the engine: a plan (the next call, as data), an executor for that
 //! call, and a pure decision on its outcome.
 //!
-//! The split keeps I/O out of decisions (Restate, Temporal): `plan` and `decide` are pure
-//! functions of the saga and the clock; only `execute` talks to the outside world. The engine
+//! The split keeps I/O out of decisions (Restate, Temporal): `plan` is a pure function of the
+//! saga and the clock, `decide` of the saga, the call and its outcome; only `execute` talks to
+//! the outside world. The engine
 //! persists a side-effecting plan's context (its *intent*: the request id it will send) before
 //! `execute` runs, and persists the decision after; no database transaction spans the call.
 
@@ -296,13 +297,13 @@ pub trait Workflow: Send + Sync + 'static {
         None
     }
 
-    /// Decides what a call's outcome means.
+    /// Decides what a call's outcome means: a pure function of the saga, the call and its
+    /// outcome (time enters through the policies the engine applies to the decision).
     fn decide(
         &self,
         saga: &SagaView<Self::State, Self::Context>,
         effect: &Self::Effect,
         outcome: Self::Outcome,
-        now: DateTime<Utc>,
     ) -> Decision<Self::State, Self::Context>;
 
     /// Whether an operator may resume a stopped saga in `from` (default: its current state),

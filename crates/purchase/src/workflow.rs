@@ -279,7 +279,6 @@ impl Workflow for PurchaseWorkflow {
         saga: &View,
         effect: &Call,
         outcome: Outcome,
-        _now: DateTime<Utc>,
     ) -> Decision<State, PurchaseContext> {
         let class = match &outcome {
             Ok(_) => "ok",

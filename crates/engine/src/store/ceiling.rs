@@ -85,14 +85,15 @@ async fn timed_commits(
 /// Ceiling 3: claims up to `batch` due sagas of `store` (submitted by the caller) for `owner`,
 /// then commits `rounds` steps of each, a batch at a time, with the engine's batch SQL on a
 /// connection of the store's: contexts of the bench's no-op workflow, one transition row per
-/// step and an intent row on three steps of eight, as the engine writes them. Returns
-/// transitions per second, counting only the time in SQLite.
+/// step and an intent row on three steps of eight, as the engine writes them, moving through
+/// `states` in turn. Returns transitions per second, counting only the time in SQLite.
 pub async fn engine_sql_ceiling(
     store: &SqliteStore,
     owner: &str,
     batch: u32,
     rounds: u32,
     now: DateTime<Utc>,
+    states: &[&str],
 ) -> Result<f64, StoreError> {
     let lease_until = now + chrono::Duration::minutes(10);
     let mut sagas = store.claim_due(owner, now, lease_until, batch).await?;
@@ -102,7 +103,7 @@ pub async fn engine_sql_ceiling(
     for round in 0..rounds {
         let commits: Vec<Commit> = sagas
             .iter()
-            .map(|saga| step(saga, owner, round, lease_until, now))
+            .map(|saga| step(saga, owner, (round, states), lease_until, now))
             .collect();
         let refs: Vec<&Commit> = commits.iter().collect();
         let started = Instant::now();
@@ -121,22 +122,14 @@ pub async fn engine_sql_ceiling(
 fn step(
     saga: &super::SagaRecord,
     owner: &str,
-    round: u32,
+    (round, states): (u32, &[&str]),
     lease_until: DateTime<Utc>,
     now: DateTime<Utc>,
 ) -> Commit {
-    const STATES: [&str; 8] = [
-        "Enablement",
-        "RegistrationPolling",
-        "Discovery",
-        "InventoryCheck",
-        "CartBuild",
-        "Checkout",
-        "OrderVisibilityPolling",
-        "EntitlementFetch",
-    ];
-    let at = round as usize % STATES.len();
-    let (from, to) = (STATES[at], STATES[(at + 1) % STATES.len()]);
+    let names = states.len().max(1);
+    let name = |i: usize| states.get(i % names).copied().unwrap_or("step");
+    let at = round as usize % names;
+    let (from, to) = (name(at), name(at + 1));
     let mut events = vec![HistoryEvent::new(EventKind::Transition)
         .state(from)
         .to_state(to)

@@ -168,7 +168,6 @@ impl Workflow for TestWorkflow {
         saga: &SagaView<St, Ctx>,
         effect: &Effect,
         outcome: Answer,
-        _now: DateTime<Utc>,
     ) -> Decision<St, Ctx> {
         let mut context = saga.context.clone();
         match (effect, outcome) {
