@@ -110,7 +110,16 @@ async fn the_daemon_log_says_what_an_operator_needs() {
     );
     assert_eq!(b.submit(&[software]).await, 1);
     assert_eq!(b.submit(&[restricted, partial]).await, 2);
-    let mut daemon = b.daemon("log", &[], &["--exit-when-idle", "--log-format", "json"]);
+    // The governor's default budgets, as an operator runs it (the battery lifts them).
+    let defaults = b
+        .env
+        .write("defaults.toml", "# every setting at its default\n");
+    let defaults = defaults.to_string_lossy().into_owned();
+    let mut daemon = b.daemon(
+        "log",
+        &[("PCSAGA_CONFIG", defaults.as_str())],
+        &["--exit-when-idle", "--log-format", "json"],
+    );
     let status = support::wait_with_deadline(&mut daemon, Duration::from_secs(120))
         .await
         .expect("the daemon finishes");

@@ -22,9 +22,9 @@ use crate::error::{classify_lost_reply, classify_status, CallContext, Effect, Er
 use crate::ids::{CorrelationId, RequestId};
 use crate::models::{
     ApiFault, Availability, Cart, CartCheckoutResult, Checked, Collection, Entitlement,
-    EntitlementType, InventoryCheckRequest, InventoryItem, Link, Order, OrderCancellation,
-    OrderLineItemProvisioningStatus, Product, ReservedInstanceArtifactDetails, Sku,
-    SubscriptionRegistrationStatus, ThrottleFault,
+    EntitlementType, InventoryCheckRequest, InventoryItem, Link, NewOrder, Order,
+    OrderCancellation, OrderLineItemProvisioningStatus, Product, ReservedInstanceArtifactDetails,
+    Sku, SubscriptionRegistrationStatus, ThrottleFault,
 };
 
 /// A successful reply and what the call looked like on the wire.
@@ -449,6 +449,32 @@ impl Client {
         self.json(call).await
     }
 
+    // ---- E21: a direct order --------------------------------------------------------------
+
+    /// E21: creates an order without a cart (addendum §6 E21). Unlike a checkout it is not
+    /// documented as idempotent: the caller persists `request_id` and the exact body before the
+    /// first send and sends the same pair again (rule 9.13). The classes (addendum §5.5): a
+    /// 400/403/404 refusal created no order (`Business`, `NotFound`); 409/800060 (`InFlight`) and
+    /// any 408 or 5xx, 500/800005 included, or a lost reply (`OutcomeUnknown`) may have created
+    /// it: reconcile through the order lists, never a plain re-send; a 429 (`Throttled`) or a
+    /// connection never made (`Transient`) was not processed: retry later with the same id.
+    pub async fn create_order(
+        &self,
+        correlation_id: CorrelationId,
+        request_id: RequestId,
+        customer_id: &str,
+        order: &NewOrder,
+    ) -> Result<Reply<Order>, Error> {
+        let call = Call::side_effect(
+            Method::POST,
+            format!("/customers/{}/orders", seg(customer_id)),
+            Some(to_body(order)?),
+            correlation_id,
+            request_id,
+        );
+        self.json(call).await.map_err(may_already_exist)
+    }
+
     // ---- E14-E17, E20: orders --------------------------------------------------------------
 
     /// E14: one order by id (no documented visibility lag).
@@ -859,6 +885,20 @@ fn read_body<T: DeserializeOwned + Checked>(effect: Effect, raw: &RawReply) -> R
         (_, detail) => Err(fault_of(raw).unwrap_or_else(|| {
             classify_lost_reply(effect, detail.unwrap_or_default(), raw.context.clone())
         })),
+    }
+}
+
+/// A 408 or 5xx answering a create-order may have created the order: 500/800005 says "not
+/// successful" but nothing says it was rolled back (addendum §5.5). Outcome unknown, never a
+/// plain retry. (A checkout's 5xx stays `Transient`: a cart is checked out at most once.)
+fn may_already_exist(error: Error) -> Error {
+    match (error.class, error.status()) {
+        (ErrorClass::Transient, Some(status)) if status == 408 || status >= 500 => Error {
+            class: ErrorClass::OutcomeUnknown,
+            detail: format!("HTTP {status}: the order may have been created"),
+            ..error
+        },
+        _ => error,
     }
 }
 

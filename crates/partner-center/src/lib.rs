@@ -1,6 +1,7 @@
 //! A typed client for the Microsoft Partner Center REST API, limited to what one-time
 //! purchases need: subscription registration, catalog discovery, inventory, carts, checkout,
-//! orders, entitlements and cancellation (calls E1-E20 of `shared/partner-center-api.md`).
+//! orders, entitlements and cancellation (calls E1-E20 of `shared/partner-center-api.md`), and
+//! direct orders (E21 of `shared/partner-center-billing-orders.md`).
 //!
 //! It knows nothing of sagas. What it gives the engine:
 //! - [`models`]: lenient, typed resources;
@@ -18,6 +19,11 @@
 //! - 16: checkout is sent with an empty body.
 //! - 17: reservation details accept `reservations` and `virtualMachineReservations`.
 //! - 18: entitlements and provisioning status use the app+user token; others use app-only.
+//! - Addendum §5.5 (E21, a direct order): a 408 or any 5xx, 500/800005 included, is
+//!   `OutcomeUnknown` (the order may exist: reconcile), where a checkout's is `Transient` (a cart
+//!   is checked out at most once); 409/800060 stays `InFlight`.
+//! - Addendum 29: `referenceCustomerId` is always sent, equal to the path's customer.
+//! - Main ambiguity 9: `renewsTo` is sent as one object.
 
 pub mod auth;
 pub mod client;

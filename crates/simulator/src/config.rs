@@ -42,6 +42,12 @@ pub struct SimConfig {
     pub checkout_duration_ms: u64,
     /// What a second checkout of an already checked-out cart returns (spec ambiguity 1).
     pub checkout_replay: CheckoutReplay,
+    /// What a direct order (E21) posted again with the same `MS-RequestId` does (addendum rule
+    /// 9.20, ambiguity 26): Partner Center documents no dedup, so tests run all three.
+    pub direct_order_replay: DirectOrderReplay,
+    /// The Partner Center cloud simulated: reservations can be ordered directly (E21) only in
+    /// the public one (addendum §6 E21, ambiguity 27).
+    pub cloud: SimCloud,
     /// Days after purchase within which software can be cancelled (E20).
     pub cancellation_window_days: u64,
     /// Country of customers not listed in the catalog file; `None` refuses them (403/20002).
@@ -59,6 +65,28 @@ pub struct SimConfig {
     pub echo_friendly_names: bool,
     /// Rate limits per tenant and call class (off by default).
     pub throttle: crate::throttle::ThrottleConfig,
+}
+
+/// What a direct order posted again with an `MS-RequestId` already seen does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DirectOrderReplay {
+    /// Return the first order again (201): the service deduplicates.
+    Replay,
+    /// 409/800060 "your order is in progress".
+    Conflict,
+    /// Create a second order: the pessimistic case, where only proven absence may allow a
+    /// second send.
+    Ignore,
+}
+
+/// A Partner Center cloud.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SimCloud {
+    Public,
+    UsGovernment,
+    China,
 }
 
 /// Replay behaviour of a repeated checkout.
@@ -91,6 +119,8 @@ impl Default for SimConfig {
             cart_ttl_s: 7 * 24 * 3600,
             checkout_duration_ms: 0,
             checkout_replay: CheckoutReplay::Replay,
+            direct_order_replay: DirectOrderReplay::Replay,
+            cloud: SimCloud::Public,
             cancellation_window_days: 7,
             default_customer_country: Some("US".to_owned()),
             page_size: 100,

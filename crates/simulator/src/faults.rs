@@ -27,6 +27,7 @@ pub const ENDPOINTS: &[&str] = &[
     "get_cart",
     "update_cart",
     "checkout",
+    "create_order",
     "get_order",
     "list_orders",
     "provisioning_status",

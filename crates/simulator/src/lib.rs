@@ -1,5 +1,5 @@
-//! A Partner Center simulator: the REST API of `shared/partner-center-api.md` (calls E1-E20 and
-//! the Entra ID token endpoint) on a local port, with fault injection and a purchase ledger.
+//! A Partner Center simulator: the REST API of `shared/partner-center-api.md` (calls E1-E20,
+//! E21 of its billing and orders addendum, and the Entra ID token endpoint) on a local port, with fault injection and a purchase ledger.
 //!
 //! It is a product feature, like stripe-mock: the demo, the tests, the benchmarks and users'
 //! own integration tests run against it. It is written from the spec, independently of the
@@ -31,6 +31,7 @@
 pub mod catalog;
 pub mod clock;
 pub mod config;
+mod direct;
 pub mod faults;
 pub mod jwt;
 mod server;
@@ -46,7 +47,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 pub use catalog::Catalog;
-pub use config::{CheckoutReplay, SimConfig};
+pub use config::{CheckoutReplay, DirectOrderReplay, SimCloud, SimConfig};
 pub use faults::{Fault, FaultPlan, FaultRule};
 pub use world::{Ledger, RequestRecord};
 

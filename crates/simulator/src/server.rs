@@ -176,7 +176,14 @@ fn route(method: &Method, segments: &[String]) -> Route {
             (api(endpoint, &[1, 3]), &[Method::GET, Method::PUT])
         }
         ["customers", _, "carts", _, "checkout"] => (api("checkout", &[1, 3]), &[Method::POST]),
-        ["customers", _, "orders"] => (api("list_orders", &[1]), &[Method::GET]),
+        ["customers", _, "orders"] => {
+            let endpoint = if method == Method::POST {
+                "create_order"
+            } else {
+                "list_orders"
+            };
+            (api(endpoint, &[1]), &[Method::GET, Method::POST])
+        }
         ["customers", _, "orders", _] => {
             let endpoint = if method == Method::PATCH {
                 "cancel_order"
@@ -506,6 +513,7 @@ async fn dispatch(
         }
         "get_order" => service::get_order(shared, &p[0], &p[1]),
         "list_orders" => service::list_orders(shared, req, &p[0]),
+        "create_order" => crate::direct::create_order(shared, req, &p[0], request_id),
         "provisioning_status" => service::provisioning_status(shared, &p[0], &p[1]),
         "cancel_order" => service::cancel_order(shared, req, &p[0], &p[1]),
         "list_entitlements" => service::list_entitlements(shared, req, &p[0]),

@@ -89,11 +89,11 @@ impl Shared {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn now(&self) -> DateTime<Utc> {
+    pub(crate) fn now(&self) -> DateTime<Utc> {
         self.clock.now()
     }
 
-    fn completion(&self) -> chrono::Duration {
+    pub(crate) fn completion(&self) -> chrono::Duration {
         secs(self.config.order_completion_s)
     }
 }
@@ -129,7 +129,7 @@ impl Req {
     }
 
     /// The JSON body with keys normalised to camelCase.
-    fn json(&self) -> Result<Value, Resp> {
+    pub(crate) fn json(&self) -> Result<Value, Resp> {
         let value: Value = serde_json::from_slice(&self.body).map_err(|e| {
             Resp::error(
                 400,
@@ -418,7 +418,7 @@ pub fn app_user_required() -> Resp {
 
 // ---- customers -----------------------------------------------------------------------------
 
-fn customer_country(shared: &Shared, customer_id: &str) -> Result<String, Resp> {
+pub(crate) fn customer_country(shared: &Shared, customer_id: &str) -> Result<String, Resp> {
     if !is_guid(customer_id) {
         return Err(Resp::error(
             400,
@@ -1119,7 +1119,7 @@ fn line_error(code: &str, description: String) -> Option<(String, String)> {
 }
 
 /// Validates one cart line; the line comes back with server fields and maybe an `error`.
-fn validate_line(
+pub(crate) fn validate_line(
     shared: &Shared,
     world: &World,
     customer: &str,
@@ -1492,89 +1492,14 @@ pub async fn checkout(shared: &Shared, customer: &str, cart_id: &str, request_id
             );
             continue;
         }
-        let order_id = world.new_order_id();
-        let alternate_id = format!("{:012x}", uuid::Uuid::new_v4().as_u128() & 0xFFFF_FFFF_FFFF);
-        let order_lines = lines
-            .iter()
-            .enumerate()
-            .map(|(number, line)| {
-                let offer_id = line.json["catalogItemId"].as_str().unwrap_or("").to_owned();
-                let item = shared.catalog.catalog_item(&offer_id);
-                let (product_id, sku_id, title) = item
-                    .map_or_else(Default::default, |(p, s, _)| {
-                        (p.id.clone(), s.id.clone(), s.title())
-                    });
-                OrderLine {
-                    number: number as i64,
-                    offer_id,
-                    product_id,
-                    sku_id,
-                    kind: line.kind.unwrap_or(ProductKind::PerpetualSoftware),
-                    term: line
-                        .json
-                        .get("termDuration")
-                        .and_then(Value::as_str)
-                        .map(str::to_owned),
-                    // A partner-set friendly name is echoed into the order line (spec
-                    // ambiguity 4 decided: yes, unless `echo_friendly_names` is off), else the
-                    // SKU title as in the examples.
-                    friendly_name: line
-                        .json
-                        .get("friendlyName")
-                        .and_then(Value::as_str)
-                        .filter(|_| shared.config.echo_friendly_names)
-                        .map_or(title, str::to_owned),
-                    quantity: line.json["quantity"].as_i64().unwrap_or(0),
-                    cancelled: false,
-                    provisioning_context: line
-                        .json
-                        .get("provisioningContext")
-                        .cloned()
-                        .unwrap_or(json!({})),
-                    resource_id: uuid::Uuid::new_v4().to_string(),
-                }
-            })
-            .collect::<Vec<_>>();
-        let order = OrderRecord {
-            id: order_id.clone(),
-            alternate_id,
-            customer_id: customer.to_owned(),
-            cart_id: cart.id.clone(),
-            order_group: group.clone(),
-            created: now,
-            currency: shared.catalog.currency_code(&country),
-            currency_symbol: shared.catalog.currency_symbol(&country),
-            country: country.clone(),
-            lines: order_lines,
-        };
-        world.ledger.orders.push(LedgerOrder {
-            order_id: order_id.clone(),
-            cart_id: cart.id.clone(),
-            customer_id: customer.to_owned(),
-            order_group: group.clone(),
-            created_at: now,
-            offer_ids: order.lines.iter().map(|l| l.offer_id.clone()).collect(),
-            // What the partner sent in the cart lines, whether or not the order echoes it:
-            // the ledger is the test harness's truth of which purchase bought what.
-            friendly_names: lines
-                .iter()
-                .map(|l| {
-                    l.json
-                        .get("friendlyName")
-                        .and_then(Value::as_str)
-                        .unwrap_or_default()
-                        .to_owned()
-                })
-                .collect(),
-            quantities: order.lines.iter().map(|l| l.quantity).collect(),
-            cancelled_lines: Vec::new(),
-        });
-        world
-            .customer_orders
-            .entry(customer.to_ascii_lowercase())
-            .or_default()
-            .push(order_id.clone());
-        world.orders.insert(order_id.clone(), order);
+        let order_id = place_order(
+            shared,
+            &mut world,
+            (customer, &country),
+            &lines,
+            (&cart.id, &group),
+            now,
+        );
         cart.groups.insert(group, Ok(order_id.clone()));
         created.push(order_id);
     }
@@ -1617,6 +1542,102 @@ pub async fn checkout(shared: &Shared, customer: &str, cart_id: &str, request_id
     let result = checkout_result(shared, &world, &cart);
     world.carts.insert(cart.id.clone(), cart);
     Resp::json(201, result)
+}
+
+/// Creates an order of `lines` for the customer, pending, as a checkout's order group or a
+/// direct order (E21) does: in the ledger, the customer's order list (after the list lag) and
+/// its entitlements. Returns its id.
+pub(crate) fn place_order(
+    shared: &Shared,
+    world: &mut World,
+    (customer, country): (&str, &str),
+    lines: &[&CartLine],
+    (cart_id, group): (&str, &str),
+    now: DateTime<Utc>,
+) -> String {
+    let order_id = world.new_order_id();
+    let alternate_id = format!("{:012x}", uuid::Uuid::new_v4().as_u128() & 0xFFFF_FFFF_FFFF);
+    let order_lines = lines
+        .iter()
+        .enumerate()
+        .map(|(number, line)| {
+            let offer_id = line.json["catalogItemId"].as_str().unwrap_or("").to_owned();
+            let item = shared.catalog.catalog_item(&offer_id);
+            let (product_id, sku_id, title) = item.map_or_else(Default::default, |(p, s, _)| {
+                (p.id.clone(), s.id.clone(), s.title())
+            });
+            OrderLine {
+                number: number as i64,
+                offer_id,
+                product_id,
+                sku_id,
+                kind: line.kind.unwrap_or(ProductKind::PerpetualSoftware),
+                term: line
+                    .json
+                    .get("termDuration")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned),
+                // A partner-set friendly name is echoed into the order line (spec
+                // ambiguity 4 decided: yes, unless `echo_friendly_names` is off), else the
+                // SKU title as in the examples.
+                friendly_name: line
+                    .json
+                    .get("friendlyName")
+                    .and_then(Value::as_str)
+                    .filter(|_| shared.config.echo_friendly_names)
+                    .map_or(title, str::to_owned),
+                quantity: line.json["quantity"].as_i64().unwrap_or(0),
+                cancelled: false,
+                provisioning_context: line
+                    .json
+                    .get("provisioningContext")
+                    .cloned()
+                    .unwrap_or(json!({})),
+                resource_id: uuid::Uuid::new_v4().to_string(),
+            }
+        })
+        .collect::<Vec<_>>();
+    let order = OrderRecord {
+        id: order_id.clone(),
+        alternate_id,
+        customer_id: customer.to_owned(),
+        cart_id: cart_id.to_owned(),
+        order_group: group.to_owned(),
+        created: now,
+        currency: shared.catalog.currency_code(country),
+        currency_symbol: shared.catalog.currency_symbol(country),
+        country: country.to_owned(),
+        lines: order_lines,
+    };
+    world.ledger.orders.push(LedgerOrder {
+        order_id: order_id.clone(),
+        cart_id: cart_id.to_owned(),
+        customer_id: customer.to_owned(),
+        order_group: group.to_owned(),
+        created_at: now,
+        offer_ids: order.lines.iter().map(|l| l.offer_id.clone()).collect(),
+        // What the partner sent in the cart lines, whether or not the order echoes it:
+        // the ledger is the test harness's truth of which purchase bought what.
+        friendly_names: lines
+            .iter()
+            .map(|l| {
+                l.json
+                    .get("friendlyName")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_owned()
+            })
+            .collect(),
+        quantities: order.lines.iter().map(|l| l.quantity).collect(),
+        cancelled_lines: Vec::new(),
+    });
+    world
+        .customer_orders
+        .entry(customer.to_ascii_lowercase())
+        .or_default()
+        .push(order_id.clone());
+    world.orders.insert(order_id.clone(), order);
+    order_id
 }
 
 /// Clears a checkout left in progress when its request was abandoned (hang or drop faults).

@@ -69,7 +69,7 @@ pub fn class_of(endpoint: &str) -> Option<&'static str> {
         "register" | "registration_status" => "registration",
         "check_inventory" => "inventory",
         "create_cart" | "get_cart" | "update_cart" => "cart",
-        "checkout" | "list_orders" | "cancel_order" => "checkout",
+        "checkout" | "create_order" | "list_orders" | "cancel_order" => "checkout",
         "get_order" | "provisioning_status" => "order_reads",
         "list_entitlements" | "artifact_details" => "entitlements",
         _ => return None,

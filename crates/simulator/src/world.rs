@@ -139,6 +139,22 @@ pub struct Ledger {
     pub carts: Vec<LedgerCart>,
     pub checkouts: Vec<LedgerCheckout>,
     pub orders: Vec<LedgerOrder>,
+    /// Direct orders (E21), one entry per customer and `MS-RequestId`, however often posted.
+    pub direct_orders: Vec<LedgerDirectOrder>,
+}
+
+/// A direct order (E21) as the ledger records it: every post of one `MS-RequestId`.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LedgerDirectOrder {
+    pub customer_id: String,
+    pub request_id: String,
+    /// Posts with this request id that were accepted (validation passed).
+    pub calls: u32,
+    pub first_at: DateTime<Utc>,
+    /// The orders these posts created: one, unless `direct_order_replay` is `ignore`.
+    pub orders: Vec<String>,
+    pub friendly_names: Vec<String>,
 }
 
 impl Ledger {
@@ -190,6 +206,8 @@ pub struct World {
     pub cart_requests: HashMap<(String, String), String>,
     pub orders: HashMap<String, OrderRecord>,
     pub customer_orders: HashMap<String, Vec<String>>,
+    /// The first order of each (customer, `MS-RequestId`) of E21, lowercase.
+    pub direct_requests: HashMap<(String, String), String>,
     pub ledger: Ledger,
     pub requests: VecDeque<RequestRecord>,
     pub request_seq: u64,

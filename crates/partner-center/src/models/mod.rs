@@ -31,7 +31,8 @@ pub use entitlement::{
 };
 pub use inventory::{InventoryCheckRequest, InventoryItem, InventoryRestriction, InventoryTarget};
 pub use order::{
-    CancelLine, Order, OrderCancellation, OrderLineItem, OrderLineItemProvisioningStatus,
-    OrderStatus, ProvisioningState, QuantityProvisioning,
+    CancelLine, NewOrder, NewOrderLineItem, Order, OrderCancellation, OrderLineItem,
+    OrderLineItemProvisioningStatus, OrderStatus, ProvisioningState, QuantityProvisioning,
+    RenewsTo,
 };
 pub use registration::{RegistrationState, SubscriptionRegistrationStatus};

@@ -1,4 +1,5 @@
-//! Orders and provisioning status (spec 7.8-7.10, calls E14-E17, E20).
+//! Orders and provisioning status (spec 7.8-7.10, calls E14-E17, E20), and the body of a
+//! direct order (E21, addendum §6).
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -112,4 +113,47 @@ impl OrderCancellation {
             line_items: lines,
         }
     }
+}
+
+/// The body of E21, a direct order (addendum §6 E21). Sent camelCase; read-only fields of the
+/// Order resource (`id`, `currencyCode`, `status`, ...) are never sent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NewOrder {
+    /// Always the path's customer id (ambiguity 29 decided: always sent).
+    pub reference_customer_id: String,
+    /// `one_time` for reservations, perpetual software and upfront software subscriptions.
+    pub billing_cycle: String,
+    pub line_items: Vec<NewOrderLineItem>,
+}
+
+/// A line of a direct order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NewOrderLineItem {
+    /// 0..count-1, unique in the order (else 400/800071).
+    pub line_item_number: i64,
+    /// The availability's `catalogItemId` (`{product}:{sku}:{availability}`), or a legacy offer id.
+    pub offer_id: String,
+    pub quantity: i64,
+    /// pcsaga's token for the purchase (rule 9.13): how a lost reply's order is found again.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub friendly_name: Option<String>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty", default)]
+    pub provisioning_context: BTreeMap<String, String>,
+    /// An indirect reseller's partner id, never the provider's own.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub partner_id_on_record: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub term_duration: Option<String>,
+    /// Sent as one object, as the resource page's examples show (main ambiguity 9).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub renews_to: Option<RenewsTo>,
+}
+
+/// What a subscription renews to (`P1M` or `P1Y`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RenewsTo {
+    pub term_duration: String,
 }

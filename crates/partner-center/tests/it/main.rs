@@ -3,6 +3,7 @@
 
 mod auth;
 mod classification;
+mod direct;
 mod endpoint;
 mod faults;
 mod flow;

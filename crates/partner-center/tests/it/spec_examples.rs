@@ -193,3 +193,28 @@ fn documented_variants_decode() {
         Some("USD")
     );
 }
+
+/// E21 (addendum §6): the request example decodes into the body the client sends and encodes
+/// back with the same fields; the response example is an `Order`.
+#[test]
+fn direct_order() {
+    use pcsaga_partner_center::models::NewOrder;
+    let request: NewOrder = check("e21-create-order-request");
+    assert_eq!(request.line_items[0].line_item_number, 0);
+    let sent = serde_json::to_value(&request).expect("encodes");
+    let example: serde_json::Value =
+        serde_json::from_str(&fixture("e21-create-order-request")).expect("JSON");
+    assert_eq!(
+        sent, example,
+        "the client sends what the example shows, nothing more"
+    );
+    let order: Order = check("e21-create-order-response");
+    assert_eq!(
+        order.status,
+        Some(pcsaga_partner_center::models::OrderStatus::Pending)
+    );
+    assert_eq!(
+        order.line_items[0].friendly_name.as_deref(),
+        Some("pcsaga:po-2026-00017:0")
+    );
+}

@@ -462,7 +462,7 @@ async fn the_admin_api_validates_fault_plans_and_moves_the_clock() {
     .await;
     assert_eq!(
         ledger.json,
-        json!({"carts": [], "checkouts": [], "orders": []})
+        json!({"carts": [], "checkouts": [], "orders": [], "directOrders": []})
     );
 }
 

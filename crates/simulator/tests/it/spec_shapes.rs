@@ -330,3 +330,24 @@ fn the_shape_check_catches_each_kind_of_difference() {
     );
     assert!(out.is_empty(), "same shape, other values: {out:?}");
 }
+
+/// E21 (addendum §6): the request example, as written, creates an order whose answer has every
+/// field of the response example.
+#[tokio::test]
+async fn the_direct_order_example_is_accepted_and_answered_in_shape() {
+    let h = Harness::start(SimConfig {
+        preregistered_subscriptions: vec!["1c461a25-f729-4fa5-aadb-280947dd05e8".to_owned()],
+        ..SimConfig::default()
+    })
+    .await;
+    let created = h
+        .call(
+            "POST",
+            &format!("/customers/{CUSTOMER}/orders"),
+            Some(example("e21-create-order-request")),
+        )
+        .await;
+    assert_eq!(created.status, 201, "{:#}", created.json);
+    check("e21-create-order-response", &created.json);
+    assert_eq!(created.json["status"], "pending");
+}
