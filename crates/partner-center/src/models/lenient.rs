@@ -103,6 +103,22 @@ pub(crate) mod de {
         })
     }
 
+    /// An amount of money, exact: a JSON number or numeric string, read from its text (the
+    /// shortest text of the number as sent) into a decimal, never through a float's value.
+    /// Null, absent or unreadable become `None`.
+    pub(crate) fn opt_decimal<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<rust_decimal::Decimal>, D::Error> {
+        use std::str::FromStr;
+        Ok(match Option::<Value>::deserialize(deserializer)? {
+            Some(Value::Number(n)) => rust_decimal::Decimal::from_str(&n.to_string())
+                .or_else(|_| rust_decimal::Decimal::from_scientific(&n.to_string()))
+                .ok(),
+            Some(Value::String(s)) => rust_decimal::Decimal::from_str(s.trim()).ok(),
+            _ => None,
+        })
+    }
+
     /// An integer that may arrive as a JSON number or numeric string (CartLineItem `id`).
     pub(crate) fn opt_int_or_string<'de, D: Deserializer<'de>>(
         deserializer: D,

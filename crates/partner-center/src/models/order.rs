@@ -62,7 +62,9 @@ pub struct Order {
     #[serde(with = "datetime::opt")]
     pub creation_date: Option<DateTime<Utc>>,
     pub status: Option<OrderStatus>,
-    pub total_price: Option<f64>,
+    /// Money: a decimal, never a float.
+    #[serde(deserialize_with = "de::opt_decimal")]
+    pub total_price: Option<rust_decimal::Decimal>,
     pub links: Links,
     pub attributes: ResourceAttributes,
 }

@@ -353,3 +353,52 @@ async fn a_repeated_request_id_does_what_the_service_is_set_to() {
         assert_eq!(ledger.direct_orders[0].calls, calls, "{replay:?}");
     }
 }
+
+/// A direct order behaves as a checkout's order afterwards: readable by id at once, in the
+/// customer's order list only after the list lag (rule 9.16's reason to wait before concluding
+/// absence), and its reservation in the entitlements with its order as `referenceOrder`.
+#[tokio::test]
+async fn a_direct_order_reaches_the_list_after_the_lag_and_the_entitlements() {
+    let sim = support::sim(SimConfig {
+        order_list_lag_s: 900,
+        ..config()
+    })
+    .await;
+    let client = support::client(&sim);
+    let body = order_of(&client, RESERVATION, "pcs-lag").await;
+    let order = client
+        .create_order(cid(), RequestId::new(), CUSTOMER, &body)
+        .await
+        .expect("created")
+        .value;
+    client
+        .get_order(cid(), CUSTOMER, &order.id)
+        .await
+        .expect("readable by id at once");
+    let listed =
+        |orders: Vec<pcsaga_partner_center::models::Order>| orders.iter().any(|o| o.id == order.id);
+    let before = client
+        .list_orders(cid(), CUSTOMER, None)
+        .await
+        .expect("E15")
+        .value;
+    assert!(!listed(before), "not in the list before the lag");
+    sim.advance_clock(std::time::Duration::from_secs(901));
+    let after = client
+        .list_orders(cid(), CUSTOMER, Some("OneTime"))
+        .await
+        .expect("E16")
+        .value;
+    assert!(listed(after), "in the list after the lag");
+    let entitlements = client
+        .list_entitlements(cid(), CUSTOMER, None, false)
+        .await
+        .expect("E18")
+        .value;
+    assert!(
+        entitlements
+            .iter()
+            .any(|e| e.reference_order.as_ref().is_some_and(|r| r.id == order.id)),
+        "the reservation is among the entitlements: {entitlements:?}"
+    );
+}

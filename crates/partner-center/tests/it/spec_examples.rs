@@ -218,3 +218,34 @@ fn direct_order() {
         Some("pcsaga:po-2026-00017:0")
     );
 }
+
+/// An order's price is money: read exactly as sent, as a number or a string, never through a
+/// float's value (0.1 + 0.2 must be 0.3).
+#[test]
+fn order_amounts_are_exact_decimals() {
+    use rust_decimal::Decimal;
+    use std::str::FromStr;
+    let check = |json: &str, expected: Option<&str>| {
+        let order: Order = serde_json::from_str(json).expect("decodes");
+        assert_eq!(
+            order.total_price,
+            expected.map(|e| Decimal::from_str(e).expect("decimal")),
+            "{json}"
+        );
+    };
+    check(r#"{"id":"o","totalPrice":0.1}"#, Some("0.1"));
+    check(
+        r#"{"id":"o","totalPrice":"1234567.89"}"#,
+        Some("1234567.89"),
+    );
+    check(r#"{"id":"o","totalPrice":120}"#, Some("120"));
+    check(r#"{"id":"o","totalPrice":1.5e2}"#, Some("150"));
+    check(r#"{"id":"o","totalPrice":null}"#, None);
+    check(r#"{"id":"o"}"#, None);
+    let a: Order = serde_json::from_str(r#"{"id":"a","totalPrice":0.1}"#).expect("a");
+    let b: Order = serde_json::from_str(r#"{"id":"b","totalPrice":0.2}"#).expect("b");
+    assert_eq!(
+        a.total_price.zip(b.total_price).map(|(a, b)| a + b),
+        Decimal::from_str("0.3").ok()
+    );
+}
