@@ -29,6 +29,49 @@ pub struct FileConfig {
     pub database: DatabaseFile,
     #[serde(default)]
     pub governor: GovernorFile,
+    #[serde(default)]
+    pub direct_order: DirectOrderFile,
+}
+
+/// `[direct_order]`: how a direct order (`"orderPath": "direct"`) whose reply was lost proves
+/// its absence before it is sent again (README "Two purchase paths").
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DirectOrderFile {
+    /// How long after the last send an order list showing nothing proves absence (default
+    /// 1200: Partner Center's list lags up to 15 minutes).
+    pub absence_wait_s: Option<u64>,
+    /// Sends after proven absence, at most (default 1).
+    pub max_resends: Option<u32>,
+}
+
+/// The direct-order settings from the file, checked.
+pub fn direct_order(
+    file: &FileConfig,
+) -> Result<pcsaga_purchase::direct::DirectSettings, ConfigError> {
+    let defaults = pcsaga_purchase::direct::DirectSettings::default();
+    let wait = file
+        .direct_order
+        .absence_wait_s
+        .unwrap_or_else(|| defaults.absence_wait.num_seconds().unsigned_abs());
+    if !(1..=86_400).contains(&wait) {
+        return Err(bad(format!(
+            "direct_order.absence_wait_s = {wait}: must be between 1 and 86400 seconds (Partner Center's order list lags up to 900)"
+        )));
+    }
+    let max_resends = file
+        .direct_order
+        .max_resends
+        .unwrap_or(defaults.max_resends);
+    if max_resends > 3 {
+        return Err(bad(format!(
+            "direct_order.max_resends = {max_resends}: at most 3; each is sent only after its absence is proven"
+        )));
+    }
+    Ok(pcsaga_purchase::direct::DirectSettings {
+        absence_wait: chrono::Duration::seconds(i64::try_from(wait).unwrap_or(86_400)),
+        max_resends,
+    })
 }
 
 /// `[governor]`: good manners toward Partner Center (README "Rate limits").
@@ -306,6 +349,42 @@ pub fn durability(file: &FileConfig) -> Result<pcsaga_engine::Durability, Config
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `[direct_order]`: defaults, a setting taken, and each bound refused by name.
+    #[test]
+    fn direct_order_settings_are_checked() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("pcsaga.toml");
+        let settings = |text: &str| {
+            std::fs::write(&path, text).expect("write");
+            direct_order(&load_file(Some(&path)).expect("parses"))
+        };
+        assert_eq!(
+            settings("").expect("defaults"),
+            pcsaga_purchase::direct::DirectSettings::default()
+        );
+        let taken =
+            settings("[direct_order]\nabsence_wait_s = 30\nmax_resends = 0\n").expect("valid");
+        assert_eq!(taken.absence_wait, chrono::Duration::seconds(30));
+        assert_eq!(taken.max_resends, 0);
+        for (text, says) in [
+            (
+                "[direct_order]\nabsence_wait_s = 0\n",
+                "direct_order.absence_wait_s = 0",
+            ),
+            (
+                "[direct_order]\nabsence_wait_s = 90000\n",
+                "direct_order.absence_wait_s = 90000",
+            ),
+            (
+                "[direct_order]\nmax_resends = 4\n",
+                "direct_order.max_resends = 4",
+            ),
+        ] {
+            let refused = settings(text).expect_err(text).0;
+            assert!(refused.contains(says), "{refused}");
+        }
+    }
 
     #[test]
     fn secrets_in_the_file_and_unknown_keys_are_refused_by_name() {

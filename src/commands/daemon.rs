@@ -82,6 +82,8 @@ pub async fn run(global: &Global, args: &DaemonArgs, file: &FileConfig) -> Resul
     config.tenant = client.tenant().to_owned();
     let cache_ttl =
         crate::config::cache_ttl(file).map_err(|e| Failed::new(Exit::InvalidInput, e))?;
+    let direct_order =
+        crate::config::direct_order(file).map_err(|e| Failed::new(Exit::InvalidInput, e))?;
     config.dropped_log_lines = Some(crate::logging::dropped);
     config.command = format!("pcsaga{}", crate::output::db_flag(global));
     // Test-only switches of the reliability battery. Loud, because they break guarantees.
@@ -107,7 +109,8 @@ pub async fn run(global: &Global, args: &DaemonArgs, file: &FileConfig) -> Resul
     let engine = Engine::new(
         PurchaseWorkflow::new(client)
             .with_credentials_retry(credentials_retry)
-            .with_cache(cache_ttl, std::sync::Arc::new(SystemClock)),
+            .with_cache(cache_ttl, std::sync::Arc::new(SystemClock))
+            .with_direct_settings(direct_order),
         store.clone(),
         policies,
         std::sync::Arc::new(SystemClock),

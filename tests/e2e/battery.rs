@@ -32,7 +32,8 @@ fn rule(endpoint: &str, probability: f64, limit: Option<u64>, fault: Fault) -> F
 #[tokio::test(flavor = "multi_thread")]
 async fn crash_points_lose_nothing_and_buy_nothing_twice() {
     let mut cases = Vec::new();
-    for call in ["register", "create_cart", "checkout"] {
+    // `create_order` is a direct order's send (E21): the same points, on the direct path.
+    for call in ["register", "create_cart", "checkout", "create_order"] {
         for point in [
             "after_claim",
             "after_intent",
@@ -63,16 +64,17 @@ async fn crash_points_lose_nothing_and_buy_nothing_twice() {
                 ..SimConfig::default()
             })
             .await;
-            assert_eq!(
-                b.submit(&[support::request(
-                    &format!("crash-{call}-{point}"),
-                    "DZH318Z0BQ3Q",
-                    "0001",
-                    Some("P1Y")
-                )])
-                .await,
-                1
+            let mut request = support::request(
+                &format!("crash-{call}-{point}"),
+                "DZH318Z0BQ3Q",
+                "0001",
+                Some("P1Y"),
             );
+            let direct = call == "create_order";
+            if direct {
+                request["orderPath"] = serde_json::json!("direct");
+            }
+            assert_eq!(b.submit(&[request]).await, 1);
             let name = format!("crash-{call}-{point}");
             if hang {
                 let mut daemon = b.daemon(&name, &[], &[]);
@@ -117,7 +119,11 @@ async fn crash_points_lose_nothing_and_buy_nothing_twice() {
                 "{name}: {:?}",
                 audit.by_status
             );
-            assert_eq!(audit.checkouts, 1, "{name}");
+            if direct {
+                assert_eq!((audit.checkouts, audit.orders), (0, 1), "{name}");
+            } else {
+                assert_eq!(audit.checkouts, 1, "{name}");
+            }
         });
     }
     futures_util::future::join_all(handles).await;

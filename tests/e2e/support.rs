@@ -209,9 +209,12 @@ impl Battery {
             .iter()
             .map(|(class, _)| format!("{class} = 1000000\n"))
             .collect();
-        let config = self
-            .env
-            .write("battery.toml", &format!("[governor.per_minute]\n{budgets}"));
+        // Direct orders conclude absence 20 s after a send here: the simulator's order list
+        // lags 5 s (Partner Center's up to 15 minutes, hence the default of 20 minutes).
+        let config = self.env.write(
+            "battery.toml",
+            &format!("[governor.per_minute]\n{budgets}[direct_order]\nabsence_wait_s = 20\n"),
+        );
         let mut command = self.env.pcsaga(Some(&self.sim));
         command.arg("daemon").args(args);
         command.env("PCSAGA_CONFIG", &config);

@@ -44,7 +44,8 @@ pub fn class_of(call: &Call) -> &'static str {
         Call::GetRegistration { .. } | Call::Register { .. } => "registration",
         Call::CheckInventory { .. } => "inventory",
         Call::CreateCart { .. } | Call::UpdateCart { .. } | Call::GetCart { .. } => "cart",
-        Call::Checkout { .. } | Call::ListOrders => "checkout",
+        // The Order resource's budget (E21 with the order list, addendum §5.6).
+        Call::Checkout { .. } | Call::CreateOrder { .. } | Call::ListOrders => "checkout",
         Call::GetOrder { .. } => "order_reads",
         Call::ListEntitlements | Call::GetArtifact { .. } => "entitlements",
     }

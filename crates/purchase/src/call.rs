@@ -4,7 +4,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use pcsaga_partner_center::models::{
-    Availability, Cart, CartCheckoutResult, Entitlement, InventoryItem, Order, Product,
+    Availability, Cart, CartCheckoutResult, Entitlement, InventoryItem, NewOrder, Order, Product,
     RegistrationState, ReservedInstanceArtifactDetails, Sku,
 };
 use pcsaga_partner_center::Error as ApiError;
@@ -45,6 +45,12 @@ pub enum Call {
         cart_id: String,
         request_id: Uuid,
     },
+    /// E21, a direct order: the exact body and request id persisted before the first send
+    /// (`PurchaseContext::direct`), sent again only after proven absence.
+    CreateOrder {
+        request_id: Uuid,
+        order: NewOrder,
+    },
     /// E11, after a checkout reply that refused without proof: `Ordered` means it went
     /// through after all.
     GetCart {
@@ -73,6 +79,7 @@ impl Call {
                 | Self::CreateCart { .. }
                 | Self::UpdateCart { .. }
                 | Self::Checkout { .. }
+                | Self::CreateOrder { .. }
         )
     }
 
@@ -88,6 +95,7 @@ impl Call {
             Self::CreateCart { .. } => "create_cart",
             Self::UpdateCart { .. } => "update_cart",
             Self::Checkout { .. } => "checkout",
+            Self::CreateOrder { .. } => "create_order",
             Self::GetCart { .. } => "get_cart",
             Self::ListOrders => "list_orders",
             Self::GetOrder { .. } => "get_order",
@@ -112,6 +120,7 @@ impl Call {
             Self::CreateCart { .. } => "POST /customers/{c}/carts",
             Self::UpdateCart { .. } => "PUT /customers/{c}/carts/{cart}",
             Self::Checkout { .. } => "POST /customers/{c}/carts/{cart}/checkout",
+            Self::CreateOrder { .. } => "POST /customers/{c}/orders",
             Self::GetCart { .. } => "GET /customers/{c}/carts/{cart}",
             Self::ListOrders => "GET /customers/{c}/orders",
             Self::GetOrder { .. } => "GET /customers/{c}/orders/{o}",

@@ -57,6 +57,34 @@ pub struct PurchaseContext {
     /// How often the cart was rebuilt after catalog ids went stale; bounded.
     #[serde(default)]
     pub rediscoveries: u32,
+    /// A direct order (`orderPath: "direct"`): its body and request id, fixed in CartBuild
+    /// before the first send. Absent for a cart purchase (and not encoded, so a cart
+    /// purchase's context reads as before).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub direct: Option<DirectOrder>,
+}
+
+/// A direct order as persisted before its first send (addendum rule 9.13): sent byte-identical,
+/// with the same `MS-RequestId`, on every attempt, the re-send after proven absence included.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DirectOrder {
+    pub body: pcsaga_partner_center::models::NewOrder,
+    pub request_id: Uuid,
+    /// When the body was last sent: absence is concluded only
+    /// [`crate::direct::ABSENCE_WAIT`] after it.
+    #[serde(default)]
+    pub last_sent_at: Option<DateTime<Utc>>,
+    /// Sends whose outcome was recorded: fewer than `checkout.sent` means a send was in flight
+    /// when the process stopped, and the order is looked for before anything is sent again.
+    #[serde(default)]
+    pub replies: u32,
+    /// Sends after proven absence (at most [`crate::direct::MAX_RESENDS`]).
+    #[serde(default)]
+    pub resends: u32,
+    /// The last look at the order list found nothing of this purchase.
+    #[serde(default)]
+    pub nothing_found: bool,
 }
 
 /// Decodes a context stored at `schema` with the request stored as the row's `input`: every
@@ -98,6 +126,7 @@ impl PurchaseContext {
             entitlements: Vec::new(),
             entitlements_done: false,
             rediscoveries: 0,
+            direct: None,
         }
     }
 
@@ -383,6 +412,27 @@ mod tests {
             }],
             entitlements_done: true,
             rediscoveries: 1,
+            direct: Some(DirectOrder {
+                body: pcsaga_partner_center::models::NewOrder {
+                    reference_customer_id: "c".into(),
+                    billing_cycle: "one_time".into(),
+                    line_items: vec![pcsaga_partner_center::models::NewOrderLineItem {
+                        line_item_number: 0,
+                        offer_id: "DZH318Z0BQ5S:0001:X".into(),
+                        quantity: 1,
+                        friendly_name: Some("pcs-x:0".into()),
+                        provisioning_context: BTreeMap::from([("scope".into(), "shared".into())]),
+                        partner_id_on_record: Some("1234567".into()),
+                        term_duration: Some("P1Y".into()),
+                        renews_to: None,
+                    }],
+                },
+                request_id: Uuid::nil(),
+                last_sent_at: Some(at),
+                replies: 2,
+                resends: 1,
+                nothing_found: true,
+            }),
         };
         let json = serde_json::to_string(&context).expect("encodes");
         assert!(

@@ -18,6 +18,7 @@ use crate::context::{
     ArtifactState, CartState, EntitlementState, GroupError, OrderState, PurchaseContext,
     Registration, SkuFacts,
 };
+use crate::request::OrderPath;
 use crate::state::State;
 use pcsaga_partner_center::Error as ApiError;
 
@@ -26,7 +27,7 @@ type D = Decision<State, PurchaseContext>;
 /// Most times a cart is rebuilt because catalog ids went stale, before giving up.
 pub const MAX_REDISCOVERIES: u32 = 3;
 
-fn advance(to: State, context: PurchaseContext, note: impl Into<String>) -> D {
+pub(crate) fn advance(to: State, context: PurchaseContext, note: impl Into<String>) -> D {
     Decision::Advance {
         to,
         context,
@@ -34,28 +35,28 @@ fn advance(to: State, context: PurchaseContext, note: impl Into<String>) -> D {
     }
 }
 
-fn cont(context: PurchaseContext, note: impl Into<String>) -> D {
+pub(crate) fn cont(context: PurchaseContext, note: impl Into<String>) -> D {
     Decision::Continue {
         context,
         note: note.into(),
     }
 }
 
-fn fail(context: PurchaseContext, reason: impl Into<String>) -> D {
+pub(crate) fn fail(context: PurchaseContext, reason: impl Into<String>) -> D {
     Decision::Fail {
         context,
         reason: reason.into(),
     }
 }
 
-fn park(context: PurchaseContext, reason: impl Into<String>) -> D {
+pub(crate) fn park(context: PurchaseContext, reason: impl Into<String>) -> D {
     Decision::Park {
         context,
         reason: reason.into(),
     }
 }
 
-fn poll(context: PurchaseContext, note: impl Into<String>) -> D {
+pub(crate) fn poll(context: PurchaseContext, note: impl Into<String>) -> D {
     Decision::Poll {
         context,
         note: note.into(),
@@ -110,6 +111,12 @@ pub fn decide(state: State, ctx: &PurchaseContext, call: &Call, outcome: Outcome
             judge_cart(next, &cart)
         }
         (Call::Checkout { .. }, Reply::Checkout(result)) => checked_out(next, &result),
+        (Call::CreateOrder { .. }, Reply::Order(order)) => crate::direct::ordered(next, &order),
+        (Call::ListOrders, Reply::Orders(orders))
+            if next.request.order_path == OrderPath::Direct =>
+        {
+            crate::direct::reconcile(next, &orders)
+        }
         (Call::ListOrders, Reply::Orders(orders)) => reconcile(next, &orders),
         (Call::GetOrder { order_id }, Reply::Order(order)) => order_status(next, order_id, &order),
         (Call::ListEntitlements, Reply::Entitlements(list)) => entitlements(next, &list),
@@ -155,6 +162,9 @@ fn failed(state: State, mut next: PurchaseContext, call: &Call, failure: &ApiErr
     }
     if let Call::Checkout { .. } = call {
         return checkout_failed(next, failure);
+    }
+    if let Call::CreateOrder { .. } = call {
+        return crate::direct::failed(next, failure);
     }
     if let Call::GetCart { cart_id } = call {
         return cart_read_failed(next, cart_id, failure);
@@ -239,7 +249,7 @@ pub const CREDENTIALS_HOLD: std::time::Duration = std::time::Duration::from_secs
 /// purchase's fault and not a verdict on it. It keeps its state and its pending request id and
 /// waits for an operator to fix the credentials; nothing fails or parks because a secret was
 /// rotated.
-fn held_for_credentials(next: PurchaseContext, failure: &ApiError) -> D {
+pub(crate) fn held_for_credentials(next: PurchaseContext, failure: &ApiError) -> D {
     Decision::Hold {
         context: next,
         wait: CREDENTIALS_HOLD,
@@ -314,7 +324,7 @@ fn cart_read_failed(next: PurchaseContext, cart_id: &str, failure: &ApiError) ->
     }
 }
 
-fn start_reconcile(mut next: PurchaseContext, reason: String) -> D {
+pub(crate) fn start_reconcile(mut next: PurchaseContext, reason: String) -> D {
     next.checkout.reconciling = true;
     next.checkout.reconcile_reason = Some(reason.clone());
     cont(next, reason)
@@ -772,7 +782,7 @@ fn reconcile(mut next: PurchaseContext, orders: &[Order]) -> D {
 pub const FALLBACK_WINDOW: chrono::Duration = chrono::Duration::minutes(5);
 
 /// The result of matching without the token.
-enum Fallback<'a> {
+pub(crate) enum Fallback<'a> {
     One(&'a Order, String),
     /// Every candidate's id, and what the list showed.
     Several(Vec<String>, String),
@@ -784,7 +794,7 @@ enum Fallback<'a> {
 /// per customer), created no earlier than [`FALLBACK_WINDOW`] before the first checkout call,
 /// no line carrying another purchase's token, and the multiset of (catalog item, quantity) of
 /// its lines equal to the purchase's. Exactly one candidate is adopted; more are ambiguous.
-fn fallback_match<'a>(ctx: &PurchaseContext, orders: &'a [Order]) -> Fallback<'a> {
+pub(crate) fn fallback_match<'a>(ctx: &PurchaseContext, orders: &'a [Order]) -> Fallback<'a> {
     let mut wanted: Vec<(String, i64)> = ctx
         .request
         .items

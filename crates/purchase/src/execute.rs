@@ -127,6 +127,17 @@ pub async fn execute(
                     .await?,
                 |r| Reply::Checkout(Box::new(r)),
             ),
+            Call::CreateOrder { request_id, order } => wrap(
+                client
+                    .create_order(
+                        correlation,
+                        RequestId::from_uuid(*request_id),
+                        &request.customer_id,
+                        order,
+                    )
+                    .await?,
+                |o| Reply::Order(Box::new(o)),
+            ),
             Call::GetCart { cart_id } => wrap(
                 client
                     .get_cart(correlation, &request.customer_id, cart_id)

@@ -17,6 +17,7 @@ pub mod cache;
 pub mod call;
 pub mod context;
 pub mod decide;
+pub mod direct;
 pub mod execute;
 pub mod plan;
 pub mod request;
@@ -25,6 +26,8 @@ pub mod transitions;
 pub mod workflow;
 
 pub use context::PurchaseContext;
-pub use request::{differing_fields, parse_request, parse_value, PurchaseRequest, RequestError};
+pub use request::{
+    differing_fields, parse_request, parse_value, OrderPath, PurchaseRequest, RequestError,
+};
 pub use state::{State, STATE_NAMES};
 pub use workflow::{submit, PurchaseWorkflow, WORKFLOW_NAME};

@@ -9,6 +9,7 @@ use pcsaga_partner_center::models::{BillingCycle, Cart, CartLineItem, KeyValue};
 
 use crate::call::Call;
 use crate::context::{PurchaseContext, Registration, RegistrationState};
+use crate::request::OrderPath;
 use crate::state::State;
 
 /// A cart this close to expiry is not checked out; a new one is built (if no checkout was
@@ -41,6 +42,16 @@ fn advance(to: State, ctx: PurchaseContext, note: impl Into<String>) -> P {
 
 /// Plans the next step of a saga in `state`.
 pub fn plan(state: State, ctx: &PurchaseContext, now: DateTime<Utc>) -> P {
+    plan_with(state, ctx, now, &crate::direct::DirectSettings::default())
+}
+
+/// [`plan`] with the direct-order settings of the configuration.
+pub fn plan_with(
+    state: State,
+    ctx: &PurchaseContext,
+    now: DateTime<Utc>,
+    direct: &crate::direct::DirectSettings,
+) -> P {
     match state {
         State::Enablement => enablement(ctx),
         State::RegistrationPolling => match ctx
@@ -82,7 +93,7 @@ pub fn plan(state: State, ctx: &PurchaseContext, now: DateTime<Utc>) -> P {
             None => advance(State::CartBuild, ctx.clone(), "inventory available"),
         },
         State::CartBuild => cart_build(ctx, now),
-        State::Checkout => checkout(ctx, now),
+        State::Checkout => checkout(ctx, now, direct),
         State::OrderVisibilityPolling => match ctx.orders.iter().find(|o| !o.completed) {
             Some(order) => read(
                 Call::GetOrder {
@@ -256,6 +267,9 @@ fn cart_build(ctx: &PurchaseContext, now: DateTime<Utc>) -> P {
             reason: "internal invariant: CartBuild reached after a checkout was sent; refusing to touch carts".to_owned(),
         });
     }
+    if ctx.request.order_path == OrderPath::Direct {
+        return crate::direct::build(ctx);
+    }
     match &ctx.cart {
         Some(cart)
             if cart
@@ -306,7 +320,14 @@ fn cart_build(ctx: &PurchaseContext, now: DateTime<Utc>) -> P {
     }
 }
 
-fn checkout(ctx: &PurchaseContext, now: DateTime<Utc>) -> P {
+fn checkout(
+    ctx: &PurchaseContext,
+    now: DateTime<Utc>,
+    direct: &crate::direct::DirectSettings,
+) -> P {
+    if ctx.request.order_path == OrderPath::Direct {
+        return crate::direct::checkout(ctx, now, direct);
+    }
     if ctx.checkout.reconciling {
         return read(Call::ListOrders, ctx);
     }

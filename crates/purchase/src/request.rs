@@ -27,6 +27,29 @@ pub struct PurchaseRequest {
     pub country: String,
     pub segment: String,
     pub items: Vec<PurchaseItem>,
+    /// How the purchase is bought: a cart (the default) or a direct order (E21). Not encoded
+    /// for a cart, so requests from before it existed encode as they did.
+    #[serde(default, skip_serializing_if = "OrderPath::is_cart")]
+    pub order_path: OrderPath,
+}
+
+/// The two purchase paths of the source documents (addendum rule 9.12).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OrderPath {
+    /// Create a cart, then check it out (E10-E13): idempotent per cart. The default.
+    #[default]
+    Cart,
+    /// One `POST /customers/{c}/orders` (E21), what partners' existing tools use; not
+    /// documented as idempotent, so pcsaga persists the exact body and request id before the
+    /// first send and reconciles through the order lists when a reply is lost.
+    Direct,
+}
+
+impl OrderPath {
+    pub fn is_cart(&self) -> bool {
+        *self == Self::Cart
+    }
 }
 
 /// One item of a purchase.
@@ -245,6 +268,7 @@ const TOP_FIELDS: &[&str] = &[
     "country",
     "segment",
     "items",
+    "orderPath",
 ];
 const ITEM_FIELDS: &[&str] = &[
     "productId",
@@ -320,12 +344,23 @@ pub fn parse_value(value: &Value) -> Result<PurchaseRequest, RequestError> {
         Some(_) => return refuse("items", "must be an array of items"),
         None => return refuse("items", "is required"),
     };
+    let order_path = match optional_str(object, "orderPath", "orderPath")?.as_deref() {
+        None | Some("cart") => OrderPath::Cart,
+        Some("direct") => OrderPath::Direct,
+        Some(other) => {
+            return refuse(
+                "orderPath",
+                format!("{other:?} is not a purchase path: \"cart\" (the default) or \"direct\""),
+            )
+        }
+    };
     Ok(PurchaseRequest {
         idempotency_key,
         customer_id,
         country: country.to_ascii_uppercase(),
         segment,
         items,
+        order_path,
     })
 }
 

@@ -450,8 +450,8 @@ fn build() -> Vec<Transition> {
         "-",
         "advance",
         "Checkout",
-        Defensive,
-        "the cart is ready (the cart's reply advances first)",
+        Wire,
+        "a direct order's body and request id are built (no call), or the cart is ready",
     );
     row(
         CartBuild,
@@ -615,9 +615,76 @@ fn build() -> Vec<Transition> {
         "-",
         "park",
         "needs_attention",
-        Defensive,
-        "invariant: Checkout without a cart",
+        Wire,
+        "a direct order proven absent after every send allowed (also the invariants: Checkout without a cart, or a direct order without its body)",
     );
+    // Checkout of a direct order (E21, crates/purchase/src/direct.rs): nothing is sent again
+    // before the order list proves the first send absent.
+    row(
+        Checkout,
+        "create_order",
+        "ok",
+        "advance",
+        "OrderVisibilityPolling",
+        Wire,
+        "the order was created",
+    );
+    row(
+        Checkout,
+        "create_order",
+        "throttled",
+        "retry",
+        "stay",
+        Wire,
+        "turned away (429): the same body and id after Retry-After",
+    );
+    row(
+        Checkout,
+        "create_order",
+        "transient",
+        "retry",
+        "stay",
+        // A create-order's 408 and 5xx are outcome_unknown (the client's E21 rule); transient
+        // is only a connection never made, which the simulator on loopback cannot produce.
+        Defensive,
+        "never reached Partner Center (no connection): the same body and id again",
+    );
+    for outcome in ["outcome_unknown", "in_flight", "already_submitted"] {
+        row(
+            Checkout,
+            "create_order",
+            outcome,
+            "continue",
+            "stay",
+            if outcome == "already_submitted" {
+                Defensive
+            } else {
+                Wire
+            },
+            "the order may exist: reconcile through the order list before anything is sent",
+        );
+    }
+    for outcome in ["business", "not_found"] {
+        row(
+            Checkout,
+            "create_order",
+            outcome,
+            "fail",
+            "failed",
+            Wire,
+            "refused: no order was created (addendum 5.5)",
+        );
+        row(
+            Checkout,
+            "create_order",
+            outcome,
+            "continue",
+            "stay",
+            Wire,
+            "refused after an earlier send whose outcome is unknown: reconcile",
+        );
+    }
+
     // OrderVisibilityPolling.
     row(
         OrderVisibilityPolling,

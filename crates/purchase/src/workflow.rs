@@ -38,6 +38,8 @@ pub struct PurchaseWorkflow {
     /// Replies every purchase of this daemon can share (catalog reads, registered
     /// subscriptions).
     cache: Arc<ReadCache>,
+    /// How direct orders wait for proof of absence, and how often they are sent again.
+    direct: crate::direct::DirectSettings,
 }
 
 /// Receives every transition a workflow decides.
@@ -58,6 +60,7 @@ impl PurchaseWorkflow {
             credentials_retry: CREDENTIALS_HOLD,
             recorder: None,
             cache: Arc::new(ReadCache::new(DEFAULT_TTL, Arc::new(SystemClock))),
+            direct: crate::direct::DirectSettings::default(),
         }
     }
 
@@ -69,6 +72,7 @@ impl PurchaseWorkflow {
             credentials_retry: CREDENTIALS_HOLD,
             recorder: None,
             cache: Arc::new(ReadCache::new(Duration::ZERO, Arc::new(SystemClock))),
+            direct: crate::direct::DirectSettings::default(),
         }
     }
 
@@ -76,6 +80,12 @@ impl PurchaseWorkflow {
     /// wall clock.
     pub fn with_cache(mut self, ttl: Duration, clock: Arc<dyn Clock>) -> Self {
         self.cache = Arc::new(ReadCache::new(ttl, clock));
+        self
+    }
+
+    /// Sets the direct-order settings (default: [`crate::direct::DirectSettings::default`]).
+    pub fn with_direct_settings(mut self, settings: crate::direct::DirectSettings) -> Self {
+        self.direct = settings;
         self
     }
 
@@ -160,7 +170,12 @@ fn missing_for(from: State, ctx: &PurchaseContext) -> Option<String> {
         State::InventoryCheck | State::CartBuild if !all_chosen => Some(
             "its catalog items have not all been chosen; resume --from Discovery".to_owned(),
         ),
-        State::Checkout if cart.is_none() => {
+        State::Checkout
+            if ctx.request.order_path == crate::OrderPath::Direct && ctx.direct.is_none() =>
+        {
+            Some("its direct order was never built; resume --from CartBuild".to_owned())
+        }
+        State::Checkout if ctx.request.order_path == crate::OrderPath::Cart && cart.is_none() => {
             Some("it has no cart; resume --from CartBuild".to_owned())
         }
         State::OrderVisibilityPolling | State::EntitlementFetch if ctx.orders.is_empty() => Some(match (ctx.checkout.attempted, ctx.checkout.reconciling) {
@@ -230,7 +245,7 @@ impl Workflow for PurchaseWorkflow {
     }
 
     fn plan(&self, saga: &View, now: DateTime<Utc>) -> Plan<Call, State, PurchaseContext> {
-        let plan = crate::plan::plan(saga.state, &saga.context, now);
+        let plan = crate::plan::plan_with(saga.state, &saga.context, now, &self.direct);
         if let Plan::Decide(decision) = &plan {
             self.record(saga.state, "-", "-", decision);
         }
@@ -341,6 +356,11 @@ impl Workflow for PurchaseWorkflow {
             if let Some(cart) = next.cart.as_mut() {
                 cart.needs_update = true;
             }
+        }
+        // A direct order never sent is built again (a new body and request id, from what the
+        // states before found); once sent, its body and id are kept for every later send.
+        if from <= State::CartBuild && !ctx.checkout.attempted {
+            next.direct = None;
         }
         Ok(next)
     }

@@ -222,9 +222,18 @@ fn token_of(saga: &SagaRecord) -> Option<String> {
     context["token"].as_str().map(str::to_owned)
 }
 
+/// The request as submitted (the row's `input`: since context schema 2 the context does not
+/// copy it).
+fn request_of(saga: &SagaRecord) -> serde_json::Value {
+    serde_json::from_str(&saga.input).unwrap_or_default()
+}
+
 fn items_of(saga: &SagaRecord) -> usize {
-    let context: serde_json::Value = serde_json::from_str(&saga.context).unwrap_or_default();
-    context["request"]["items"].as_array().map_or(1, Vec::len)
+    request_of(saga)["items"].as_array().map_or(1, Vec::len)
+}
+
+fn is_direct(saga: &SagaRecord) -> bool {
+    request_of(saga)["orderPath"] == "direct"
 }
 
 /// Check 1: No purchase checked out twice, no more orders than items, and every checked-out cart
@@ -245,6 +254,27 @@ fn bought_twice(w: &Witnesses, _: &Expect, out: &mut Vec<String>) {
         }
         let items = items_of(saga);
         let orders = w.ledger.orders_with_token(&token).len();
+        if is_direct(saga) {
+            // A direct order holds every line: one order per purchase, and never a cart.
+            if orders > 1 {
+                out.push(format!(
+                    "{} ({}): {orders} direct orders for one purchase",
+                    saga.id, saga.idempotency_key
+                ));
+            }
+            let carts = w
+                .ledger
+                .carts
+                .iter()
+                .filter(|c| c.friendly_names.iter().any(|n| n.contains(&token)))
+                .count();
+            if carts > 0 {
+                out.push(format!(
+                    "{} ({}): a direct purchase created {carts} cart(s)",
+                    saga.id, saga.idempotency_key
+                ));
+            }
+        }
         if orders > items {
             out.push(format!(
                 "{} ({}): {orders} orders for {items} items",

@@ -13,7 +13,7 @@ use pcsaga_purchase::transitions::{self, Driven, Reach};
 use pcsaga_simulator::{CheckoutReplay, Fault, FaultPlan, FaultRule, SimConfig};
 use serde_json::{json, Value};
 
-use crate::flow::{self, once, perpetual, ri, software, world_with, DRIVEN};
+use crate::flow::{self, direct, once, perpetual, ri, software, world_with, DRIVEN};
 
 fn status(status: u16, code: &str) -> Fault {
     Fault::Status {
@@ -330,6 +330,33 @@ fn sweep() -> Vec<Case> {
             app_user: false,
             ..case("no app+user credentials", software("app-only"), vec![])
         },
+        // Direct orders (E21).
+        case(
+            "direct order throttled",
+            direct(perpetual("d-429")),
+            vec![rule(
+                "create_order",
+                0,
+                1,
+                Fault::Throttle {
+                    retry_after_s: 5,
+                    http_date: false,
+                },
+            )],
+        ),
+        case(
+            "direct order 409/800060",
+            direct(perpetual("d-800060")),
+            vec![rule("create_order", 0, 1, status(409, "800060"))],
+        ),
+        case(
+            "direct order 503, then 404",
+            direct(perpetual("d-503-404")),
+            vec![
+                rule("create_order", 0, 1, status(503, "800003")),
+                rule("create_order", 1, 1, status(404, "1000")),
+            ],
+        ),
     ]);
     cases
 }
@@ -349,6 +376,10 @@ fn every_row_of_the_table_is_driven_by_a_behavioural_test() {
     flow::an_unprocessed_checkout_refusal_fails_only_once_the_cart_proves_it();
     flow::refused_credentials_hold_purchases_instead_of_failing_them();
     flow::orders_without_the_token_are_matched_by_customer_time_and_items();
+    flow::each_kind_of_direct_purchase_succeeds_with_one_order_and_no_cart();
+    flow::a_lost_direct_order_reply_never_buys_twice();
+    flow::a_direct_order_proven_absent_is_sent_again_with_the_same_id();
+    flow::direct_order_refusals_fail_only_when_they_prove_nothing_was_bought();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

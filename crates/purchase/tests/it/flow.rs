@@ -13,7 +13,9 @@ use pcsaga_partner_center::{Client, ClientConfig, Credentials, Secret};
 use pcsaga_purchase::transitions::Driven;
 use pcsaga_purchase::workflow::Recorder;
 use pcsaga_purchase::{parse_value, PurchaseContext, PurchaseWorkflow};
-use pcsaga_simulator::{CheckoutReplay, Fault, FaultPlan, FaultRule, SimConfig, Simulator};
+use pcsaga_simulator::{
+    CheckoutReplay, DirectOrderReplay, Fault, FaultPlan, FaultRule, SimConfig, Simulator,
+};
 use serde_json::{json, Value};
 
 const CUSTOMER: &str = "4c4d0c6e-38b9-4c5a-a0f4-3b2f1c1e7a10";
@@ -123,7 +125,8 @@ impl World {
 
     pub(crate) async fn saga(&self, id: &str) -> (SagaRecord, PurchaseContext) {
         let saga = self.engine.get(id).await.expect("saga");
-        let ctx = serde_json::from_str(&saga.context).expect("context");
+        let ctx = pcsaga_purchase::context::decode(saga.context_schema, &saga.context, &saga.input)
+            .expect("context");
         (saga, ctx)
     }
 
@@ -865,4 +868,196 @@ pub(crate) async fn orders_without_the_token_are_matched_by_customer_time_and_it
             && reason.contains(&second_orders[0].order_id),
         "{reason}"
     );
+}
+
+/// A request bought by a direct order (E21) instead of a cart.
+pub(crate) fn direct(mut request: Value) -> Value {
+    request["orderPath"] = json!("direct");
+    request
+}
+
+/// `fault` on create-order, the `n`-th request on, `times` times.
+fn on_create_order(n: u64, times: u64, fault: Fault) -> FaultRule {
+    FaultRule {
+        endpoint: "create_order".into(),
+        probability: 1.0,
+        after: n,
+        limit: Some(times),
+        fault,
+    }
+}
+
+/// The `MS-RequestId`s of the create-order requests the simulator received, in order.
+fn create_order_ids(sim: &Simulator) -> Vec<String> {
+    sim.requests()
+        .into_iter()
+        .filter(|r| r.endpoint == "create_order")
+        .filter_map(|r| r.request_id)
+        .collect()
+}
+
+/// Direct orders: each kind succeeds with one order and one send, and no cart is ever made.
+#[tokio::test]
+pub(crate) async fn each_kind_of_direct_purchase_succeeds_with_one_order_and_no_cart() {
+    let w = world(SimConfig::default()).await;
+    let ids = [
+        w.submit(direct(ri("d-ri"))).await,
+        w.submit(direct(software("d-sw"))).await,
+        w.submit(direct(perpetual("d-pp"))).await,
+    ];
+    w.settle().await;
+    let ledger = w.sim.ledger();
+    assert!(ledger.carts.is_empty(), "no cart: {:?}", ledger.carts);
+    for id in &ids {
+        let (saga, ctx) = w.saga(id).await;
+        assert_eq!(
+            saga.status,
+            SagaStatus::Succeeded,
+            "{id}: {:?}",
+            saga.last_error
+        );
+        assert_eq!(w.orders_of(id).await, 1, "{id}");
+        assert_eq!(ctx.entitlements.len(), 1, "{id}");
+        let sent = ledger
+            .direct_orders
+            .iter()
+            .filter(|d| d.friendly_names.iter().any(|n| n.contains(&ctx.token)))
+            .collect::<Vec<_>>();
+        assert_eq!(sent.len(), 1, "{id}: one request id");
+        assert_eq!(sent[0].calls, 1, "{id}: sent once");
+    }
+    assert_eq!(create_order_ids(&w.sim).len(), 3);
+}
+
+/// A reply lost after the order was created, whatever the service does with a repeated
+/// request id (replay, 409/800060, or a second order): pcsaga sends nothing again, finds the
+/// order in the list by its token, and the purchase has exactly one.
+#[tokio::test]
+pub(crate) async fn a_lost_direct_order_reply_never_buys_twice() {
+    for replay in [
+        DirectOrderReplay::Replay,
+        DirectOrderReplay::Conflict,
+        DirectOrderReplay::Ignore,
+    ] {
+        let w = world(SimConfig {
+            direct_order_replay: replay,
+            ..SimConfig::default()
+        })
+        .await;
+        w.sim
+            .set_faults(FaultPlan {
+                seed: 0,
+                rules: vec![on_create_order(0, 1, Fault::Drop)],
+            })
+            .expect("plan");
+        let id = w.submit(direct(perpetual("d-lost"))).await;
+        w.settle().await;
+        let (saga, ctx) = w.saga(&id).await;
+        assert_eq!(
+            saga.status,
+            SagaStatus::Succeeded,
+            "{replay:?}: {:?}",
+            saga.last_error
+        );
+        assert_eq!(w.orders_of(&id).await, 1, "{replay:?}");
+        assert_eq!(create_order_ids(&w.sim).len(), 1, "{replay:?}: sent once");
+        assert!(ctx.checkout.confirmed);
+    }
+}
+
+/// An order that was never created (the service answered 503 before processing it): it is
+/// sent again only once the order list shows nothing 20 minutes after the send, with the same
+/// body and request id; the second send goes through.
+#[tokio::test]
+pub(crate) async fn a_direct_order_proven_absent_is_sent_again_with_the_same_id() {
+    let w = world(SimConfig::default()).await;
+    w.sim
+        .set_faults(FaultPlan {
+            seed: 0,
+            rules: vec![on_create_order(
+                0,
+                1,
+                Fault::Status {
+                    status: 503,
+                    code: Some("800003".into()),
+                },
+            )],
+        })
+        .expect("plan");
+    let id = w.submit(direct(software("d-absent"))).await;
+    w.settle().await;
+    let (saga, ctx) = w.saga(&id).await;
+    assert_eq!(saga.status, SagaStatus::Succeeded, "{:?}", saga.last_error);
+    assert_eq!(w.orders_of(&id).await, 1);
+    let sends = create_order_ids(&w.sim);
+    assert_eq!(
+        sends.len(),
+        2,
+        "the first send, and one after proven absence"
+    );
+    assert_eq!(sends[0], sends[1], "the same MS-RequestId");
+    let direct = ctx.direct.expect("direct order");
+    assert_eq!(direct.resends, 1);
+    let last = direct.last_sent_at.expect("sent");
+    let first = ctx.checkout.first_attempt_at.expect("sent");
+    assert!(
+        last - first >= pcsaga_purchase::direct::ABSENCE_WAIT,
+        "absence waited for"
+    );
+}
+
+/// Refusals: a refusal of the only send fails the purchase (nothing was bought); an order
+/// absent after every send allowed parks with the evidence; a refusal after a send whose
+/// outcome is unknown proves nothing about it.
+#[tokio::test]
+pub(crate) async fn direct_order_refusals_fail_only_when_they_prove_nothing_was_bought() {
+    let refused = |status: u16, code: &str| Fault::Status {
+        status,
+        code: Some(code.into()),
+    };
+    let cases: [(&str, Vec<FaultRule>, SagaStatus, &str); 4] = [
+        (
+            "400 on the only send",
+            vec![on_create_order(0, 1, refused(400, "800002"))],
+            SagaStatus::Failed,
+            "no order was created",
+        ),
+        (
+            "404 on the only send",
+            vec![on_create_order(0, 1, refused(404, "1000"))],
+            SagaStatus::Failed,
+            "no order was created",
+        ),
+        (
+            "503 twice",
+            vec![on_create_order(0, 2, refused(503, "800003"))],
+            SagaStatus::NeedsAttention,
+            "showed nothing",
+        ),
+        (
+            "503, then 400",
+            vec![
+                on_create_order(0, 1, refused(503, "800003")),
+                on_create_order(1, 1, refused(400, "800002")),
+            ],
+            SagaStatus::NeedsAttention,
+            "showed nothing",
+        ),
+    ];
+    for (name, rules, expected, says) in cases {
+        let w = world(SimConfig::default()).await;
+        w.sim
+            .set_faults(FaultPlan { seed: 0, rules })
+            .expect("plan");
+        let id = w.submit(direct(perpetual("d-refused"))).await;
+        w.settle().await;
+        let (saga, _) = w.saga(&id).await;
+        assert_eq!(saga.status, expected, "{name}: {:?}", saga.last_error);
+        assert!(
+            saga.last_error.as_deref().is_some_and(|e| e.contains(says)),
+            "{name}: {:?}",
+            saga.last_error
+        );
+        assert_eq!(w.orders_of(&id).await, 0, "{name}: nothing bought");
+    }
 }

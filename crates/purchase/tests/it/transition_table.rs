@@ -334,6 +334,10 @@ fn changes(before: &PurchaseContext, after: &PurchaseContext) -> String {
     if before.order_errors != after.order_errors {
         out.push(format!("order errors={}", after.order_errors.len()));
     }
+    let order_id = |c: &PurchaseContext| c.direct.as_ref().map(|d| d.request_id);
+    if order_id(before) != order_id(after) {
+        out.push("direct order's request id renewed".into());
+    }
     if before.entitlements_done != after.entitlements_done {
         out.push(format!("entitlements={}", after.entitlements.len()));
     }
@@ -356,6 +360,12 @@ fn row(state: State, ctx: &PurchaseContext, call: &Call, label: &str, outcome: O
         (Call::GetCart { .. }, Ok(Reply::Cart(cart))) => cart.status == Some(CartStatus::Active),
         (Call::Checkout { .. }, Ok(Reply::Checkout(result))) => {
             result.orders.is_empty() && !result.order_errors.is_empty()
+        }
+        // A direct order refused for a reason of Partner Center's own (addendum 5.5: no order
+        // was created), when it answers the only send: no earlier send is in doubt.
+        (Call::CreateOrder { .. }, Err(f)) => {
+            matches!(f.class, ErrorClass::Business | ErrorClass::NotFound)
+                && ctx.checkout.sent.saturating_sub(1) <= ctx.checkout.answered
         }
         _ => false,
     };
@@ -778,6 +788,85 @@ fn transition_table() {
         failure(ErrorClass::Config, None, None),
     ));
 
+    // A direct order (E21): its Checkout sends the body built in CartBuild, and reconciles
+    // before anything is sent again.
+    let direct = {
+        let mut c = at(State::Checkout);
+        c.request.order_path = pcsaga_purchase::OrderPath::Direct;
+        c.checkout.attempted = true;
+        c.checkout.sent = 1;
+        c.direct = Some(pcsaga_purchase::context::DirectOrder {
+            body: pcsaga_purchase::direct::body(&c),
+            request_id: uuid::Uuid::nil(),
+            last_sent_at: Some(now()),
+            replies: 1,
+            resends: 0,
+            nothing_found: false,
+        });
+        c
+    };
+    let create = Call::CreateOrder {
+        request_id: uuid::Uuid::nil(),
+        order: pcsaga_purchase::direct::body(&direct),
+    };
+    rows.push(row(
+        State::Checkout,
+        &direct,
+        &create,
+        "direct: success",
+        Ok(Reply::Order(Box::new(order(OrderStatus::Pending, "")))),
+    ));
+    for class in GENERIC {
+        rows.push(row(
+            State::Checkout,
+            &direct,
+            &create,
+            &format!("direct: {class}"),
+            generic(class),
+        ));
+    }
+    let mut unknown_before = direct.clone();
+    unknown_before.checkout.sent = 2;
+    rows.push(row(
+        State::Checkout,
+        &unknown_before,
+        &create,
+        "direct: business after an unanswered send",
+        generic("business"),
+    ));
+    let mut looking = direct.clone();
+    looking.checkout.reconciling = true;
+    let token = looking.token.clone();
+    rows.push(row(
+        State::Checkout,
+        &looking,
+        &Call::ListOrders,
+        "direct: nothing in the list",
+        Ok(Reply::Orders(vec![])),
+    ));
+    rows.push(row(
+        State::Checkout,
+        &looking,
+        &Call::ListOrders,
+        "direct: its order in the list",
+        Ok(Reply::Orders(vec![order(
+            OrderStatus::Pending,
+            &format!("{token}:0"),
+        )])),
+    ));
+    let mut second = order(OrderStatus::Pending, &format!("{token}:0"));
+    second.id = "order-2".into();
+    rows.push(row(
+        State::Checkout,
+        &looking,
+        &Call::ListOrders,
+        "direct: two orders carry the token",
+        Ok(Reply::Orders(vec![
+            order(OrderStatus::Pending, &format!("{token}:0")),
+            second,
+        ])),
+    ));
+
     insta::assert_snapshot!(rows.join("\n"));
 }
 
@@ -920,4 +1009,77 @@ fn the_end_never_succeeds_without_confirmed_orders() {
     assert!(matches!(finish(unconfirmed), Decision::Park { .. }));
     let done = at(State::EntitlementFetch);
     assert!(matches!(finish(done), Decision::Succeed { .. }));
+}
+
+/// A direct order's send whose outcome was never recorded (the process stopped while it was in
+/// flight) is looked for in the order list before anything is sent again; once absence is
+/// proven the same body and request id go again, and after the last send allowed the purchase
+/// parks.
+#[test]
+fn a_direct_order_is_sent_again_only_after_proven_absence() {
+    use pcsaga_engine::Plan;
+    use pcsaga_purchase::direct::DirectSettings;
+    use pcsaga_purchase::plan::plan_with;
+    let settings = DirectSettings::default();
+    let mut ctx = at(State::Checkout);
+    ctx.request.order_path = pcsaga_purchase::OrderPath::Direct;
+    ctx.checkout.attempted = true;
+    ctx.checkout.sent = 1;
+    ctx.direct = Some(pcsaga_purchase::context::DirectOrder {
+        body: pcsaga_purchase::direct::body(&ctx),
+        request_id: uuid::Uuid::from_u128(7),
+        last_sent_at: Some(now()),
+        replies: 0,
+        resends: 0,
+        nothing_found: false,
+    });
+    // In flight when the process stopped: look first.
+    match plan_with(State::Checkout, &ctx, now(), &settings) {
+        Plan::Call {
+            effect: Call::ListOrders,
+            context,
+            ..
+        } => assert!(context.checkout.reconciling),
+        other => panic!("planned {other:?}"),
+    }
+    // Nothing found, but the list may lag: look again, send nothing.
+    let mut looking = ctx.clone();
+    looking.checkout.reconciling = true;
+    if let Some(d) = looking.direct.as_mut() {
+        d.replies = 1;
+        d.nothing_found = true;
+    }
+    let soon = now() + settings.absence_wait - chrono::Duration::seconds(1);
+    assert!(matches!(
+        plan_with(State::Checkout, &looking, soon, &settings),
+        Plan::Call {
+            effect: Call::ListOrders,
+            ..
+        }
+    ));
+    // Absent long enough: the same body and id again, counted.
+    let later = now() + settings.absence_wait;
+    match plan_with(State::Checkout, &looking, later, &settings) {
+        Plan::Call {
+            effect: Call::CreateOrder { request_id, order },
+            context,
+            side_effecting: true,
+        } => {
+            assert_eq!(request_id, uuid::Uuid::from_u128(7));
+            assert_eq!(order, pcsaga_purchase::direct::body(&ctx));
+            assert_eq!(context.checkout.sent, 2);
+            assert_eq!(context.direct.map(|d| d.resends), Some(1));
+        }
+        other => panic!("planned {other:?}"),
+    }
+    // After the last send allowed: park, with the evidence.
+    if let Some(d) = looking.direct.as_mut() {
+        d.resends = settings.max_resends;
+    }
+    match plan_with(State::Checkout, &looking, later, &settings) {
+        Plan::Decide(Decision::Park { reason, .. }) => {
+            assert!(reason.contains("showed nothing"), "{reason}")
+        }
+        other => panic!("planned {other:?}"),
+    }
 }
