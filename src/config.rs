@@ -45,6 +45,35 @@ pub struct DirectOrderFile {
     pub max_resends: Option<u32>,
 }
 
+/// Whether the direct-order settings fit the Checkout policy: every absence period (one per
+/// send) inside the poll deadline, and the looks at the order list of one period within the
+/// attempts, or direct orders would park before their absence is proven. The daemon warns at
+/// start when they do not (a book without direct orders is not concerned).
+pub fn direct_order_fits(
+    direct: &pcsaga_purchase::direct::DirectSettings,
+    checkout: &pcsaga_engine::StatePolicy,
+) -> Result<(), ConfigError> {
+    let wait = direct.absence_wait.to_std().unwrap_or_default();
+    let sends = direct.max_resends + 1;
+    if wait * sends >= checkout.poll.deadline {
+        return Err(bad(format!(
+            "direct_order.absence_wait_s × (direct_order.max_resends + 1) = {} s must be shorter than the Checkout poll deadline of the workflow policies ({} s, states.Checkout.poll.deadline_s), or a direct order parks before its absence is proven",
+            (wait * sends).as_secs(),
+            checkout.poll.deadline.as_secs()
+        )));
+    }
+    let looks = wait.as_millis() / checkout.poll.interval.as_millis().max(1);
+    if looks >= u128::from(checkout.retry.max_attempts) {
+        return Err(bad(format!(
+            "direct_order.absence_wait_s = {} s means {looks} looks at the order list at the Checkout poll interval ({} ms), not fewer than states.Checkout.retry.max_attempts ({}): raise the interval or the attempts in the workflow policies, or shorten the wait",
+            wait.as_secs(),
+            checkout.poll.interval.as_millis(),
+            checkout.retry.max_attempts
+        )));
+    }
+    Ok(())
+}
+
 /// The direct-order settings from the file, checked.
 pub fn direct_order(
     file: &FileConfig,
@@ -71,6 +100,7 @@ pub fn direct_order(
     Ok(pcsaga_purchase::direct::DirectSettings {
         absence_wait: chrono::Duration::seconds(i64::try_from(wait).unwrap_or(86_400)),
         max_resends,
+        unsafe_resend_without_proof: false,
     })
 }
 
@@ -349,6 +379,36 @@ pub fn durability(file: &FileConfig) -> Result<pcsaga_engine::Durability, Config
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The defaults fit the built-in policies; a wait longer than the Checkout deadline allows,
+    /// or more looks than attempts, is named.
+    #[test]
+    fn direct_order_settings_must_fit_the_checkout_policy() {
+        let policies = crate::app::policies(None).expect("built-in policies");
+        let checkout = policies.get("Checkout");
+        let defaults = pcsaga_purchase::direct::DirectSettings::default();
+        direct_order_fits(&defaults, &checkout).expect("the defaults fit");
+        let long = pcsaga_purchase::direct::DirectSettings {
+            max_resends: 3,
+            ..defaults
+        };
+        let refused = direct_order_fits(&long, &checkout)
+            .expect_err("80 minutes of waits")
+            .0;
+        assert!(
+            refused.contains("states.Checkout.poll.deadline_s"),
+            "{refused}"
+        );
+        let mut fast = checkout.clone();
+        fast.poll.interval = Duration::from_secs(1);
+        let refused = direct_order_fits(&defaults, &fast)
+            .expect_err("1,200 looks")
+            .0;
+        assert!(
+            refused.contains("states.Checkout.retry.max_attempts"),
+            "{refused}"
+        );
+    }
 
     /// `[direct_order]`: defaults, a setting taken, and each bound refused by name.
     #[test]

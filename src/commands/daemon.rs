@@ -84,6 +84,12 @@ pub async fn run(global: &Global, args: &DaemonArgs, file: &FileConfig) -> Resul
         crate::config::cache_ttl(file).map_err(|e| Failed::new(Exit::InvalidInput, e))?;
     let direct_order =
         crate::config::direct_order(file).map_err(|e| Failed::new(Exit::InvalidInput, e))?;
+    // Not a refusal: a book without direct orders runs fine with any Checkout policy.
+    if let Err(e) = crate::config::direct_order_fits(&direct_order, &policies.get("Checkout")) {
+        tracing::warn!(
+            "direct orders (\"orderPath\": \"direct\") would not be bought as configured: {e}"
+        );
+    }
     config.dropped_log_lines = Some(crate::logging::dropped);
     config.command = format!("pcsaga{}", crate::output::db_flag(global));
     // Test-only switches of the reliability battery. Loud, because they break guarantees.
@@ -99,6 +105,11 @@ pub async fn run(global: &Global, args: &DaemonArgs, file: &FileConfig) -> Resul
             "TEST ONLY: this daemon aborts itself at a crash point"
         );
         config.crash_at = Some(point);
+    }
+    let mut direct_order = direct_order;
+    if std::env::var("PCSAGA_TEST_UNSAFE_DIRECT_RESEND").is_ok_and(|v| v == "1") {
+        tracing::error!("TEST ONLY: direct orders are sent again after a lost reply without looking for them; never run this in production");
+        direct_order.unsafe_resend_without_proof = true;
     }
     if std::env::var("PCSAGA_TEST_UNSAFE_SKIP_INTENT").is_ok_and(|v| v == "1") {
         tracing::error!("TEST ONLY: intents are NOT committed before side-effecting calls; never run this in production");

@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use pcsaga_simulator::{Fault, FaultPlan, FaultRule, SimConfig};
+use pcsaga_simulator::{DirectOrderReplay, Fault, FaultPlan, FaultRule, SimConfig};
 use pcsaga_testkit::Rng;
 
 use crate::support::{self, Battery};
@@ -176,7 +176,13 @@ async fn random_sigkill_loop() {
         ..SimConfig::default()
     })
     .await;
-    for chunk in support::mixed(&format!("loop-{seed}"), purchases).chunks(500) {
+    // A quarter of the purchases are direct orders (E21): kills while they are in flight, and
+    // the random 5xx on their sends, must not buy them twice either.
+    let mut requests = support::mixed(&format!("loop-{seed}"), purchases);
+    for request in requests.iter_mut().skip(3).step_by(4) {
+        request["orderPath"] = serde_json::json!("direct");
+    }
+    for chunk in requests.chunks(500) {
         b.submit(chunk).await;
     }
     assert_eq!(b.accepted, purchases);
@@ -207,12 +213,28 @@ async fn random_sigkill_loop() {
     audit.assert_clean(&format!(
         "PCSAGA_SEED={seed} cargo test --test e2e random_sigkill_loop"
     ));
-    assert_eq!(
-        audit.by_status.get("succeeded"),
-        Some(&purchases),
-        "{:?}",
-        audit.by_status
-    );
+    if audit.by_status.get("succeeded") != Some(&purchases) {
+        let witnesses = pcsaga_testkit::gather(&b.store, &b.sim.ledger(), &b.sim.requests())
+            .await
+            .expect("witnesses");
+        let stopped: Vec<String> = witnesses
+            .sagas
+            .iter()
+            .filter(|s| s.status != pcsaga_engine::SagaStatus::Succeeded)
+            .take(5)
+            .map(|s| {
+                format!(
+                    "{} {} in {}: {:?}",
+                    s.idempotency_key, s.status, s.state, s.last_error
+                )
+            })
+            .collect();
+        panic!(
+            "{:?}; rerun: PCSAGA_SEED={seed} cargo test --test e2e random_sigkill_loop\n  {}",
+            audit.by_status,
+            stopped.join("\n  ")
+        );
+    }
 }
 
 /// Goal: a storm of 429s, then an outage, then hanging requests, then calm: every purchase
@@ -537,6 +559,98 @@ async fn the_canary_is_seen() {
         "the auditor did not notice the missing intents: {:?}",
         audit.violations
     );
+}
+
+/// Direct orders (E21) whose replies are lost after the order was created (the simulator drops
+/// the first reply of each), under each thing the service may do with a repeated request id:
+/// `replay`, `conflict` (409/800060) and `ignore` (a second order). The daemon sends nothing
+/// again before the order list answers, so each purchase has exactly one order, and the
+/// auditor's direct-order checks (one order, no cart) pass.
+#[tokio::test(flavor = "multi_thread")]
+async fn lost_direct_order_replies_never_buy_twice_whatever_the_service_does() {
+    let runs = [
+        DirectOrderReplay::Replay,
+        DirectOrderReplay::Conflict,
+        DirectOrderReplay::Ignore,
+    ]
+    .map(|replay| async move {
+        let (b, audit) = lost_direct_replies(replay, &[]).await;
+        audit.assert_clean(&format!(
+            "cargo test --test e2e lost_direct_order_replies ({replay:?})"
+        ));
+        assert_eq!(
+            audit.by_status.get("succeeded"),
+            Some(&6),
+            "{replay:?}: {:?}",
+            audit.by_status
+        );
+        assert_eq!((audit.checkouts, audit.orders), (0, 6), "{replay:?}");
+        let sends = b
+            .sim
+            .requests()
+            .iter()
+            .filter(|r| r.endpoint == "create_order")
+            .count();
+        assert_eq!(sends, 6, "{replay:?}: each order sent once");
+    });
+    futures_util::future::join_all(runs).await;
+}
+
+/// The canary of the direct path: a daemon told to send again at once after a lost reply
+/// (`PCSAGA_TEST_UNSAFE_DIRECT_RESEND`), against a service that does not deduplicate, buys
+/// twice, and the auditor says so.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_direct_order_canary_is_seen() {
+    let (_b, audit) = lost_direct_replies(
+        DirectOrderReplay::Ignore,
+        &[("PCSAGA_TEST_UNSAFE_DIRECT_RESEND", "1")],
+    )
+    .await;
+    assert!(
+        audit
+            .violations
+            .iter()
+            .any(|v| v.contains("direct orders for one purchase")),
+        "the auditor did not notice the second orders: {:?}",
+        audit.violations
+    );
+}
+
+/// Six direct purchases (two of each kind), the first reply of each dropped after its order
+/// was created, run by one daemon with `extra` environment until idle; the audit.
+async fn lost_direct_replies(
+    replay: DirectOrderReplay,
+    extra: &[(&str, &str)],
+) -> (Battery, pcsaga_testkit::Audit) {
+    let mut b = Battery::new(SimConfig {
+        registration_polls: 1,
+        order_completion_s: 0,
+        order_list_lag_s: 1,
+        direct_order_replay: replay,
+        faults: FaultPlan {
+            seed: 1,
+            rules: vec![rule("create_order", 1.0, Some(6), Fault::Drop)],
+        },
+        ..SimConfig::default()
+    })
+    .await;
+    let mut requests = support::mixed(&format!("direct-{replay:?}"), 6);
+    for request in &mut requests {
+        request["orderPath"] = serde_json::json!("direct");
+    }
+    assert_eq!(b.submit(&requests).await, 6);
+    let name = format!("direct-{replay:?}");
+    let mut daemon = b.daemon(&name, extra, &["--exit-when-idle"]);
+    let status = support::wait_with_deadline(&mut daemon, Duration::from_secs(120))
+        .await
+        .expect("the daemon finishes");
+    assert!(
+        status.success(),
+        "{}",
+        support::tail(&b.env.read(&format!("{name}.err")), 20)
+    );
+    let audit = b.audit(true).await;
+    (b, audit)
 }
 
 /// A rotated client secret: the daemon says so at ERROR, claims nothing new and fails no

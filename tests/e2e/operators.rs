@@ -110,10 +110,11 @@ async fn the_daemon_log_says_what_an_operator_needs() {
     );
     assert_eq!(b.submit(&[software]).await, 1);
     assert_eq!(b.submit(&[restricted, partial]).await, 2);
-    // The governor's default budgets, as an operator runs it (the battery lifts them).
+    // The governor's default budgets, as an operator runs it (the battery lifts them); the
+    // direct-order wait fits the tests' fast Checkout policy.
     let defaults = b
         .env
-        .write("defaults.toml", "# every setting at its default\n");
+        .write("defaults.toml", "[direct_order]\nabsence_wait_s = 20\n");
     let defaults = defaults.to_string_lossy().into_owned();
     let mut daemon = b.daemon(
         "log",

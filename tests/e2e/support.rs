@@ -21,6 +21,7 @@ deadline_s = 300
 [states.Checkout.retry]
 on_exhausted = "park"
 [states.Checkout.poll]
+interval_ms = 1000
 on_deadline = "park"
 [states.OrderVisibilityPolling.retry]
 on_exhausted = "park"
@@ -210,10 +211,12 @@ impl Battery {
             .map(|(class, _)| format!("{class} = 1000000\n"))
             .collect();
         // Direct orders conclude absence 20 s after a send here: the simulator's order list
-        // lags 5 s (Partner Center's up to 15 minutes, hence the default of 20 minutes).
+        // lags 5 s (Partner Center's up to 15 minutes, hence the default of 20 minutes). Three
+        // sends after proven absence: the battery's random 5xx can refuse a send before it is
+        // processed, and a purchase should not park for a fault that rolled twice.
         let config = self.env.write(
             "battery.toml",
-            &format!("[governor.per_minute]\n{budgets}[direct_order]\nabsence_wait_s = 20\n"),
+            &format!("[governor.per_minute]\n{budgets}[direct_order]\nabsence_wait_s = 20\nmax_resends = 3\n"),
         );
         let mut command = self.env.pcsaga(Some(&self.sim));
         command.arg("daemon").args(args);

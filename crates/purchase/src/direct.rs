@@ -56,6 +56,10 @@ pub struct DirectSettings {
     pub absence_wait: Duration,
     /// Sends after proven absence, at most.
     pub max_resends: u32,
+    /// TEST ONLY (the battery's canary, `PCSAGA_TEST_UNSAFE_DIRECT_RESEND`): send again at
+    /// once after a lost reply, without looking for the order. Breaks the guarantee; exists
+    /// so the battery proves its auditor catches what it would do.
+    pub unsafe_resend_without_proof: bool,
 }
 
 impl Default for DirectSettings {
@@ -63,6 +67,7 @@ impl Default for DirectSettings {
         Self {
             absence_wait: ABSENCE_WAIT,
             max_resends: MAX_RESENDS,
+            unsafe_resend_without_proof: false,
         }
     }
 }
@@ -154,6 +159,11 @@ pub fn checkout(ctx: &PurchaseContext, now: DateTime<Utc>, settings: &DirectSett
     }
     if !ctx.checkout.reconciling {
         return send(ctx.clone(), now);
+    }
+    if settings.unsafe_resend_without_proof {
+        let mut next = ctx.clone();
+        next.checkout.reconciling = false;
+        return send(next, now);
     }
     let absent = direct.nothing_found
         && direct
