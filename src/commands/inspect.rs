@@ -300,6 +300,41 @@ pub async fn show(global: &Global, args: &ShowArgs, file: &FileConfig) -> Result
                     .unwrap_or_default()
             ));
         }
+        if let Some(direct) = &ctx.direct {
+            // The order as it is sent, byte for byte, on every send (README "Two purchase
+            // paths"), and what pcsaga knows of its sends.
+            out.push_str(&format!(
+                "direct order  MS-RequestId {}, {} line(s){}{}{}\n",
+                direct.request_id,
+                direct.body.line_items.len(),
+                direct
+                    .last_sent_at
+                    .map(|at| format!(", last sent {}", when(at)))
+                    .unwrap_or_else(|| ", not sent yet".to_owned()),
+                if direct.resends > 0 {
+                    format!(
+                        ", sent again {} time(s) after proven absence",
+                        direct.resends
+                    )
+                } else {
+                    String::new()
+                },
+                if direct.nothing_found {
+                    ", the last look at the order list found nothing"
+                } else {
+                    ""
+                }
+            ));
+            for line in &direct.body.line_items {
+                out.push_str(&format!(
+                    "  line {}       {} x{} as {:?}\n",
+                    line.line_item_number,
+                    line.offer_id,
+                    line.quantity,
+                    line.friendly_name.as_deref().unwrap_or("")
+                ));
+            }
+        }
         if ctx.checkout.attempted {
             out.push_str(&format!(
                 "checkout      sent {} time(s), answered {}{}{}\n",

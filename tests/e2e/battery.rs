@@ -592,6 +592,18 @@ async fn lost_direct_order_replies_never_buy_twice_whatever_the_service_does() {
             .filter(|r| r.endpoint == "create_order")
             .count();
         assert_eq!(sends, 6, "{replay:?}: each order sent once");
+        // `show` says what was sent, under which request id, and how it was found again.
+        let sagas = pcsaga_engine::Store::list(&b.store, &pcsaga_engine::ListFilter::default())
+            .await
+            .expect("list");
+        let shown = support::run(b.env.pcsaga(None).args(["show", &sagas[0].id]));
+        let text = support::stdout(&shown);
+        assert!(
+            text.contains("direct order  MS-RequestId")
+                && text.contains("line 0")
+                && text.contains("reconciled because direct order"),
+            "{replay:?}: {text}"
+        );
     });
     futures_util::future::join_all(runs).await;
 }
