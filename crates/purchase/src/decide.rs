@@ -737,16 +737,7 @@ fn checked_out(mut next: PurchaseContext, result: &CartCheckoutResult) -> D {
 /// friendly names, spec §9.4 and ambiguity 4), by a fallback match (see [`fallback_match`]).
 fn reconcile(mut next: PurchaseContext, orders: &[Order]) -> D {
     let token = next.token.clone();
-    let ours: Vec<&Order> = orders
-        .iter()
-        .filter(|o| {
-            o.line_items.iter().any(|l| {
-                l.friendly_name
-                    .as_deref()
-                    .is_some_and(|n| n.contains(&token))
-            })
-        })
-        .collect();
+    let ours = orders_with_token(orders, &token);
     let lines: usize = ours.iter().map(|o| o.line_items.len()).sum();
     let wanted = next.request.items.len();
     if !ours.is_empty() && lines < wanted {
@@ -774,6 +765,20 @@ fn reconcile(mut next: PurchaseContext, orders: &[Order]) -> D {
         next,
         format!("reconciled: found {n} order(s) with token {token}"),
     )
+}
+
+/// The orders any of whose lines carries `token` in its friendly name.
+pub(crate) fn orders_with_token<'a>(orders: &'a [Order], token: &str) -> Vec<&'a Order> {
+    orders
+        .iter()
+        .filter(|o| {
+            o.line_items.iter().any(|l| {
+                l.friendly_name
+                    .as_deref()
+                    .is_some_and(|n| n.contains(token))
+            })
+        })
+        .collect()
 }
 
 /// How long before the first checkout call an order may have been created and still be this

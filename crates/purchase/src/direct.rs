@@ -32,8 +32,8 @@ use uuid::Uuid;
 use crate::call::Call;
 use crate::context::{DirectOrder, PurchaseContext};
 use crate::decide::{
-    advance, fail, fallback_match, held_for_credentials, order_state, park, poll, start_reconcile,
-    Fallback,
+    advance, fail, fallback_match, held_for_credentials, order_state, orders_with_token, park,
+    poll, start_reconcile, Fallback,
 };
 use crate::state::State;
 
@@ -285,16 +285,7 @@ pub fn failed(mut next: PurchaseContext, failure: &ApiError) -> D {
 /// only [`ABSENCE_WAIT`] after the last send.
 pub fn reconcile(mut next: PurchaseContext, orders: &[Order]) -> D {
     let token = next.token.clone();
-    let mut ours: Vec<&Order> = orders
-        .iter()
-        .filter(|o| {
-            o.line_items.iter().any(|l| {
-                l.friendly_name
-                    .as_deref()
-                    .is_some_and(|n| n.contains(&token))
-            })
-        })
-        .collect();
+    let mut ours = orders_with_token(orders, &token);
     ours.dedup_by(|a, b| a.id == b.id);
     match ours.as_slice() {
         [order] => adopt(next, order, format!("reconciled: order {} carries token {token}", order.id)),

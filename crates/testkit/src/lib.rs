@@ -232,6 +232,15 @@ fn items_of(saga: &SagaRecord) -> usize {
     request_of(saga)["items"].as_array().map_or(1, Vec::len)
 }
 
+/// Carts created with `token` in a line's friendly name.
+fn carts_with_token(w: &Witnesses, token: &str) -> usize {
+    w.ledger
+        .carts
+        .iter()
+        .filter(|c| c.friendly_names.iter().any(|n| n.contains(token)))
+        .count()
+}
+
 fn is_direct(saga: &SagaRecord) -> bool {
     request_of(saga)["orderPath"] == "direct"
 }
@@ -262,12 +271,7 @@ fn bought_twice(w: &Witnesses, _: &Expect, out: &mut Vec<String>) {
                     saga.id, saga.idempotency_key
                 ));
             }
-            let carts = w
-                .ledger
-                .carts
-                .iter()
-                .filter(|c| c.friendly_names.iter().any(|n| n.contains(&token)))
-                .count();
+            let carts = carts_with_token(w, &token);
             if carts > 0 {
                 out.push(format!(
                     "{} ({}): a direct purchase created {carts} cart(s)",
@@ -307,12 +311,7 @@ fn extra_carts(w: &Witnesses, _: &Expect, out: &mut Vec<String>) {
         let Some(token) = token_of(saga) else {
             continue;
         };
-        let carts = w
-            .ledger
-            .carts
-            .iter()
-            .filter(|c| c.friendly_names.iter().any(|n| n.contains(&token)))
-            .count();
+        let carts = carts_with_token(w, &token);
         let expired = w.histories.get(&saga.id).map_or(0, |h| {
             h.iter()
                 .filter(|r| {
