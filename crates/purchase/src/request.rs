@@ -271,6 +271,7 @@ const TOP_FIELDS: &[&str] = &[
     "orderPath",
 ];
 const ITEM_FIELDS: &[&str] = &[
+    "offerId",
     "productId",
     "skuId",
     "quantity",
@@ -370,10 +371,16 @@ fn parse_item(index: usize, value: &Value) -> Result<PurchaseItem, RequestError>
         return refuse(format!("items[{index}]"), "must be an object");
     };
     unknown_fields(object, ITEM_FIELDS, &format!("items[{index}]."))?;
-    let product_id = required_str(object, "productId", &at("productId"))?;
-    catalog_id(&product_id, &at("productId"))?;
-    let sku_id = required_str(object, "skuId", &at("skuId"))?;
-    catalog_id(&sku_id, &at("skuId"))?;
+    let (product_id, sku_id, offered_availability) = match offer_of(object, index)? {
+        Some(named) => named,
+        None => {
+            let product_id = required_str(object, "productId", &at("productId"))?;
+            catalog_id(&product_id, &at("productId"))?;
+            let sku_id = required_str(object, "skuId", &at("skuId"))?;
+            catalog_id(&sku_id, &at("skuId"))?;
+            (product_id, sku_id, None)
+        }
+    };
     let quantity = match object.get("quantity") {
         Some(Value::Number(n)) => match n.as_i64() {
             Some(q) if (1..=MAX_QUANTITY).contains(&q) => q,
@@ -466,7 +473,10 @@ fn parse_item(index: usize, value: &Value) -> Result<PurchaseItem, RequestError>
             )
         }
     };
-    let availability_id = optional_str(object, "availabilityId", &at("availabilityId"))?;
+    let availability_id = match offered_availability {
+        Some(id) => Some(id),
+        None => optional_str(object, "availabilityId", &at("availabilityId"))?,
+    };
     if let Some(id) = &availability_id {
         catalog_id(id, &at("availabilityId"))?;
     }
@@ -562,6 +572,42 @@ fn optional_str(
     }
 }
 
+/// An item's `offerId`: a catalog item id, `{productId}:{skuId}:{availabilityId}`, naming all
+/// three at once (what a direct order's line carries). `None` when the item names them apart.
+fn offer_of(
+    object: &Map<String, Value>,
+    index: usize,
+) -> Result<Option<(String, String, Option<String>)>, RequestError> {
+    let field = format!("items[{index}].offerId");
+    let Some(offer) = optional_str(object, "offerId", &field)? else {
+        return Ok(None);
+    };
+    if let Some(also) = ["productId", "skuId", "availabilityId"]
+        .into_iter()
+        .find(|k| object.contains_key(*k))
+    {
+        return refuse(
+            field,
+            format!("names the product, SKU and availability itself; give offerId or {also} (with the others), not both"),
+        );
+    }
+    let parts: Vec<&str> = offer.split(':').collect();
+    let [product, sku, availability] = parts.as_slice() else {
+        return refuse(
+            field,
+            format!("{offer:?} is not a catalog item id \"{{productId}}:{{skuId}}:{{availabilityId}}\" such as \"DZH318Z0BQ3Q:0001:DZH318XZXVNF\" (legacy GUID offers are not bought through pcsaga)"),
+        );
+    };
+    for part in [product, sku, availability] {
+        catalog_id(part, &field)?;
+    }
+    Ok(Some((
+        (*product).to_owned(),
+        (*sku).to_owned(),
+        Some((*availability).to_owned()),
+    )))
+}
+
 fn catalog_id(value: &str, field: &str) -> Result<(), RequestError> {
     if value.len() > 40 || !value.chars().all(|c| c.is_ascii_alphanumeric()) {
         return refuse(
@@ -598,6 +644,57 @@ mod tests {
         let err = parse_value(&value).expect_err("refused");
         assert_eq!(err.field, field, "{err}");
         assert!(err.problem.contains(says), "{err}");
+    }
+
+    /// `offerId` names product, SKU and availability at once; with any of them as well, or
+    /// not in the catalog item form, it is refused by name. `orderPath` takes its two values.
+    #[test]
+    fn an_offer_id_names_the_catalog_item_and_the_path_is_checked() {
+        let mut value = good();
+        let item = value["items"][0].as_object_mut().expect("item");
+        item.remove("productId");
+        item.remove("skuId");
+        item.insert("offerId".into(), json!("DZH318Z0BQ3Q:0001:DZH318XZXVNF"));
+        value["orderPath"] = json!("direct");
+        let request = parse_value(&value).expect("valid");
+        let item = &request.items[0];
+        assert_eq!(
+            (
+                item.product_id.as_str(),
+                item.sku_id.as_str(),
+                item.availability_id.as_deref()
+            ),
+            ("DZH318Z0BQ3Q", "0001", Some("DZH318XZXVNF"))
+        );
+        assert_eq!(request.order_path, OrderPath::Direct);
+        check(
+            |v| v["items"][0]["offerId"] = json!("DZH318Z0BQ3Q:0001:DZH318XZXVNF"),
+            "items[0].offerId",
+            "not both",
+        );
+        check(
+            |v| {
+                let item = v["items"][0].as_object_mut().expect("item");
+                item.remove("productId");
+                item.remove("skuId");
+                item.insert(
+                    "offerId".into(),
+                    json!("84A03D81-6B37-4D66-8D4A-FAEA24541538"),
+                );
+            },
+            "items[0].offerId",
+            "not a catalog item id",
+        );
+        check(
+            |v| v["orderPath"] = json!("checkout"),
+            "orderPath",
+            "not a purchase path",
+        );
+        // A cart purchase encodes as before orderPath existed.
+        let cart = parse_value(&good()).expect("valid");
+        assert!(!serde_json::to_string(&cart)
+            .expect("encodes")
+            .contains("orderPath"));
     }
 
     #[test]

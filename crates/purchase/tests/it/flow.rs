@@ -900,10 +900,14 @@ fn create_order_ids(sim: &Simulator) -> Vec<String> {
 #[tokio::test]
 pub(crate) async fn each_kind_of_direct_purchase_succeeds_with_one_order_and_no_cart() {
     let w = world(SimConfig::default()).await;
+    // The last names its catalog item by `offerId`, as a direct order's line does.
+    let by_offer = json!({"idempotencyKey": "d-offer", "customerId": CUSTOMER, "country": "US",
+        "orderPath": "direct", "items": [{"offerId": "DG7GMGF0DWTL:0001:DG7GMGF0DSFM", "quantity": 1}]});
     let ids = [
         w.submit(direct(ri("d-ri"))).await,
         w.submit(direct(software("d-sw"))).await,
         w.submit(direct(perpetual("d-pp"))).await,
+        w.submit(by_offer).await,
     ];
     w.settle().await;
     let ledger = w.sim.ledger();
@@ -926,7 +930,7 @@ pub(crate) async fn each_kind_of_direct_purchase_succeeds_with_one_order_and_no_
         assert_eq!(sent.len(), 1, "{id}: one request id");
         assert_eq!(sent[0].calls, 1, "{id}: sent once");
     }
-    assert_eq!(create_order_ids(&w.sim).len(), 3);
+    assert_eq!(create_order_ids(&w.sim).len(), 4);
 }
 
 /// A reply lost after the order was created, whatever the service does with a repeated
