@@ -220,6 +220,21 @@ fn secret(
     }
 }
 
+/// Whether the configured Partner Center cloud is the public one (`PCSAGA_CLOUD`, then the
+/// file; default public), without the rest of the Partner Center settings (`submit` needs no
+/// credentials).
+pub fn public_cloud(file: &FileConfig) -> Result<bool, ConfigError> {
+    let name = env("PCSAGA_CLOUD")
+        .or_else(|| file.partner_center.cloud.clone())
+        .unwrap_or_else(|| "public".to_owned());
+    let cloud = Cloud::parse(&name).ok_or_else(|| {
+        bad(format!(
+            "partner_center.cloud (PCSAGA_CLOUD) = {name:?}: use public, usgov or china"
+        ))
+    })?;
+    Ok(cloud == Cloud::Public)
+}
+
 /// Resolves the Partner Center settings: environment first, then the file, then the cloud's
 /// defaults. Fails naming the first missing or invalid key.
 pub fn partner_center(file: &FileConfig) -> Result<PartnerCenterConfig, ConfigError> {

@@ -56,6 +56,51 @@ fn ndjson_accepts_good_lines_and_reports_bad_ones() {
     assert_eq!(support::json(&listed).as_array().map(Vec::len), Some(1));
 }
 
+/// A reservation by direct order is refused up front outside the public cloud, naming the
+/// field and the way out; in the public cloud, and as a cart purchase anywhere, it is taken.
+#[test]
+fn a_reservation_by_direct_order_is_refused_outside_the_public_cloud() {
+    let env = Env::new();
+    let mut reservation = support::request("gov-ri", "DZH318Z0BQ3Q", "0001", Some("P1Y"));
+    reservation["orderPath"] = serde_json::json!("direct");
+    let mut perpetual = support::request("gov-pp", "DG7GMGF0DWTL", "0001", None);
+    perpetual["orderPath"] = serde_json::json!("direct");
+    let cart = support::request("gov-cart", "DZH318Z0BQ3Q", "0001", Some("P1Y"));
+    let file = env.write(
+        "gov.ndjson",
+        &format!("{reservation}\n{perpetual}\n{cart}\n"),
+    );
+    let output = support::run(
+        env.pcsaga(None)
+            .env("PCSAGA_CLOUD", "usgov")
+            .arg("submit")
+            .arg(&file)
+            .arg("--json"),
+    );
+    assert_eq!(
+        output.status.code(),
+        Some(7),
+        "partial: {}",
+        support::stderr(&output)
+    );
+    let results = support::json(&output);
+    let kinds: Vec<&str> = results
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|r| r["result"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(kinds, vec!["rejected", "created", "created"]);
+    assert_eq!(results[0]["field"], "items[0].provisioningContext");
+    assert!(
+        results[0]["error"]
+            .as_str()
+            .is_some_and(|m| m.contains("\"orderPath\": \"cart\"")),
+        "{}",
+        results[0]
+    );
+}
+
 #[test]
 fn show_and_operator_verbs_have_documented_exit_codes() {
     let env = Env::new();

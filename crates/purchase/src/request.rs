@@ -572,6 +572,27 @@ fn optional_str(
     }
 }
 
+/// What depends on the Partner Center cloud, checked where it is known (`submit`): a
+/// reservation can be bought by direct order only in the public cloud (addendum §6 E21,
+/// ambiguity 27). A reservation is recognised by its Azure subscription
+/// (`provisioningContext.subscriptionId`, which every reservation request carries).
+pub fn check_for_cloud(request: &PurchaseRequest, public_cloud: bool) -> Result<(), RequestError> {
+    if public_cloud || request.order_path != OrderPath::Direct {
+        return Ok(());
+    }
+    match request.items.iter().position(|item| {
+        item.provisioning_context
+            .keys()
+            .any(|k| k.eq_ignore_ascii_case("subscriptionId"))
+    }) {
+        Some(index) => refuse(
+            format!("items[{index}].provisioningContext"),
+            "names an Azure subscription, so it is a reservation, and reservations are bought by direct order only in the public Partner Center cloud; submit it with \"orderPath\": \"cart\"",
+        ),
+        None => Ok(()),
+    }
+}
+
 /// An item's `offerId`: a catalog item id, `{productId}:{skuId}:{availabilityId}`, naming all
 /// three at once (what a direct order's line carries). `None` when the item names them apart.
 fn offer_of(
