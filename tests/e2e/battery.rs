@@ -213,14 +213,46 @@ async fn random_sigkill_loop() {
     audit.assert_clean(&format!(
         "PCSAGA_SEED={seed} cargo test --test e2e random_sigkill_loop"
     ));
-    if audit.by_status.get("succeeded") != Some(&purchases) {
-        let witnesses = pcsaga_testkit::gather(&b.store, &b.sim.ledger(), &b.sim.requests())
-            .await
-            .expect("witnesses");
-        let stopped: Vec<String> = witnesses
-            .sagas
+    // Every purchase succeeded, except a direct order that stopped for an operator after its
+    // absence was proven on every send allowed (the kills and the random 5xx can keep each send
+    // from reaching the simulator): the promise holds for it too, if it says so and bought
+    // nothing.
+    let witnesses = pcsaga_testkit::gather(&b.store, &b.sim.ledger(), &b.sim.requests())
+        .await
+        .expect("witnesses");
+    let token_of = |s: &pcsaga_engine::SagaRecord| {
+        serde_json::from_str::<serde_json::Value>(&s.context).unwrap_or_default()["token"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let (proven_absent, stopped): (Vec<_>, Vec<_>) = witnesses
+        .sagas
+        .iter()
+        .filter(|s| s.status != pcsaga_engine::SagaStatus::Succeeded)
+        .partition(|s| {
+            s.status == pcsaga_engine::SagaStatus::NeedsAttention
+                && s.last_error
+                    .as_deref()
+                    .is_some_and(|e| e.starts_with("direct order: the order list showed nothing"))
+                && witnesses.ledger.orders_with_token(&token_of(s)).is_empty()
+        });
+    // Rare by construction (every send of one purchase kept from the simulator): a handful at
+    // most, or the direct path is failing for a reason of its own.
+    assert!(
+        proven_absent.len() <= (purchases / 400).max(1),
+        "{} direct orders parked as absent; rerun: PCSAGA_SEED={seed} cargo test --test e2e random_sigkill_loop",
+        proven_absent.len()
+    );
+    if !proven_absent.is_empty() {
+        eprintln!(
+            "random_sigkill_loop: {} direct order(s) parked after every send allowed was proven absent, nothing bought",
+            proven_absent.len()
+        );
+    }
+    if !stopped.is_empty() {
+        let stopped: Vec<String> = stopped
             .iter()
-            .filter(|s| s.status != pcsaga_engine::SagaStatus::Succeeded)
             .take(5)
             .map(|s| {
                 format!(
