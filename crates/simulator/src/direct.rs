@@ -10,24 +10,16 @@ use serde_json::{json, Value};
 
 use crate::catalog::ProductKind;
 use crate::config::{DirectOrderReplay, SimCloud};
-use crate::service::{customer_country, place_order, validate_line, Req, Resp, Shared};
+use crate::service::{create_request, place_order, validate_line, Req, Resp, Shared};
 use crate::world::{CartLine, LedgerDirectOrder, World};
 
 /// `POST /customers/{customer}/orders`.
 pub fn create_order(shared: &Shared, req: &Req, customer: &str, request_id: &str) -> Resp {
-    let country = match customer_country(shared, customer) {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
-    let body = match req.json() {
-        Ok(b) => b,
-        Err(r) => return r,
+    let (country, body, key) = match create_request(shared, req, customer, request_id) {
+        Ok(parts) => parts,
+        Err(refused) => return refused,
     };
     let mut world = shared.world();
-    let key = (
-        customer.to_ascii_lowercase(),
-        request_id.to_ascii_lowercase(),
-    );
     if let Some(first) = world.direct_requests.get(&key).cloned() {
         match shared.config.direct_order_replay {
             DirectOrderReplay::Replay => {

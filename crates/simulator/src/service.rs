@@ -1283,20 +1283,29 @@ fn friendly_names(lines: &[CartLine]) -> Vec<String> {
         .collect()
 }
 
-pub fn create_cart(shared: &Shared, req: &Req, customer: &str, request_id: &str) -> Resp {
-    let country = match customer_country(shared, customer) {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
-    let body = match req.json() {
-        Ok(b) => b,
-        Err(r) => return r,
-    };
-    let mut world = shared.world();
+/// What a create call (a cart, a direct order) starts from: the customer's country, the body,
+/// and the key of its `MS-RequestId` per customer (lowercase); or the refusal.
+pub(crate) fn create_request(
+    shared: &Shared,
+    req: &Req,
+    customer: &str,
+    request_id: &str,
+) -> Result<(String, Value, (String, String)), Resp> {
+    let country = customer_country(shared, customer)?;
+    let body = req.json()?;
     let key = (
         customer.to_ascii_lowercase(),
         request_id.to_ascii_lowercase(),
     );
+    Ok((country, body, key))
+}
+
+pub fn create_cart(shared: &Shared, req: &Req, customer: &str, request_id: &str) -> Resp {
+    let (country, body, key) = match create_request(shared, req, customer, request_id) {
+        Ok(parts) => parts,
+        Err(refused) => return refused,
+    };
+    let mut world = shared.world();
     if let Some(existing) = world
         .cart_requests
         .get(&key)
