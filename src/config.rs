@@ -126,6 +126,9 @@ pub struct PartnerCenterFile {
     pub client_secret_file: Option<PathBuf>,
     pub refresh_token_file: Option<PathBuf>,
     pub timeout_s: Option<u64>,
+    /// The partner's own Partner ID (MPN id): a purchase may not name it as
+    /// `partnerIdOnRecord`, which is for an indirect reseller's id only.
+    pub partner_id: Option<String>,
     /// Refused with a clear message: secrets do not belong in this file.
     pub client_secret: Option<toml::Value>,
     pub refresh_token: Option<toml::Value>,
@@ -217,6 +220,19 @@ fn secret(
             Ok(Some(Secret::new(value)))
         }
         None => Ok(None),
+    }
+}
+
+/// The partner's own Partner ID (`PCSAGA_PARTNER_ID`, then the file), if configured: digits.
+pub fn own_partner_id(file: &FileConfig) -> Result<Option<String>, ConfigError> {
+    let id = env("PCSAGA_PARTNER_ID").or_else(|| file.partner_center.partner_id.clone());
+    match id {
+        Some(id) if id.is_empty() || id.len() > 20 || !id.bytes().all(|b| b.is_ascii_digit()) => {
+            Err(bad(format!(
+                "partner_center.partner_id (PCSAGA_PARTNER_ID) = {id:?}: the partner's own Partner ID (MPN id), digits"
+            )))
+        }
+        other => Ok(other),
     }
 }
 

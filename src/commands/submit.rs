@@ -8,7 +8,7 @@
 use std::io::{BufRead, BufReader, Read};
 use std::path::PathBuf;
 
-use pcsaga_purchase::{check_for_cloud, parse_request, PurchaseRequest, RequestError};
+use pcsaga_purchase::{check_for_partner, parse_request, PurchaseRequest, RequestError};
 use serde_json::{json, Value};
 
 use crate::cli::{Global, SubmitArgs};
@@ -434,20 +434,24 @@ pub async fn run(global: &Global, args: &SubmitArgs, file: &FileConfig) -> Resul
     let mut report = Report::new(args.json, report_path(args), again);
     let public =
         crate::config::public_cloud(file).map_err(|e| Failed::new(Exit::InvalidInput, e))?;
+    let own =
+        crate::config::own_partner_id(file).map_err(|e| Failed::new(Exit::InvalidInput, e))?;
+    let checks = (public, own.as_deref());
     let failure = match classify(&args.file)? {
         Input::Document(text) => {
-            let outcome =
-                match parse_request(&text).and_then(|r| check_for_cloud(&r, public).map(|()| r)) {
-                    Ok(request) => {
-                        let (store, _) = crate::app::open_store(global.db.as_deref(), file).await?;
-                        let engine = crate::app::offline_engine(store);
-                        match write_one(&engine, &request, &Locks::default()).await {
-                            Ok(outcome) => outcome,
-                            Err(error) => return Err(stopped(error, 0)),
-                        }
+            let outcome = match parse_request(&text)
+                .and_then(|r| check_for_partner(&r, checks.0, checks.1).map(|()| r))
+            {
+                Ok(request) => {
+                    let (store, _) = crate::app::open_store(global.db.as_deref(), file).await?;
+                    let engine = crate::app::offline_engine(store);
+                    match write_one(&engine, &request, &Locks::default()).await {
+                        Ok(outcome) => outcome,
+                        Err(error) => return Err(stopped(error, 0)),
                     }
-                    Err(e) => Outcome::Rejected(e),
-                };
+                }
+                Err(e) => Outcome::Rejected(e),
+            };
             report.add(1, outcome)?;
             None
         }
@@ -464,7 +468,7 @@ pub async fn run(global: &Global, args: &SubmitArgs, file: &FileConfig) -> Resul
                 let (store, _) = crate::app::open_store(global.db.as_deref(), file).await?;
                 Ok::<_, Failed>(crate::app::offline_engine(store))
             };
-            write_lines(&engine, open, lines, (&mut report, public)).await?
+            write_lines(&engine, open, lines, (&mut report, checks)).await?
         }
     };
     let written = report.counts.created + report.counts.existing;
@@ -586,7 +590,7 @@ async fn write_lines<S, O, F>(
     engine: &tokio::sync::OnceCell<pcsaga_engine::Engine<pcsaga_purchase::PurchaseWorkflow, S>>,
     open: O,
     lines: tokio::sync::mpsc::Receiver<Result<(usize, String), Failed>>,
-    (report, public): (&mut Report, bool),
+    (report, checks): (&mut Report, (bool, Option<&str>)),
 ) -> Result<Option<pcsaga_engine::Error>, Failed>
 where
     S: pcsaga_engine::Store,
@@ -609,7 +613,7 @@ where
             async move {
                 let (number, text) = item?;
                 let request = match parse_request(&text)
-                    .and_then(|r| check_for_cloud(&r, public).map(|()| r))
+                    .and_then(|r| check_for_partner(&r, checks.0, checks.1).map(|()| r))
                 {
                     Ok(request) => request,
                     Err(e) => return Ok((number, Ok(Outcome::Rejected(e)))),

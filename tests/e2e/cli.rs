@@ -101,6 +101,38 @@ fn a_reservation_by_direct_order_is_refused_outside_the_public_cloud() {
     );
 }
 
+/// With the partner's own Partner ID configured, a request naming it as `partnerIdOnRecord`
+/// (an indirect reseller's field) is refused, naming the item; another id is taken; a
+/// malformed setting is refused by name.
+#[test]
+fn the_partners_own_id_is_not_a_partner_on_record() {
+    let env = Env::new();
+    let mut own = support::request("mpn-own", "DG7GMGF0DWTL", "0001", None);
+    own["items"][0]["partnerIdOnRecord"] = serde_json::json!("1234567");
+    let mut reseller = support::request("mpn-reseller", "DG7GMGF0DWTL", "0001", None);
+    reseller["items"][0]["partnerIdOnRecord"] = serde_json::json!("7654321");
+    let file = env.write("mpn.ndjson", &format!("{own}\n{reseller}\n"));
+    let output = support::run(
+        env.pcsaga(None)
+            .env("PCSAGA_PARTNER_ID", "1234567")
+            .arg("submit")
+            .arg(&file)
+            .arg("--json"),
+    );
+    let results = support::json(&output);
+    assert_eq!(results[0]["result"], "rejected", "{results}");
+    assert_eq!(results[0]["field"], "items[0].partnerIdOnRecord");
+    assert_eq!(results[1]["result"], "created", "{results}");
+    let bad = support::run(
+        env.pcsaga(None)
+            .env("PCSAGA_PARTNER_ID", "not-digits")
+            .arg("submit")
+            .arg(&file),
+    );
+    assert_eq!(bad.status.code(), Some(3), "{}", support::stderr(&bad));
+    assert!(support::stderr(&bad).contains("partner_center.partner_id (PCSAGA_PARTNER_ID)"));
+}
+
 #[test]
 fn show_and_operator_verbs_have_documented_exit_codes() {
     let env = Env::new();

@@ -27,8 +27,8 @@ pub mod workflow;
 
 pub use context::PurchaseContext;
 pub use request::{
-    check_for_cloud, differing_fields, parse_request, parse_value, OrderPath, PurchaseRequest,
-    RequestError,
+    check_for_cloud, check_for_partner, differing_fields, parse_request, parse_value, OrderPath,
+    PurchaseRequest, RequestError,
 };
 pub use state::{State, STATE_NAMES};
 pub use workflow::{submit, PurchaseWorkflow, WORKFLOW_NAME};

@@ -577,6 +577,29 @@ fn optional_str(
 /// ambiguity 27). A reservation is recognised by its Azure subscription
 /// (`provisioningContext.subscriptionId`, which every reservation request carries).
 pub fn check_for_cloud(request: &PurchaseRequest, public_cloud: bool) -> Result<(), RequestError> {
+    check_for_partner(request, public_cloud, None)
+}
+
+/// [`check_for_cloud`], and, when the partner's own Partner ID is known, that no item names it
+/// as `partnerIdOnRecord` (which records an indirect reseller, never the provider itself:
+/// addendum §6 E21).
+pub fn check_for_partner(
+    request: &PurchaseRequest,
+    public_cloud: bool,
+    own_partner_id: Option<&str>,
+) -> Result<(), RequestError> {
+    if let Some(own) = own_partner_id {
+        if let Some(index) = request
+            .items
+            .iter()
+            .position(|i| i.partner_id_on_record.as_deref() == Some(own))
+        {
+            return refuse(
+                format!("items[{index}].partnerIdOnRecord"),
+                format!("{own} is this partner's own Partner ID (partner_center.partner_id); partnerIdOnRecord names an indirect reseller, so leave it out when buying for your own customer"),
+            );
+        }
+    }
     if public_cloud || request.order_path != OrderPath::Direct {
         return Ok(());
     }
