@@ -623,6 +623,13 @@ pub fn next_steps(
             out.push(format!("the request cannot be changed: `pcsaga{db} cancel {id} {reason}`, then submit a corrected request with a new idempotencyKey"));
         }
         SagaStatus::NeedsAttention => match ctx {
+            Some(c) if c.checkout.attempted && c.orders.is_empty() && c.direct.is_some() => {
+                out.push(format!(
+                    "a direct order was sent and whether it exists is not known: look in Partner Center for customer {}'s orders whose lines carry {}; if you find it: `pcsaga{db} attach-order {id} --order ORDER_ID {reason}`",
+                    c.request.customer_id, c.token
+                ));
+                out.push(format!("to look for it once more (nothing is sent again unless the order list proves it absent with sends left): `pcsaga{db} resume {id} --from Checkout {reason}`"));
+            }
             Some(c) if c.checkout.attempted && c.orders.is_empty() => {
                 out.push(format!(
                     "a checkout was sent and its orders are not known: look in Partner Center for customer {}'s orders whose lines carry {}; if you find them: `pcsaga{db} attach-order {id} --order ORDER_ID {reason}`",

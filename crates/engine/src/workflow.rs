@@ -235,7 +235,8 @@ pub trait Workflow: Send + Sync + 'static {
             .decode_context(saga.context_schema, &saga.context, &saga.input)
             .map_err(|e| {
                 format!(
-                    "its context cannot be read by this binary ({e}); inspect it with `pcsaga show`"
+                    "its context cannot be read by this binary ({e}); inspect it with `pcsaga show {}`",
+                    saga.id
                 )
             })?;
         Ok((state, context))

@@ -316,6 +316,16 @@ impl Workflow for PurchaseWorkflow {
 
     fn prepare_resume(&self, saga: &View, from: State) -> Result<PurchaseContext, String> {
         let ctx = &saga.context;
+        if let (true, false, Some(direct)) = (
+            ctx.checkout.attempted,
+            from.after_checkout_began(),
+            ctx.direct.as_ref(),
+        ) {
+            return Err(format!(
+                "a direct order was already sent for this purchase (MS-RequestId {}); resuming from {from} could buy twice. Resume from Checkout or later: Checkout sends nothing again before the order list proves the order absent",
+                direct.request_id
+            ));
+        }
         if ctx.checkout.attempted && !from.after_checkout_began() {
             return Err(format!(
                 "a checkout was already sent for this purchase (cart {}); resuming from {from} could buy twice. Resume from Checkout or later: Checkout re-uses the same cart, which Partner Center checks out at most once",
@@ -361,6 +371,14 @@ impl Workflow for PurchaseWorkflow {
         // states before found); once sent, its body and id are kept for every later send.
         if from <= State::CartBuild && !ctx.checkout.attempted {
             next.direct = None;
+        }
+        // A direct order stopped while it was looked for is looked for once more: the order
+        // list is read again before anything else, and nothing is sent unless it proves the
+        // order absent with sends still allowed.
+        if from == State::Checkout && next.checkout.reconciling {
+            if let Some(direct) = next.direct.as_mut() {
+                direct.nothing_found = false;
+            }
         }
         Ok(next)
     }

@@ -1065,3 +1065,71 @@ pub(crate) async fn direct_order_refusals_fail_only_when_they_prove_nothing_was_
         assert_eq!(w.orders_of(&id).await, 0, "{name}: nothing bought");
     }
 }
+
+/// A direct order parked after every send allowed was proven absent: an operator's resume from
+/// Checkout reads the order list once more and sends nothing (sends are used up); resuming it
+/// from before Checkout is refused, since the order was sent.
+#[tokio::test]
+pub(crate) async fn resuming_a_parked_direct_order_looks_again_and_sends_nothing() {
+    let w = world(SimConfig::default()).await;
+    w.sim
+        .set_faults(FaultPlan {
+            seed: 0,
+            rules: vec![on_create_order(
+                0,
+                2,
+                Fault::Status {
+                    status: 503,
+                    code: Some("800003".into()),
+                },
+            )],
+        })
+        .expect("plan");
+    let id = w.submit(direct(perpetual("d-resume"))).await;
+    w.settle().await;
+    let (saga, _) = w.saga(&id).await;
+    assert_eq!(
+        saga.status,
+        SagaStatus::NeedsAttention,
+        "{:?}",
+        saga.last_error
+    );
+    let refused = w
+        .engine
+        .resume(&id, Some("CartBuild"), "try again")
+        .await
+        .expect_err("refused");
+    assert!(
+        refused
+            .to_string()
+            .contains("a direct order was already sent"),
+        "{refused}"
+    );
+    let lists_before = w
+        .sim
+        .requests()
+        .iter()
+        .filter(|r| r.endpoint == "list_orders")
+        .count();
+    w.engine
+        .resume(&id, Some("Checkout"), "look again")
+        .await
+        .expect("resumed");
+    w.settle().await;
+    let (saga, _) = w.saga(&id).await;
+    assert_eq!(
+        saga.status,
+        SagaStatus::NeedsAttention,
+        "{:?}",
+        saga.last_error
+    );
+    let lists_after = w
+        .sim
+        .requests()
+        .iter()
+        .filter(|r| r.endpoint == "list_orders")
+        .count();
+    assert!(lists_after > lists_before, "the order list was read again");
+    assert_eq!(create_order_ids(&w.sim).len(), 2, "nothing sent again");
+    assert_eq!(w.orders_of(&id).await, 0);
+}
