@@ -15,6 +15,82 @@ use crate::config::{self, ConfigError, FileConfig};
 /// The built-in policy file.
 pub const DEFAULT_POLICIES: &str = include_str!("../workflows/one-time-purchase.toml");
 
+/// The built-in policies of the billing reconciliation run.
+pub const RECONCILE_POLICIES: &str = include_str!("../workflows/billing-reconciliation.toml");
+
+/// The engine of billing reconciliation runs, on the same database as the purchases (it
+/// claims only its own workflow's sagas).
+pub async fn reconcile_engine(
+    store: SqliteStore,
+    path: &Path,
+    client: Client,
+    file: &FileConfig,
+    owner: String,
+) -> anyhow::Result<Engine<pcsaga_billing::ReconcileWorkflow, SqliteStore>> {
+    let (settings, _) = config::billing(file)?;
+    let ledger = pcsaga_billing::Ledger::open(path)
+        .await
+        .with_context(|| format!("opening the billing tables of {}", path.display()))?;
+    let tenant = client.tenant().to_owned();
+    let workflow =
+        pcsaga_billing::ReconcileWorkflow::new(client, ledger, settings, Arc::new(SystemClock));
+    let path_given = std::env::var_os("PCSAGA_RECONCILE_WORKFLOW")
+        .map(PathBuf::from)
+        .or_else(|| file.billing.workflow.clone());
+    let (text, origin) = match &path_given {
+        Some(p) => (
+            std::fs::read_to_string(p).map_err(|e| {
+                ConfigError(format!(
+                    "cannot read the reconciliation policy file {}: {e}",
+                    p.display()
+                ))
+            })?,
+            p.display().to_string(),
+        ),
+        None => (
+            RECONCILE_POLICIES.to_owned(),
+            "built-in workflows/billing-reconciliation.toml".to_owned(),
+        ),
+    };
+    let policies = Policies::parse(&text, workflow.name(), &workflow.states(), |s, p| {
+        workflow.validate_policy(s, p)
+    })
+    .map_err(|e| ConfigError(format!("{origin}: {e}")))?;
+    let mut engine_config = EngineConfig::new(owner);
+    // The daemon's lease: a crashed run is taken over after it, as a purchase is.
+    let lease_s = std::env::var("PCSAGA_LEASE_S")
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .or(file.daemon.lease_s)
+        .unwrap_or(120)
+        .clamp(2, crate::cli::MAX_LEASE_S);
+    engine_config.lease = std::time::Duration::from_secs(lease_s);
+    engine_config.concurrency = 2;
+    engine_config.max_calls_in_flight = 2;
+    engine_config.tenant = tenant;
+    // Addendum §5.6: billing reads are throttleable; 60 per minute by default.
+    engine_config.budgets = vec![pcsaga_engine::ClassBudget {
+        name: pcsaga_billing::workflow::BILLING_CLASS.to_owned(),
+        per_minute: 60,
+    }];
+    if let Ok(point) = std::env::var("PCSAGA_TEST_RECONCILE_CRASH_AT") {
+        let point = pcsaga_engine::CrashPoint::parse(&point)
+            .map_err(|e| ConfigError(format!("PCSAGA_TEST_RECONCILE_CRASH_AT {e}")))?;
+        tracing::warn!(
+            ?point,
+            "TEST ONLY: reconciliation aborts the process at a crash point"
+        );
+        engine_config.crash_at = Some(point);
+    }
+    Ok(Engine::new(
+        workflow,
+        store,
+        policies,
+        Arc::new(SystemClock),
+        engine_config,
+    ))
+}
+
 /// How a verb opens the database.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Open {
@@ -98,6 +174,7 @@ pub fn offline_engine(store: SqliteStore) -> Engine<PurchaseWorkflow, SqliteStor
 pub fn client(file: &FileConfig) -> anyhow::Result<Client> {
     let pc = config::partner_center(file)?;
     let mut config = ClientConfig::new(pc.base_url);
+    config.graph_url = pc.graph_url;
     config.timeout = pc.timeout;
     Ok(Client::new(config, pc.credentials)?)
 }
@@ -136,6 +213,7 @@ pub fn simulator_client(
         refresh_token: Some(pcsaga_partner_center::Secret::new(c.refresh_token.clone())),
     };
     let mut config = ClientConfig::new(sim.base_url());
+    config.graph_url = sim.graph_url();
     config.timeout = timeout;
     Ok(Client::new(config, credentials)?)
 }

@@ -140,6 +140,19 @@ pub enum Command {
     /// Work with workflow policy files.
     #[command(subcommand)]
     Workflow(WorkflowCommand),
+    /// The partner's billing in Partner Center: balance, invoice summaries, invoices, one
+    /// invoice, and an invoice's statement as a PDF.
+    #[command(subcommand)]
+    Billing(BillingCommand),
+    /// Reconcile the purchases against billing: every purchase found on the invoice, once.
+    ///
+    /// Starts a reconciliation run (a saga of its own: a crash resumes it where it stopped),
+    /// drives it here until it ends, then prints the report: per customer and currency the
+    /// purchases, matched, exceptions and amounts, then every exception with what to do. Each
+    /// purchase gets a billing status (`pcsaga list --billing STATUS`, `pcsaga show ID`).
+    /// Exits 0 when every purchase is matched or pending, 7 when the report lists exceptions
+    /// or unreadable billing lines. The daemon starts runs on its own (`billing.reconcile_every_h`).
+    Reconcile(ReconcileArgs),
     /// Run the benchmark harness and print its figures (see BENCHMARKS.md).
     ///
     /// Build with --release. Every figure is printed next to the raw SQLite ceiling measured
@@ -148,6 +161,65 @@ pub enum Command {
     /// Run the whole product on built-in defaults: simulator, fresh database, example
     /// purchases, the daemon, and a summary.
     Demo(DemoArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BillingCommand {
+    /// The partner's balance in its default currency (E22).
+    Balance {
+        #[arg(long)]
+        json: bool,
+    },
+    /// One balance per billing currency (E23; needs app+user credentials).
+    Summaries {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Every invoice, oldest first (E24).
+    Invoices {
+        #[arg(long)]
+        json: bool,
+    },
+    /// One invoice (E25; needs app+user credentials).
+    Invoice {
+        /// The invoice id, e.g. G000000001.
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Save an invoice's statement PDF (E28; needs app+user credentials). Never overwrites.
+    Statement {
+        /// The invoice id, e.g. G000000001.
+        id: String,
+        /// Where to write the PDF (must not exist).
+        #[arg(short = 'o', long, value_name = "FILE.pdf")]
+        output: PathBuf,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct ReconcileArgs {
+    /// `current` (this month: its unbilled lines and any invoice already covering it),
+    /// `previous` (last month: its invoice, or its unbilled lines until it is issued), or a
+    /// one-time invoice id (`pcsaga billing invoices` lists them).
+    #[arg(
+        long,
+        default_value = "current",
+        value_name = "current|previous|INVOICE_ID"
+    )]
+    pub period: String,
+    /// Submit the run for a daemon and print its id, without waiting.
+    #[arg(long)]
+    pub no_wait: bool,
+    /// Print the report of a finished run instead of starting one.
+    #[arg(long, value_name = "RUN", conflicts_with_all = ["no_wait"])]
+    pub report: Option<String>,
+    /// The report as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// The report's per-customer table as CSV.
+    #[arg(long)]
+    pub csv: bool,
 }
 
 #[derive(Debug, Args)]
@@ -203,6 +275,11 @@ pub struct ListArgs {
     /// A customer id.
     #[arg(long)]
     pub customer: Option<String>,
+    /// Only purchases with this billing status from the last reconciliation: matched,
+    /// pending, missing, missing_unbilled, quantity_mismatch, amount_mismatch,
+    /// currency_mismatch, refunded or unreadable.
+    #[arg(long, value_name = "STATUS")]
+    pub billing: Option<String>,
     /// Only purchases created within this long, e.g. `30m`, `24h`, `7d` (at most 36500d).
     #[arg(long, value_name = "AGE")]
     pub since: Option<String>,

@@ -31,6 +31,91 @@ pub struct FileConfig {
     pub governor: GovernorFile,
     #[serde(default)]
     pub direct_order: DirectOrderFile,
+    #[serde(default)]
+    pub billing: BillingFile,
+}
+
+/// `[billing]`: billing reconciliation (README "Billing reconciliation").
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BillingFile {
+    /// Invoices of this month (`YYYY-MM`) and later are read through the Graph export (v2),
+    /// older ones through the v1 line-item calls (default `2024-02`).
+    pub v2_from_period: Option<String>,
+    /// Read unbilled lines through the Graph export instead of E27 (default false).
+    pub unbilled_via_graph: Option<bool>,
+    /// How often the daemon starts a reconciliation run, in hours (default 24; 0 turns the
+    /// schedule off, `pcsaga reconcile` still works).
+    pub reconcile_every_h: Option<u64>,
+    /// Hours after an order before its absence from the unbilled lines is a warning (48).
+    pub unbilled_grace_h: Option<u64>,
+    /// Day of the month on which the previous month's one-time invoice is issued (8).
+    pub invoice_day: Option<u32>,
+    /// Days after the invoice day before an order on no invoice is `missing` (3).
+    pub invoice_grace_days: Option<u64>,
+    /// The reconciliation run's policy file (default: the built-in
+    /// workflows/billing-reconciliation.toml); also `PCSAGA_RECONCILE_WORKFLOW`.
+    pub workflow: Option<PathBuf>,
+}
+
+/// The reconciliation settings and the schedule (`None`: off) from `[billing]`.
+pub fn billing(
+    file: &FileConfig,
+) -> Result<(pcsaga_billing::BillingSettings, Option<Duration>), ConfigError> {
+    let b = &file.billing;
+    let mut settings = pcsaga_billing::BillingSettings::default();
+    if let Some(text) = &b.v2_from_period {
+        let parsed = text
+            .split_once('-')
+            .and_then(|(y, m)| Some((y.parse::<i32>().ok()?, m.parse::<u32>().ok()?)))
+            .filter(|(y, m)| (2000..=2100).contains(y) && (1..=12).contains(m));
+        let Some((year, month)) = parsed else {
+            return Err(bad(format!(
+                "billing.v2_from_period = {text:?}: give a month as YYYY-MM, e.g. \"2024-02\""
+            )));
+        };
+        settings.v2_from = pcsaga_billing::Month { year, month };
+    }
+    settings.unbilled_via_graph = b.unbilled_via_graph.unwrap_or(false);
+    if let Some(h) = b.unbilled_grace_h {
+        if !(1..=24 * 90).contains(&h) {
+            return Err(bad(format!(
+                "billing.unbilled_grace_h = {h}: between 1 and 2160 hours"
+            )));
+        }
+        settings.timing.unbilled_grace = chrono::Duration::hours(i64::try_from(h).unwrap_or(48));
+    }
+    if let Some(day) = b.invoice_day {
+        if !(1..=28).contains(&day) {
+            return Err(bad(format!(
+                "billing.invoice_day = {day}: a day between 1 and 28"
+            )));
+        }
+        settings.timing.invoice_day = day;
+    }
+    if let Some(days) = b.invoice_grace_days {
+        if days > 60 {
+            return Err(bad(format!(
+                "billing.invoice_grace_days = {days}: at most 60"
+            )));
+        }
+        settings.timing.invoice_grace = chrono::Duration::days(i64::try_from(days).unwrap_or(3));
+    }
+    let every = match std::env::var("PCSAGA_RECONCILE_EVERY_H") {
+        Ok(v) => v.trim().parse::<u64>().map_err(|_| {
+            bad(format!(
+                "PCSAGA_RECONCILE_EVERY_H = {v:?}: a whole number of hours (0: off)"
+            ))
+        })?,
+        Err(_) => b.reconcile_every_h.unwrap_or(24),
+    };
+    if every > 24 * 31 {
+        return Err(bad(format!(
+            "billing.reconcile_every_h = {every}: at most 744 (a month); 0 turns the schedule off"
+        )));
+    }
+    let schedule = (every > 0).then(|| Duration::from_secs(every * 3600));
+    Ok((settings, schedule))
 }
 
 /// `[direct_order]`: how a direct order (`"orderPath": "direct"`) whose reply was lost proves
@@ -120,6 +205,8 @@ pub struct GovernorFile {
 pub struct PartnerCenterFile {
     pub cloud: Option<String>,
     pub base_url: Option<String>,
+    /// Microsoft Graph, for the billing export (default https://graph.microsoft.com/v1.0).
+    pub graph_url: Option<String>,
     pub token_url: Option<String>,
     pub tenant_id: Option<String>,
     pub client_id: Option<String>,
@@ -158,6 +245,7 @@ pub struct DatabaseFile {
 #[derive(Debug, Clone)]
 pub struct PartnerCenterConfig {
     pub base_url: String,
+    pub graph_url: String,
     pub credentials: Credentials,
     pub timeout: Duration,
 }
@@ -299,8 +387,14 @@ pub fn partner_center(file: &FileConfig) -> Result<PartnerCenterConfig, ConfigEr
             "partner_center.timeout_s = {timeout_s}: must be between 1 and 600"
         )));
     }
+    let graph_url = env("PCSAGA_GRAPH_URL")
+        .or_else(|| pc.graph_url.clone())
+        .unwrap_or_else(|| pcsaga_partner_center::GRAPH_URL.to_owned());
+    pcsaga_partner_center::checked_url("partner_center.graph_url (PCSAGA_GRAPH_URL)", &graph_url)
+        .map_err(bad)?;
     Ok(PartnerCenterConfig {
         base_url,
+        graph_url,
         credentials: Credentials {
             token_url,
             resource: cloud.resource().to_owned(),

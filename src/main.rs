@@ -23,7 +23,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
-use crate::cli::{Cli, Command, LogFormat, WorkflowCommand};
+use crate::cli::{BillingCommand, Cli, Command, LogFormat, WorkflowCommand};
 use crate::exit::{Exit, Failed};
 
 fn main() -> ExitCode {
@@ -129,6 +129,11 @@ async fn dispatch(cli: &Cli) -> Result<Exit, Failed> {
         }
         Command::Demo(args) => commands::demo::run(args).await,
         Command::Bench(args) => commands::bench::run(args).await,
+        Command::Billing(command) => commands::billing::billing(command, &file()?).await,
+        Command::Reconcile(args) => match &args.report {
+            Some(run) => commands::billing::report_only(global, args, run, &file()?).await,
+            None => commands::billing::reconcile(global, args, &file()?).await,
+        },
     }
 }
 
@@ -147,6 +152,14 @@ fn wants_json(command: &Command) -> bool {
         Command::Sim(a) => a.json,
         Command::Demo(a) => a.json,
         Command::Bench(a) => a.json,
+        Command::Reconcile(a) => a.json,
+        Command::Billing(
+            BillingCommand::Balance { json }
+            | BillingCommand::Summaries { json }
+            | BillingCommand::Invoices { json }
+            | BillingCommand::Invoice { json, .. },
+        ) => *json,
+        Command::Billing(BillingCommand::Statement { .. }) => false,
         Command::Status { json }
         | Command::Check { json }
         | Command::CheckUpgrade { json }

@@ -117,6 +117,16 @@ pub async fn run(global: &Global, args: &DaemonArgs, file: &FileConfig) -> Resul
     }
     let (store, path) = crate::app::open_store(global.db.as_deref(), file).await?;
     let owner = config.owner.clone();
+    let (_, schedule) =
+        crate::config::billing(file).map_err(|e| Failed::new(Exit::InvalidInput, e))?;
+    let reconciler = crate::app::reconcile_engine(
+        store.clone(),
+        &path,
+        client.clone(),
+        file,
+        format!("{owner}/billing"),
+    )
+    .await?;
     let engine = Engine::new(
         PurchaseWorkflow::new(client)
             .with_credentials_retry(credentials_retry)
@@ -155,7 +165,23 @@ pub async fn run(global: &Global, args: &DaemonArgs, file: &FileConfig) -> Resul
         row.clone(),
         engine.governor().clone(),
     ));
+    // Billing reconciliation runs in the same process, on its own engine (its own workflow).
+    let reconciling = {
+        let reconciler = reconciler.clone();
+        let stopped = stopped.clone();
+        tokio::spawn(async move { reconciler.run(stopped).await })
+    };
+    match (schedule, args.exit_when_idle) {
+        (Some(every), false) => {
+            tokio::spawn(schedule_reconciliation(reconciler, every, stopped.clone()));
+        }
+        (Some(_), true) => tracing::info!("--exit-when-idle: no scheduled billing reconciliation in a batch run (`pcsaga reconcile` runs one)"),
+        (None, _) => tracing::info!("billing.reconcile_every_h = 0: no scheduled billing reconciliation"),
+    }
     let ran = engine.run(stopped).await;
+    if let Ok(Err(error)) = reconciling.await {
+        tracing::warn!(%error, "the billing reconciliation engine stopped with an error");
+    }
     heartbeat.abort();
     let mut row = row;
     row.governor = serde_json::to_string(&engine.governor().snapshot()).ok();
@@ -206,6 +232,45 @@ async fn settle_incompatible(
         "parked the purchases this pcsaga cannot continue (--park-incompatible)"
     );
     Ok(())
+}
+
+/// Starts a reconciliation of the previous and the current month once per `every`: the runs'
+/// keys name the interval, so several daemons start each run once between them.
+async fn schedule_reconciliation(
+    engine: Engine<pcsaga_billing::ReconcileWorkflow, pcsaga_engine::SqliteStore>,
+    every: Duration,
+    mut stopped: watch::Receiver<bool>,
+) {
+    let every_s = every.as_secs().max(60);
+    loop {
+        let now = chrono::Utc::now();
+        let bucket = now.timestamp().max(0) as u64 / every_s;
+        for period in [
+            pcsaga_billing::PeriodSpec::Previous,
+            pcsaga_billing::PeriodSpec::Current,
+        ] {
+            let key = format!("scheduled:{every_s}:{bucket}:{}", period.label());
+            let input = serde_json::to_string(&period).unwrap_or_default();
+            match engine
+                .submit(&key, input, &pcsaga_billing::RunContext::new(period), None)
+                .await
+            {
+                Ok(s) if s.created => {
+                    tracing::info!(run = %s.saga.id, key, "billing reconciliation run started")
+                }
+                Ok(_) => {}
+                Err(error) => {
+                    tracing::warn!(%error, "cannot start the scheduled billing reconciliation; the next interval tries again")
+                }
+            }
+        }
+        let next = (bucket + 1) * every_s;
+        let wait = next.saturating_sub(chrono::Utc::now().timestamp().max(0) as u64);
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_secs(wait.max(1))) => {}
+            _ = stopped.changed() => return,
+        }
+    }
 }
 
 /// How often a daemon records that it is alive (`pcsaga status` shows the age of the last).

@@ -108,6 +108,7 @@ pub fn filter_of(
         customer_id: customer.map(str::to_owned),
         created_after,
         stuck: None,
+        workflow: Some(pcsaga_purchase::WORKFLOW_NAME.to_owned()),
         limit,
     })
 }
@@ -115,6 +116,62 @@ pub fn filter_of(
 /// Counting the matches of a cut `list` stops here: the count costs at most this many index
 /// entries, whatever the table's size.
 const COUNT_CAP: u64 = 10_000;
+
+/// `list --billing STATUS`: the purchases the last reconciliation gave that status, with the
+/// other filters applied to them.
+async fn by_billing(
+    store: &pcsaga_engine::SqliteStore,
+    path: &std::path::Path,
+    text: &str,
+    filter: &ListFilter,
+) -> Result<Vec<pcsaga_engine::SagaRecord>, Failed> {
+    let Some(status) = pcsaga_billing::BillingStatus::parse(text) else {
+        return Err(Failed::new(
+            Exit::Usage,
+            ConfigError(format!(
+                "--billing {text:?}: use one of {}",
+                pcsaga_billing::BillingStatus::ALL
+                    .iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
+        ));
+    };
+    let ledger = pcsaga_billing::Ledger::open_read_only(path)
+        .await
+        .map_err(|e| Failed::new(Exit::Database, e))?;
+    let limit = if filter.limit == 0 {
+        u32::MAX
+    } else {
+        filter.limit
+    };
+    let ids = ledger
+        .with_status(status.as_str(), limit)
+        .await
+        .map_err(|e| Failed::new(Exit::Database, e))?;
+    let mut sagas = Vec::new();
+    for id in ids {
+        let Some(saga) = pcsaga_engine::Store::get(store, &id).await? else {
+            continue;
+        };
+        let keep = filter.status.is_none_or(|s| s == saga.status)
+            && filter
+                .state
+                .as_ref()
+                .is_none_or(|s| s.eq_ignore_ascii_case(&saga.state))
+            && filter
+                .customer_id
+                .as_ref()
+                .is_none_or(|c| saga.customer_id.as_deref() == Some(c.as_str()))
+            && filter.created_after.is_none_or(|t| saga.created_at >= t);
+        if keep {
+            sagas.push(saga);
+        }
+    }
+    sagas.sort_by(|a, b| (b.created_at, &b.id).cmp(&(a.created_at, &a.id)));
+    Ok(sagas)
+}
 
 pub async fn list(global: &Global, args: &ListArgs, file: &FileConfig) -> Result<Exit, Failed> {
     let mut filter = filter_of(
@@ -144,9 +201,12 @@ pub async fn list(global: &Global, args: &ListArgs, file: &FileConfig) -> Result
                 .collect(),
         );
     }
-    let (store, _) =
+    let (store, path) =
         crate::app::open(global.db.as_deref(), file, crate::app::Open::ReadOnly).await?;
-    let sagas = pcsaga_engine::Store::list(&store, &filter).await?;
+    let sagas = match &args.billing {
+        None => pcsaga_engine::Store::list(&store, &filter).await?,
+        Some(text) => by_billing(&store, &path, text, &filter).await?,
+    };
     // Said whenever the limit cut the result: `list` never hides work silently.
     let cut = filter.limit != 0 && sagas.len() as u64 >= u64::from(filter.limit);
     let total = if cut {
@@ -210,8 +270,66 @@ pub async fn list(global: &Global, args: &ListArgs, file: &FileConfig) -> Result
     Ok(Exit::Ok)
 }
 
+/// What the last reconciliation found for a purchase, with its billing lines; a line saying
+/// why not when nothing is known.
+async fn billing_section(
+    path: &std::path::Path,
+    id: &str,
+    context: Option<&PurchaseContext>,
+) -> String {
+    let Ok(ledger) = pcsaga_billing::Ledger::open_read_only(path).await else {
+        return String::new();
+    };
+    let mut out = String::new();
+    match ledger.status_of(id).await {
+        Ok(Some(row)) => {
+            out.push_str(&format!(
+                "billing       {}{} (run {}, {})\n",
+                row.status,
+                if row.final_ { ", final" } else { "" },
+                row.run_id,
+                when(row.updated_at)
+            ));
+            if let Some(orders) = row.detail.as_array() {
+                for order in orders {
+                    if let Some(text) = order["explanation"].as_str() {
+                        out.push_str(&format!("              {text}\n"));
+                    }
+                }
+            }
+        }
+        Ok(None) => out.push_str("billing       not reconciled yet (`pcsaga reconcile`)\n"),
+        Err(e) => out.push_str(&format!("billing       unreadable: {e}\n")),
+    }
+    let orders: Vec<String> = context
+        .map(|c| {
+            c.orders
+                .iter()
+                .flat_map(|o| std::iter::once(o.id.clone()).chain(o.alternate_id.clone()))
+                .collect()
+        })
+        .unwrap_or_default();
+    if let Ok(lines) = ledger.lines_of(&orders).await {
+        for l in lines {
+            out.push_str(&format!(
+                "billing line  {}#{} {} {} × {}:{} {} {} (order {})\n",
+                l.source,
+                l.seq,
+                l.line.charge_type.as_str(),
+                l.line.billable_quantity,
+                l.line.product_id,
+                l.line.sku_id,
+                l.line.total,
+                l.line.currency,
+                l.line.order_id
+            ));
+        }
+    }
+    out
+}
+
 pub async fn show(global: &Global, args: &ShowArgs, file: &FileConfig) -> Result<Exit, Failed> {
-    let (store, _) =
+    let (store, path) =
         crate::app::open(global.db.as_deref(), file, crate::app::Open::ReadOnly).await?;
     let engine = crate::app::offline_engine(store);
     let id = engine.resolve(&args.id).await?;
@@ -382,6 +500,7 @@ pub async fn show(global: &Global, args: &ShowArgs, file: &FileConfig) -> Result
             ));
         }
     }
+    out.push_str(&billing_section(&path, &saga.id, context.as_ref()).await);
     let next = next_steps(global, &saga, context.as_ref());
     if !next.is_empty() {
         out.push_str("\nnext\n");

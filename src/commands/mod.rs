@@ -1,6 +1,7 @@
 //! One module per verb.
 
 pub mod bench;
+pub mod billing;
 pub mod daemon;
 pub mod demo;
 pub mod inspect;
@@ -51,7 +52,19 @@ pub async fn check(
     let workflow = pcsaga_purchase::PurchaseWorkflow::offline();
     let findings = if integrity == "ok" {
         store
-            .check_invariants(&pcsaga_engine::Workflow::states(&workflow), MAX_FINDINGS)
+            .check_invariants(
+                &[
+                    (
+                        pcsaga_engine::Workflow::name(&workflow),
+                        pcsaga_engine::Workflow::states(&workflow),
+                    ),
+                    (
+                        pcsaga_billing::WORKFLOW_NAME,
+                        <pcsaga_billing::State as pcsaga_engine::SagaState>::names(),
+                    ),
+                ],
+                MAX_FINDINGS,
+            )
             .await?
     } else {
         Vec::new()

@@ -901,7 +901,7 @@ async fn a_database_from_a_newer_release_is_refused_by_name() {
         let stderr = support::stderr(&output);
         assert_eq!(output.status.code(), Some(6), "{args:?}: {stderr}");
         assert!(
-            stderr.contains("written by a newer pcsaga (schema 29991231000000); this binary knows up to 20261204000003"),
+            stderr.contains("written by a newer pcsaga (schema 29991231000000); this binary knows up to 20261205000001"),
             "{args:?}: {stderr}"
         );
     }
@@ -1207,7 +1207,7 @@ async fn check_names_each_broken_invariant() {
         (&ids[0], "is stopped but still holds a lease or a due time"),
         (&ids[1], "is active but has no due time"),
         (&ids[2], "has no history"),
-        (&ids[3], "is in a state this workflow does not have"),
+        (&ids[3], "is in a state its workflow does not have"),
     ] {
         assert!(
             findings

@@ -1,6 +1,7 @@
 //! End-to-end tests of the `pcsaga` binary: real processes, real HTTP, SIGKILL.
 
 mod battery;
+mod billing;
 mod cli;
 mod kill;
 mod operators;

@@ -55,13 +55,17 @@ impl Env {
         command
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default());
+        // No scheduled billing reconciliation in tests that do not ask for one: its calls and
+        // its runs are not what they count.
         command
             .env("PCSAGA_DB", &self.db)
-            .env("PCSAGA_WORKFLOW", &self.workflow);
+            .env("PCSAGA_WORKFLOW", &self.workflow)
+            .env("PCSAGA_RECONCILE_EVERY_H", "0");
         if let Some(sim) = sim {
             let c = sim.config();
             command
                 .env("PCSAGA_BASE_URL", sim.base_url())
+                .env("PCSAGA_GRAPH_URL", sim.graph_url())
                 .env("PCSAGA_TOKEN_URL", sim.token_url())
                 .env("PCSAGA_CLIENT_ID", &c.client_id)
                 .env("PCSAGA_CLIENT_SECRET", &c.client_secret)

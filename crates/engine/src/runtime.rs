@@ -197,6 +197,8 @@ impl<W: Workflow, S: Store> Engine<W, S> {
             call_slots: config.max_calls_in_flight.max(1),
             burst: Duration::from_secs(1),
         });
+        // Architecture invariant: an engine claims only its own workflow's sagas.
+        let store = store.scoped(workflow.name());
         Self {
             inner: Arc::new(Inner {
                 workflow,
@@ -727,6 +729,7 @@ impl<W: Workflow, S: Store> Engine<W, S> {
         let active = self
             .list(&ListFilter {
                 status: Some(SagaStatus::Active),
+                workflow: Some(self.inner.workflow.name().to_owned()),
                 ..ListFilter::default()
             })
             .await?;

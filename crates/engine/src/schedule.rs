@@ -91,6 +91,23 @@ pub fn schedule<S: SagaState, C>(
         OnExhausted::Fail => stop(context, SagaStatus::Failed, reason, "fail"),
         OnExhausted::Park => stop(context, SagaStatus::NeedsAttention, reason, "park"),
     };
+    let poll = |context: C, note: String, at_least: Duration| {
+        let deadline = after(before.state_entered_at, policy.poll.deadline);
+        if now >= deadline {
+            let reason = format!(
+                "{name} did not finish within its {} deadline: {note}",
+                human(policy.poll.deadline)
+            );
+            return exhausted(context, policy.poll.on_deadline, reason);
+        }
+        let polls = before.attempt + 1;
+        let next = after(now, poll_delay(policy, polls, seed).max(at_least)).min(deadline);
+        let wait = format!(
+            "{note}; next look at {}",
+            next.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+        );
+        stay(context, polls, next, wait, None, format!("poll: {note}"))
+    };
     match decision {
         Decision::Advance { to, context, note } => Scheduled {
             state: to,
@@ -139,23 +156,12 @@ pub fn schedule<S: SagaState, C>(
                 format!("retry in {}: {error}", human(delay)),
             )
         }
-        Decision::Poll { context, note } => {
-            let deadline = after(before.state_entered_at, policy.poll.deadline);
-            if now >= deadline {
-                let reason = format!(
-                    "{name} did not finish within its {} deadline: {note}",
-                    human(policy.poll.deadline)
-                );
-                return exhausted(context, policy.poll.on_deadline, reason);
-            }
-            let polls = before.attempt + 1;
-            let next = after(now, poll_delay(policy, polls, seed)).min(deadline);
-            let wait = format!(
-                "{note}; next look at {}",
-                next.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-            );
-            stay(context, polls, next, wait, None, format!("poll: {note}"))
-        }
+        Decision::Poll { context, note } => poll(context, note, Duration::ZERO),
+        Decision::PollAfter {
+            context,
+            note,
+            after: at_least,
+        } => poll(context, note, at_least),
         Decision::Hold {
             context,
             wait,

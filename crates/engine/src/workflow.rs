@@ -85,6 +85,13 @@ pub enum Decision<S, C> {
     },
     /// Stay and look again after the poll interval; when the deadline passes, `on_deadline`.
     Poll { context: C, note: String },
+    /// As [`Decision::Poll`], looking again no sooner than `after` (the service said when:
+    /// `Retry-After` on a running export). The poll interval still applies when longer.
+    PollAfter {
+        context: C,
+        note: String,
+        after: Duration,
+    },
     /// Stay, without counting an attempt, and run again after `wait`:
     /// the cause lies outside the saga and fixing it is an operator's job (credentials refused
     /// by the token service). The daemon also stops claiming while [`Workflow::hold`] says so.
@@ -108,7 +115,7 @@ impl<S, C> Decision<S, C> {
             Self::Advance { .. } => "advance",
             Self::Continue { .. } => "continue",
             Self::Retry { .. } => "retry",
-            Self::Poll { .. } => "poll",
+            Self::Poll { .. } | Self::PollAfter { .. } => "poll",
             Self::Hold { .. } => "hold",
             Self::Succeed { .. } => "succeed",
             Self::Fail { .. } => "fail",
@@ -123,6 +130,7 @@ impl<S, C> Decision<S, C> {
             | Self::Continue { context, .. }
             | Self::Retry { context, .. }
             | Self::Poll { context, .. }
+            | Self::PollAfter { context, .. }
             | Self::Hold { context, .. }
             | Self::Succeed { context, .. }
             | Self::Fail { context, .. }

@@ -67,11 +67,22 @@ struct Inner {
     base: crate::endpoint::CheckedUrl,
     app_only: TokenSource,
     app_user: Option<TokenSource>,
+    /// Microsoft Graph (the billing export, E29): its own base and token audience.
+    graph_base: crate::endpoint::CheckedUrl,
+    graph: TokenSource,
     clock: Arc<dyn Clock>,
     tenant: String,
 }
 
-struct Call {
+/// Which service a call goes to; each has its own base URL and token audience, and a token is
+/// sent only to its own service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Host {
+    PartnerCenter,
+    Graph,
+}
+
+pub(crate) struct Call {
     method: Method,
     /// Path and query under `{base}/v1`, starting with `/`; or an absolute same-origin URL.
     target: String,
@@ -80,14 +91,19 @@ struct Call {
     grant: GrantKind,
     correlation_id: CorrelationId,
     request_id: RequestId,
+    host: Host,
+    accept: &'static str,
+    /// Extra request headers (`MS-ContinuationToken`).
+    headers: Vec<(&'static str, String)>,
 }
 
-struct RawReply {
-    status: u16,
-    body: Bytes,
-    location: Option<String>,
-    context: CallContext,
-    http_requests: u32,
+pub(crate) struct RawReply {
+    pub(crate) status: u16,
+    pub(crate) body: Bytes,
+    pub(crate) location: Option<String>,
+    pub(crate) context: CallContext,
+    pub(crate) http_requests: u32,
+    pub(crate) retry_after: Option<Duration>,
 }
 
 impl Client {
@@ -128,6 +144,18 @@ impl Client {
                 clock.clone(),
             )
         });
+        let graph_base = crate::endpoint::checked_url("the Microsoft Graph URL", &config.graph_url)
+            .map_err(Error::config)?;
+        let graph = TokenSource::new(
+            GrantKind::AppOnly,
+            http.clone(),
+            Credentials {
+                resource: config.graph_resource.clone(),
+                refresh_token: None,
+                ..credentials.clone()
+            },
+            clock.clone(),
+        );
         let app_only =
             TokenSource::new(GrantKind::AppOnly, http.clone(), credentials, clock.clone());
         Ok(Self {
@@ -137,6 +165,8 @@ impl Client {
                 base,
                 app_only,
                 app_user,
+                graph_base,
+                graph,
                 clock,
                 tenant,
             }),
@@ -356,18 +386,14 @@ impl Client {
         country: &str,
         request: &InventoryCheckRequest,
     ) -> Result<Reply<Vec<InventoryItem>>, Error> {
-        let call = Call {
-            method: Method::POST,
-            target: format!(
+        let call = Call::read_post(
+            format!(
                 "/extensions/product/checkinventory?{}",
                 encode_query(&[("country", country)])
             ),
-            body: Some(to_body(request)?),
-            effect: Effect::ReadOnly,
-            grant: GrantKind::AppOnly,
+            to_body(request)?,
             correlation_id,
-            request_id: RequestId::new(),
-        };
+        );
         self.json(call).await
     }
 
@@ -636,7 +662,10 @@ impl Client {
         )))
     }
 
-    async fn json<T: DeserializeOwned + Checked>(&self, call: Call) -> Result<Reply<T>, Error> {
+    pub(crate) async fn json<T: DeserializeOwned + Checked>(
+        &self,
+        call: Call,
+    ) -> Result<Reply<T>, Error> {
         let started = Instant::now();
         let effect = call.effect;
         let raw = self.execute(call).await?;
@@ -648,8 +677,9 @@ impl Client {
     }
 
     /// Sends a call with a token, refreshing once on 401, and reads the body within limits.
-    async fn execute(&self, call: Call) -> Result<RawReply, Error> {
+    pub(crate) async fn execute(&self, call: Call) -> Result<RawReply, Error> {
         let source = match call.grant {
+            _ if call.host == Host::Graph => &self.inner.graph,
             GrantKind::AppOnly => &self.inner.app_only,
             GrantKind::AppUser => self.inner.app_user.as_ref().ok_or_else(|| {
                 Error::config(format!(
@@ -659,7 +689,10 @@ impl Client {
                 ))
             })?,
         };
-        let url = self.url(&call.target)?;
+        let url = match call.host {
+            Host::PartnerCenter => self.url(&call.target)?,
+            Host::Graph => self.graph_url(&call.target)?,
+        };
         let mut context = CallContext {
             method: call.method.to_string(),
             path: path_only(&call.target),
@@ -677,13 +710,16 @@ impl Client {
                 .http
                 .request(call.method.clone(), &url)
                 .bearer_auth(token.expose())
-                .header(header::ACCEPT, "application/json")
+                .header(header::ACCEPT, call.accept)
                 .header("MS-RequestId", call.request_id.to_string())
                 .header("MS-CorrelationId", call.correlation_id.to_string())
                 .header(
                     "MS-PartnerCenter-Application",
                     &self.inner.config.application_name,
                 );
+            for (name, value) in &call.headers {
+                request = request.header(*name, value);
+            }
             if let Some(body) = &call.body {
                 if !body.is_empty() {
                     request = request.header(header::CONTENT_TYPE, "application/json");
@@ -730,12 +766,15 @@ impl Client {
                 }
             };
             if status.is_success() {
+                let retry_after =
+                    parse_retry_after(retry_after_header.as_deref(), None, self.inner.clock.now());
                 return Ok(RawReply {
                     status: status.as_u16(),
                     body,
                     location,
                     context,
                     http_requests,
+                    retry_after,
                 });
             }
             let retry_after = if status == StatusCode::TOO_MANY_REQUESTS {
@@ -790,8 +829,33 @@ impl Client {
     }
 }
 
+impl Client {
+    /// Resolves a Graph target: an absolute URL on the Graph origin (an operation's
+    /// `Location`, a manifest link) or a path under the configured Graph base. The Graph token
+    /// goes nowhere else.
+    fn graph_url(&self, target: &str) -> Result<String, Error> {
+        let base = self.inner.config.graph_url.trim_end_matches('/');
+        let text = if target.starts_with("http://") || target.starts_with("https://") {
+            target.to_owned()
+        } else {
+            format!("{base}/{}", target.trim_start_matches('/'))
+        };
+        match reqwest::Url::parse(&text) {
+            Ok(url) if crate::endpoint::same_origin(&self.inner.graph_base, &url) => Ok(url.into()),
+            _ => Err(Error::config(format!(
+                "refusing to send the Graph token to another host: {target:?} is not under {base:?}"
+            ))),
+        }
+    }
+
+    /// The HTTP client, for downloads that carry no token (SAS-signed blobs).
+    pub(crate) fn http(&self) -> &reqwest::Client {
+        &self.inner.http
+    }
+}
+
 impl Call {
-    fn read(target: String, correlation_id: CorrelationId, grant: GrantKind) -> Self {
+    pub(crate) fn read(target: String, correlation_id: CorrelationId, grant: GrantKind) -> Self {
         Self {
             method: Method::GET,
             target,
@@ -800,6 +864,34 @@ impl Call {
             grant,
             correlation_id,
             request_id: RequestId::new(),
+            host: Host::PartnerCenter,
+            accept: "application/json",
+            headers: Vec::new(),
+        }
+    }
+
+    /// The same call to Microsoft Graph.
+    pub(crate) fn on_graph(mut self) -> Self {
+        self.host = Host::Graph;
+        self
+    }
+
+    pub(crate) fn accepting(mut self, accept: &'static str) -> Self {
+        self.accept = accept;
+        self
+    }
+
+    pub(crate) fn with_header(mut self, name: &'static str, value: String) -> Self {
+        self.headers.push((name, value));
+        self
+    }
+
+    /// A read-only POST (the Graph export: starting it twice is harmless).
+    pub(crate) fn read_post(target: String, body: Vec<u8>, correlation_id: CorrelationId) -> Self {
+        Self {
+            method: Method::POST,
+            body: Some(body),
+            ..Self::read(target, correlation_id, GrantKind::AppOnly)
         }
     }
 
@@ -818,6 +910,9 @@ impl Call {
             grant: GrantKind::AppOnly,
             correlation_id,
             request_id,
+            host: Host::PartnerCenter,
+            accept: "application/json",
+            headers: Vec::new(),
         }
     }
 }
@@ -850,7 +945,10 @@ fn fault_of(raw: &RawReply) -> Option<Error> {
 /// not know are noted, and only a body that is not a usable `T`, or that carries the error
 /// body's `code` and `description` (which a lenient `T`, all of whose fields have defaults,
 /// would otherwise take for an empty resource), is read again as an error body.
-fn read_body<T: DeserializeOwned + Checked>(effect: Effect, raw: &RawReply) -> Result<T, Error> {
+pub(crate) fn read_body<T: DeserializeOwned + Checked>(
+    effect: Effect,
+    raw: &RawReply,
+) -> Result<T, Error> {
     let mut fault_keys = (false, false);
     let mut decoder = serde_json::Deserializer::from_slice(&raw.body);
     let decoded = serde_ignored::deserialize(&mut decoder, |path| {
@@ -902,7 +1000,7 @@ fn may_already_exist(error: Error) -> Error {
     }
 }
 
-fn meta(raw: &RawReply, started: Instant) -> CallMeta {
+pub(crate) fn meta(raw: &RawReply, started: Instant) -> CallMeta {
     CallMeta {
         status: raw.status,
         latency: started.elapsed(),
@@ -913,7 +1011,7 @@ fn meta(raw: &RawReply, started: Instant) -> CallMeta {
     }
 }
 
-fn to_body<T: Serialize>(value: &T) -> Result<Vec<u8>, Error> {
+pub(crate) fn to_body<T: Serialize>(value: &T) -> Result<Vec<u8>, Error> {
     serde_json::to_vec(value)
         .map_err(|e| Error::config(format!("cannot encode the request body: {e}")))
 }
@@ -1015,7 +1113,7 @@ pub fn parse_retry_after(
 }
 
 /// Percent-encodes one path segment.
-fn seg(value: &str) -> String {
+pub(crate) fn seg(value: &str) -> String {
     let mut out = String::with_capacity(value.len());
     for byte in value.bytes() {
         if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b'~') {
@@ -1027,7 +1125,7 @@ fn seg(value: &str) -> String {
     out
 }
 
-fn encode_query(pairs: &[(&str, &str)]) -> String {
+pub(crate) fn encode_query(pairs: &[(&str, &str)]) -> String {
     serde_urlencoded::to_string(pairs).unwrap_or_default()
 }
 

@@ -76,7 +76,20 @@ pub struct ClientConfig {
     pub max_pages: usize,
     /// Sent as `MS-PartnerCenter-Application`.
     pub application_name: String,
+    /// Microsoft Graph, for the billing export (E29): base URL with the version.
+    pub graph_url: String,
+    /// The audience of Graph tokens.
+    pub graph_resource: String,
+    /// Largest billing export file read, decompressed (addendum E29.4: 512 MiB).
+    pub max_blob_bytes: u64,
+    /// Largest invoice statement PDF read (E28: 20 MiB).
+    pub max_statement_bytes: usize,
 }
+
+/// Microsoft Graph in the global cloud; the billing APIs exist nowhere else (addendum §3.1).
+pub const GRAPH_URL: &str = "https://graph.microsoft.com/v1.0";
+/// The audience of Graph tokens.
+pub const GRAPH_RESOURCE: &str = "https://graph.microsoft.com";
 
 impl ClientConfig {
     /// Defaults for a base URL.
@@ -88,6 +101,10 @@ impl ClientConfig {
             max_response_bytes: 16 * 1024 * 1024,
             max_pages: 1000,
             application_name: "pcsaga".to_owned(),
+            graph_url: GRAPH_URL.to_owned(),
+            graph_resource: GRAPH_RESOURCE.to_owned(),
+            max_blob_bytes: 512 * 1024 * 1024,
+            max_statement_bytes: 20 * 1024 * 1024,
         }
     }
 }

@@ -26,6 +26,7 @@
 //! - Main ambiguity 9: `renewsTo` is sent as one object.
 
 pub mod auth;
+pub mod billing;
 pub mod client;
 pub mod config;
 pub mod endpoint;
@@ -35,7 +36,7 @@ pub mod models;
 
 pub use auth::{Clock, Credentials, GrantKind, Secret, SystemClock};
 pub use client::{parse_retry_after, CallMeta, Client, Reply, MAX_RETRY_AFTER};
-pub use config::{ClientConfig, Cloud};
+pub use config::{ClientConfig, Cloud, GRAPH_RESOURCE, GRAPH_URL};
 pub use endpoint::{checked_url, CheckedUrl};
 pub use error::{CallContext, Effect, Error, ErrorClass};
 pub use ids::{CorrelationId, RequestId};

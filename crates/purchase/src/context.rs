@@ -14,7 +14,7 @@ use crate::request::PurchaseRequest;
 /// The newest shape of the context's JSON ([`pcsaga_engine::Workflow::context_schema`]):
 /// 1. the request inside the context (a copy of the row's `input`);
 /// 2. the request stored once, in the row's `input`, and put back by [`decode`].
-pub const CONTEXT_SCHEMA: u32 = 2;
+pub const CONTEXT_SCHEMA: u32 = 3;
 
 /// The saga's context.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -284,6 +284,14 @@ pub struct OrderState {
     pub lines: Vec<(i64, String, i64)>,
     #[serde(default)]
     pub completed: bool,
+    /// What billing reconciliation joins on (addendum §13.1): the order's 12-hex alternate id,
+    /// its currency and its creation date (its billing month). Since context schema 3.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alternate_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub currency: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<DateTime<Utc>>,
 }
 
 /// A failed order group.
@@ -391,6 +399,9 @@ mod tests {
                 status: "pending".into(),
                 lines: vec![(0, "DZH318Z0BQ5S:0001:X".into(), 1)],
                 completed: true,
+                alternate_id: Some("5b0e8c2d41a7".into()),
+                currency: Some("USD".into()),
+                created_at: Some(at),
             }],
             order_errors: vec![GroupError {
                 group: "1".into(),

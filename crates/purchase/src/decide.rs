@@ -695,6 +695,9 @@ pub(crate) fn order_state(order: &Order) -> OrderState {
             .iter()
             .map(|l| (l.line_item_number, l.offer_id.clone(), l.quantity))
             .collect(),
+        alternate_id: order.alternate_id.clone(),
+        currency: order.currency_code.clone(),
+        created_at: order.creation_date,
     }
 }
 

@@ -65,6 +65,8 @@ pub struct SimConfig {
     pub echo_friendly_names: bool,
     /// Rate limits per tenant and call class (off by default).
     pub throttle: crate::throttle::ThrottleConfig,
+    /// The billing model (addendum §14).
+    pub billing: crate::billing::BillingConfig,
 }
 
 /// What a direct order posted again with an `MS-RequestId` already seen does.
@@ -129,6 +131,7 @@ impl Default for SimConfig {
             faults: FaultPlan::default(),
             echo_friendly_names: true,
             throttle: crate::throttle::ThrottleConfig::default(),
+            billing: crate::billing::BillingConfig::default(),
         }
     }
 }

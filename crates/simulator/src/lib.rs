@@ -28,7 +28,8 @@
 //! - 12: order and entitlement lists page with `links.next` (`page_size`).
 //! - 18: provisioning status, entitlements and artifact details answer 403 to app-only tokens.
 
-pub mod catalog;
+pub mod billing;
+mod catalog;
 pub mod clock;
 pub mod config;
 mod direct;
@@ -139,6 +140,32 @@ impl Simulator {
     /// The Partner Center base URL (calls go under `{base}/v1`).
     pub fn base_url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// Microsoft Graph's base (with the version) as the simulator serves it: the billing
+    /// export (E29) lives under it.
+    pub fn graph_url(&self) -> String {
+        format!("http://{}/graph/v1.0", self.addr)
+    }
+
+    /// Closes the billing period at once: every open billing line goes on an invoice
+    /// (`POST /_sim/billing/close`). Returns the invoice ids made.
+    pub fn close_billing_period(&self) -> Vec<String> {
+        let resp = crate::billing::close_now(&self.shared);
+        resp.body
+            .and_then(|b| {
+                b["invoices"].as_array().map(|a| {
+                    a.iter()
+                        .filter_map(|v| v.as_str().map(str::to_owned))
+                        .collect()
+                })
+            })
+            .unwrap_or_default()
+    }
+
+    /// Sets the billing faults (as `PUT /_sim/billing`).
+    pub fn set_billing_faults(&self, faults: crate::billing::BillingFaults) {
+        self.shared.world().billing.set_faults(faults);
     }
 
     /// The v1 token endpoint for the configured tenant.

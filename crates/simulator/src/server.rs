@@ -87,6 +87,16 @@ enum Route {
         params: Vec<String>,
     },
     Admin(String),
+    /// Microsoft Graph's billing export (E29), served on the same listener under `/graph/v1.0`.
+    Graph {
+        endpoint: &'static str,
+        params: Vec<String>,
+    },
+    /// An export file (`/sim-blob/{export}/{name}`): SAS-signed, no token.
+    Blob {
+        export: String,
+        name: String,
+    },
     NotFound,
     MethodNotAllowed,
 }
@@ -97,6 +107,33 @@ fn route(method: &Method, segments: &[String]) -> Route {
     let s = segments;
     if l.first() == Some(&"_sim") {
         return Route::Admin(l[1..].join("/"));
+    }
+    if l.first() == Some(&"sim-blob") && l.len() == 3 && method == Method::GET {
+        return Route::Blob {
+            export: s[1].clone(),
+            name: s[2].clone(),
+        };
+    }
+    if l.len() >= 6 && l[..5] == ["graph", "v1.0", "reports", "partners", "billing"] {
+        let rest = &l[5..];
+        let graph = |endpoint: &'static str, params: Vec<String>, allowed: Method| {
+            if *method == allowed {
+                Route::Graph { endpoint, params }
+            } else {
+                Route::MethodNotAllowed
+            }
+        };
+        return match rest {
+            ["reconciliation", "billed", export] if export.ends_with("export") => {
+                graph("billed_export", Vec::new(), Method::POST)
+            }
+            ["reconciliation", "unbilled", export] if export.ends_with("export") => {
+                graph("unbilled_export", Vec::new(), Method::POST)
+            }
+            ["operations", _] => graph("export_operation", vec![s[6].clone()], Method::GET),
+            ["manifests", _] => graph("export_manifest", vec![s[6].clone()], Method::GET),
+            _ => Route::NotFound,
+        };
     }
     if l.len() == 3 && l[1] == "oauth2" && l[2] == "token" && method == Method::POST {
         return Route::Token {
@@ -162,6 +199,18 @@ fn route(method: &Method, segments: &[String]) -> Route {
         ["customers"] => (api("list_customers", &[]), &[Method::GET]),
         ["customers", _] => (api("get_customer", &[1]), &[Method::GET]),
         ["customers", _, "subscriptions"] => (api("list_subscriptions", &[1]), &[Method::GET]),
+        ["invoices", "summary"] => (api("account_balance", &[]), &[Method::GET]),
+        ["invoices", "summaries"] => (api("invoice_summaries", &[]), &[Method::GET]),
+        ["invoices"] => (api("list_invoices", &[]), &[Method::GET]),
+        ["invoices", "unbilled", "lineitems"] => (api("unbilled_lines", &[]), &[Method::GET]),
+        ["invoices", _] => (api("get_invoice", &[1]), &[Method::GET]),
+        ["invoices", _, "lineitems"] => (api("invoice_lines", &[1]), &[Method::GET]),
+        ["invoices", _, "lineitems", "onetime", "billinglineitems"] => {
+            (api("invoice_lines", &[1]), &[Method::GET])
+        }
+        ["invoices", _, "documents", "statement"] => {
+            (api("invoice_statement", &[1]), &[Method::GET])
+        }
         ["customers", _, "subscriptions", _] => (api("get_subscription", &[1, 3]), &[Method::GET]),
         ["extensions", "product", "checkinventory"] => {
             (api("check_inventory", &[]), &[Method::POST])
@@ -261,7 +310,11 @@ async fn handle(
     let endpoint = match &route {
         Route::Admin(action) => return render(&admin(&shared, &req, action), None, None),
         Route::Token { .. } => "token",
-        Route::Api { endpoint, .. } => endpoint,
+        Route::Api { endpoint, .. } | Route::Graph { endpoint, .. } => endpoint,
+        Route::Blob { export, name } => {
+            let resp = crate::billing::blob(&shared, &req, export, name);
+            return render(&resp, None, None);
+        }
         Route::NotFound => {
             return render(
                 &Resp::error(404, "1000", &format!("No resource at {path}.")),
@@ -379,8 +432,31 @@ async fn handle(
 
     let resp = match &route {
         Route::Token { tenant, v2 } => service::token(&shared, tenant, *v2, &req),
+        Route::Graph { endpoint, params } => match service::authenticate_for(&shared, &req, true) {
+            Err(_) => Resp::json(
+                401,
+                json!({"error": {"code": "InvalidAuthenticationToken", "message": "Access token is missing, expired or not for Microsoft Graph."}}),
+            ),
+            Ok(_) => {
+                record.processed = true;
+                graph(&shared, &req, endpoint, params)
+            }
+        },
         Route::Api { endpoint, params } => match service::authenticate(&shared, &req) {
             Err(unauthorized) => unauthorized,
+            // Addendum §14.10: the app+user-only billing calls answer app-only tokens 401.
+            Ok(crate::world::Grant::AppOnly)
+                if matches!(
+                    *endpoint,
+                    "invoice_summaries" | "get_invoice" | "invoice_statement"
+                ) =>
+            {
+                Resp::error(
+                    401,
+                    "400",
+                    "Access denied: this operation supports App+User authentication only.",
+                )
+            }
             Ok(crate::world::Grant::AppOnly) if service::requires_app_user(endpoint) => {
                 service::app_user_required()
             }
@@ -517,6 +593,13 @@ async fn dispatch(
         "provisioning_status" => service::provisioning_status(shared, &p[0], &p[1]),
         "cancel_order" => service::cancel_order(shared, req, &p[0], &p[1]),
         "list_entitlements" => service::list_entitlements(shared, req, &p[0]),
+        "account_balance" => crate::billing::balance(shared),
+        "invoice_summaries" => crate::billing::summaries(shared),
+        "list_invoices" => crate::billing::list_invoices(shared, req),
+        "get_invoice" => crate::billing::get_invoice(shared, &p[0]),
+        "invoice_lines" => crate::billing::line_items(shared, req, Some(&p[0])),
+        "unbilled_lines" => crate::billing::line_items(shared, req, None),
+        "invoice_statement" => crate::billing::statement(shared, &p[0]),
         "artifact_details" => service::artifact_details(shared, &p[0], &p[1], &p[2], &p[3]),
         other => Resp::error(404, "1000", &format!("No handler for {other}.")),
     }
@@ -679,17 +762,33 @@ fn respond_as_told(
     response
 }
 
+fn graph(shared: &Shared, req: &Req, endpoint: &str, p: &[String]) -> Resp {
+    match endpoint {
+        "billed_export" => crate::billing::start_export(shared, req, true),
+        "unbilled_export" => crate::billing::start_export(shared, req, false),
+        "export_operation" => crate::billing::operation(shared, req, &p[0]),
+        "export_manifest" => crate::billing::manifest(shared, req, &p[0]),
+        other => Resp::error(404, "1000", &format!("No handler for {other}.")),
+    }
+}
+
 fn render(resp: &Resp, request_id: Option<&str>, correlation_id: Option<&str>) -> Response<Body> {
-    let body = resp
-        .body
-        .as_ref()
-        .map(|b| Bytes::from(b.to_string()))
-        .unwrap_or_default();
+    let body = match (&resp.raw, &resp.body) {
+        (Some((_, bytes)), _) => bytes.clone(),
+        (None, Some(body)) => Bytes::from(body.to_string()),
+        (None, None) => Bytes::new(),
+    };
     let mut response = Response::new(full_body(body));
     *response.status_mut() =
         StatusCode::from_u16(resp.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let headers = response.headers_mut();
-    if resp.body.is_some() {
+    if let Some(v) = resp
+        .raw
+        .as_ref()
+        .and_then(|(content_type, _)| http::HeaderValue::from_str(content_type).ok())
+    {
+        headers.insert(http::header::CONTENT_TYPE, v);
+    } else if resp.body.is_some() {
         headers.insert(
             http::header::CONTENT_TYPE,
             http::HeaderValue::from_static("application/json; charset=utf-8"),
@@ -740,6 +839,9 @@ fn percent_decode(segment: &str) -> String {
 fn admin(shared: &Shared, req: &Req, action: &str) -> Resp {
     match (req.method.clone(), action) {
         (Method::GET, "health") => Resp::json(200, json!({"status": "ok"})),
+        (Method::GET, "billing") => crate::billing::ledger(shared),
+        (Method::PUT, "billing") => crate::billing::set_faults(shared, req),
+        (Method::POST, "billing/close") => crate::billing::close_now(shared),
         (Method::GET, "stats") => {
             use std::sync::atomic::Ordering::SeqCst;
             Resp::json(
@@ -861,7 +963,7 @@ fn admin(shared: &Shared, req: &Req, action: &str) -> Resp {
             404,
             "1000",
             &format!(
-                "no admin action {} /_sim/{action}; the admin API is: GET health, stats, ledger, requests[?since=N], clock, faults, restrictions; POST clock/advance?seconds=N; PUT faults, restrictions, registrations (see README)",
+                "no admin action {} /_sim/{action}; the admin API is: GET health, stats, ledger, requests[?since=N], clock, faults, restrictions, billing; POST clock/advance?seconds=N, billing/close; PUT faults, restrictions, registrations, billing (see README)",
                 req.method
             ),
         ),

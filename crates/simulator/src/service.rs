@@ -146,6 +146,8 @@ impl Req {
 pub struct Resp {
     pub status: u16,
     pub body: Option<Value>,
+    /// A body that is not JSON (a PDF, a gzip file), with its content type.
+    pub raw: Option<(&'static str, Bytes)>,
     pub headers: Vec<(&'static str, String)>,
 }
 
@@ -154,6 +156,7 @@ impl Resp {
         Self {
             status,
             body: Some(body),
+            raw: None,
             headers: Vec::new(),
         }
     }
@@ -162,6 +165,7 @@ impl Resp {
         Self {
             status,
             body: None,
+            raw: None,
             headers: Vec::new(),
         }
     }
@@ -282,13 +286,16 @@ pub fn token(shared: &Shared, tenant: &str, v2: bool, req: &Req) -> Resp {
             "AADSTS7000215: Invalid client secret provided.",
         );
     }
-    let audience_ok = if v2 {
-        field("scope")
-            .split(' ')
-            .any(|s| s.starts_with(&config.resource))
-    } else {
-        field("resource").trim_end_matches('/') == config.resource.trim_end_matches('/')
+    let graph_resource = crate::billing::GRAPH_RESOURCE;
+    let wants = |resource: &str| {
+        if v2 {
+            field("scope").split(' ').any(|s| s.starts_with(resource))
+        } else {
+            field("resource").trim_end_matches('/') == resource.trim_end_matches('/')
+        }
     };
+    let graph = wants(graph_resource);
+    let audience_ok = graph || wants(&config.resource);
     if !audience_ok {
         return aad_error(
             400,
@@ -317,8 +324,13 @@ pub fn token(shared: &Shared, tenant: &str, v2: bool, req: &Req) -> Resp {
     let now = shared.now();
     let ttl = config.token_ttl();
     let expires = now + secs(ttl.as_secs());
+    let audience = if graph {
+        graph_resource
+    } else {
+        config.resource.as_str()
+    };
     let mut claims = json!({
-        "aud": config.resource,
+        "aud": audience,
         "iss": format!("https://sts.windows.net/{}/", config.tenant_id),
         "iat": now.timestamp(),
         "nbf": now.timestamp(),
@@ -341,6 +353,7 @@ pub fn token(shared: &Shared, tenant: &str, v2: bool, req: &Req) -> Resp {
             value.clone(),
             TokenInfo {
                 grant,
+                graph,
                 expires_at: expires,
             },
         );
@@ -352,7 +365,7 @@ pub fn token(shared: &Shared, tenant: &str, v2: bool, req: &Req) -> Resp {
         "ext_expires_in": ttl.as_secs().to_string(),
         "expires_on": expires_on.to_string(),
         "not_before": now.timestamp().to_string(),
-        "resource": config.resource,
+        "resource": audience,
         "access_token": value,
     });
     if grant == Grant::AppUser {
@@ -363,6 +376,12 @@ pub fn token(shared: &Shared, tenant: &str, v2: bool, req: &Req) -> Resp {
 
 /// Checks the bearer token; `Err` is the 401 to send.
 pub fn authenticate(shared: &Shared, req: &Req) -> Result<Grant, Resp> {
+    authenticate_for(shared, req, false)
+}
+
+/// [`authenticate`] for Partner Center (`graph == false`) or Microsoft Graph: a token is valid
+/// only at the service it was issued for.
+pub fn authenticate_for(shared: &Shared, req: &Req, graph: bool) -> Result<Grant, Resp> {
     let unauthorized = |code: &str, description: &str| {
         Resp::error(401, code, description).with_header(
             "WWW-Authenticate",
@@ -386,6 +405,10 @@ pub fn authenticate(shared: &Shared, req: &Req) -> Result<Grant, Resp> {
     };
     let world = shared.world();
     match world.tokens.get(token.trim()) {
+        Some(info) if info.graph != graph => Err(unauthorized(
+            "400",
+            "Access denied: the access token was issued for another audience.",
+        )),
         Some(info) if info.expires_at > shared.now() => Ok(info.grant),
         Some(_) => Err(unauthorized(
             "400",
@@ -402,7 +425,12 @@ pub fn authenticate(shared: &Shared, req: &Req) -> Result<Grant, Resp> {
 pub fn requires_app_user(endpoint: &str) -> bool {
     matches!(
         endpoint,
-        "provisioning_status" | "list_entitlements" | "artifact_details"
+        "provisioning_status"
+            | "list_entitlements"
+            | "artifact_details"
+            | "invoice_summaries"
+            | "get_invoice"
+            | "invoice_statement"
     )
 }
 

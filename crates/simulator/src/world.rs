@@ -23,6 +23,8 @@ pub enum Grant {
 #[derive(Debug, Clone)]
 pub struct TokenInfo {
     pub grant: Grant,
+    /// Issued for Microsoft Graph (the billing export) rather than Partner Center.
+    pub graph: bool,
     pub expires_at: DateTime<Utc>,
 }
 
@@ -209,6 +211,7 @@ pub struct World {
     /// The first order of each (customer, `MS-RequestId`) of E21, lowercase.
     pub direct_requests: HashMap<(String, String), String>,
     pub ledger: Ledger,
+    pub billing: crate::billing::Billing,
     pub requests: VecDeque<RequestRecord>,
     pub request_seq: u64,
     pub id_counter: u64,

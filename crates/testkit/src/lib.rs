@@ -103,7 +103,10 @@ pub async fn gather(
     requests: &[RequestRecord],
 ) -> Result<Witnesses, String> {
     let sagas = store
-        .list(&ListFilter::default())
+        .list(&ListFilter {
+            workflow: Some(pcsaga_purchase::WORKFLOW_NAME.to_owned()),
+            ..ListFilter::default()
+        })
         .await
         .map_err(|e| format!("cannot list purchases: {e}"))?;
     let mut histories = HashMap::new();

@@ -337,6 +337,8 @@ pub struct ListFilter {
     /// Only active sagas that are stuck: they retried, or entered their state before the
     /// instant given for it (a state missing here has no such bound).
     pub stuck: Option<Vec<(String, DateTime<Utc>)>>,
+    /// Only this workflow's sagas (`pcsaga list` shows purchases, not reconciliation runs).
+    pub workflow: Option<String>,
     /// At most this many, newest first; 0 for all.
     pub limit: u32,
 }
@@ -432,7 +434,14 @@ pub trait Store: Send + Sync + 'static {
     fn history(&self, id: &str)
         -> impl Future<Output = Result<Vec<HistoryRow>, StoreError>> + Send;
 
-    /// The earliest `next_run_at` of any active saga.
+    /// A handle on the same store that claims, and waits for, only `workflow`'s sagas: one
+    /// table holds every workflow's sagas, and each engine runs one workflow. The engine scopes
+    /// its store itself ([`crate::Engine::new`]).
+    fn scoped(&self, workflow: &'static str) -> Self
+    where
+        Self: Sized;
+
+    /// The earliest `next_run_at` of any active saga (of the scope's workflow, when scoped).
     fn next_due(&self) -> impl Future<Output = Result<Option<DateTime<Utc>>, StoreError>> + Send;
 
     /// How many sagas match `filter` (its limit ignored), counting at most `cap`: the count

@@ -130,6 +130,18 @@ pub(crate) mod de {
         })
     }
 
+    /// A timestamp in any documented form; `0001-01-01T00:00:00` (the billing calls' "never"),
+    /// null, absent or unreadable become `None`.
+    pub(crate) fn opt_date<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<chrono::DateTime<chrono::Utc>>, D::Error> {
+        use chrono::Datelike;
+        Ok(match Option::<Value>::deserialize(deserializer)? {
+            Some(Value::String(s)) => crate::models::datetime::parse(&s).filter(|d| d.year() > 1),
+            _ => None,
+        })
+    }
+
     /// A list that may be absent or null; both read as empty.
     pub(crate) fn null_as_empty<'de, D, T>(deserializer: D) -> Result<Vec<T>, D::Error>
     where

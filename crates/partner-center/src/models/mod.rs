@@ -5,6 +5,7 @@
 //! accept every documented form, and fields whose JSON type differs between documents accept
 //! each form. Encoding writes camelCase and only the fields a request may carry.
 
+pub mod billing;
 pub mod cart;
 pub mod catalog;
 pub mod checked;
@@ -16,6 +17,7 @@ pub(crate) mod lenient;
 pub mod order;
 pub mod registration;
 
+pub use billing::{Invoice, InvoiceDetail, InvoiceSummaries, InvoiceSummary, InvoiceSummaryDetail};
 pub use cart::{
     Cart, CartCheckoutResult, CartError, CartErrorCode, CartLineItem, CartStatus, OrderError,
 };

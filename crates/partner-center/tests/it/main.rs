@@ -2,6 +2,7 @@
 //! against the simulator on loopback.
 
 mod auth;
+mod billing;
 mod classification;
 mod direct;
 mod endpoint;

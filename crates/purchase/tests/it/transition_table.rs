@@ -127,6 +127,9 @@ pub(crate) fn at(state: State) -> PurchaseContext {
         status: "pending".into(),
         lines: vec![(0, "DZH318Z0BQ3Q:0001:DZH318XZXVNF".into(), 2)],
         completed: state == State::EntitlementFetch,
+        alternate_id: None,
+        currency: None,
+        created_at: None,
     }];
     ctx
 }

@@ -351,3 +351,233 @@ async fn the_direct_order_example_is_accepted_and_answered_in_shape() {
     check("e21-create-order-response", &created.json);
     assert_eq!(created.json["status"], "pending");
 }
+
+/// Addendum E22-E29: the billing answers carry every field of the examples; the Graph export
+/// answers only a Graph token, and its files carry every field of the example record.
+#[tokio::test]
+async fn billing_answers_carry_every_field_of_the_examples() {
+    let h = Harness::start(SimConfig {
+        preregistered_subscriptions: vec![SUBSCRIPTION.to_owned()],
+        order_completion_s: 0,
+        ..SimConfig::default()
+    })
+    .await;
+    for _ in 0..3 {
+        let created = h
+            .call(
+                "POST",
+                &format!("/customers/{CUSTOMER}/orders"),
+                Some(example("e21-create-order-request")),
+            )
+            .await;
+        assert_eq!(created.status, 201, "{:#}", created.json);
+    }
+    let unbilled = h
+        .call("GET", "/invoices/unbilled/lineitems?provider=onetime&invoicelineitemtype=billinglineitems&currencycode=usd&period=current&size=2000", None)
+        .await;
+    assert_eq!(unbilled.status, 200, "{:#}", unbilled.json);
+    check("e27-unbilled-lines", &unbilled.json);
+    assert_eq!(unbilled.json["items"][0]["invoiceNumber"], "");
+    let closed = h
+        .http
+        .post(format!("{}/_sim/billing/close", h.sim.base_url()))
+        .send()
+        .await
+        .expect("close");
+    assert_eq!(closed.status(), 200);
+    // A second invoice (another order, closed again), so the list pages as the example does.
+    let created = h
+        .call(
+            "POST",
+            &format!("/customers/{CUSTOMER}/orders"),
+            Some(example("e21-create-order-request")),
+        )
+        .await;
+    assert_eq!(created.status, 201);
+    h.http
+        .post(format!("{}/_sim/billing/close", h.sim.base_url()))
+        .send()
+        .await
+        .expect("close");
+    let invoices = h.call("GET", "/invoices?size=1&offset=0", None).await;
+    let id = invoices.json["items"][0]["id"]
+        .as_str()
+        .expect("an invoice")
+        .to_owned();
+    check("e24-invoices", &invoices.json);
+    let invoice = h
+        .call_as(
+            &h.user_token.clone(),
+            "GET",
+            &format!("/invoices/{id}"),
+            None,
+        )
+        .await;
+    check("e25-invoice", &invoice.json);
+    // App-only tokens are refused on E25 (addendum §14.10).
+    let refused = h.call("GET", &format!("/invoices/{id}"), None).await;
+    assert_eq!(refused.status, 401, "{:#}", refused.json);
+    let balance = h.call("GET", "/invoices/summary", None).await;
+    check("e22-account-balance", &balance.json);
+    let summaries = h
+        .call_as(&h.user_token.clone(), "GET", "/invoices/summaries", None)
+        .await;
+    check("e23-invoice-summaries", &summaries.json);
+    let lines = h
+        .call("GET", &format!("/invoices/{id}/lineitems?provider=onetime&invoicelineitemtype=billinglineitems&size=2"), None)
+        .await;
+    check("e26-onetime-lines", &lines.json);
+    let token = lines.json["continuationToken"]
+        .as_str()
+        .expect("a token")
+        .to_owned();
+    assert_eq!(
+        lines.json["links"]["next"]["headers"][0]["value"],
+        token.as_str()
+    );
+    let next = h
+        .http
+        .get(format!("{}/v1/invoices/{id}/lineitems?provider=onetime&invoicelineitemtype=billinglineitems&size=2&seekOperation=Next", h.sim.base_url()))
+        .bearer_auth(&h.app_token)
+        .header("MS-ContinuationToken", &token)
+        .send()
+        .await
+        .expect("next page");
+    let next = support::answer(next).await;
+    assert_eq!(
+        next.json["items"].as_array().map(Vec::len),
+        Some(1),
+        "{:#}",
+        next.json
+    );
+    assert!(
+        next.json.get("continuationToken").is_none(),
+        "the last page has no token"
+    );
+    // Graph: a Partner Center token is refused; a Graph token starts the export.
+    let export = format!(
+        "{}/graph/v1.0/reports/partners/billing/reconciliation/billed/export",
+        h.sim.base_url()
+    );
+    let refused = h
+        .http
+        .post(&export)
+        .bearer_auth(&h.app_token)
+        .json(&json!({"invoiceId": id}))
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(refused.status(), 401);
+    let c = h.sim.config();
+    let graph = h
+        .form(
+            &h.sim.token_url(),
+            &[
+                ("grant_type", "client_credentials".to_owned()),
+                ("client_id", c.client_id.clone()),
+                ("client_secret", c.client_secret.clone()),
+                ("resource", "https://graph.microsoft.com".to_owned()),
+            ],
+        )
+        .await;
+    let graph_token = graph.json["access_token"]
+        .as_str()
+        .expect("a Graph token")
+        .to_owned();
+    // ... which is good for Graph only.
+    let wrong = h.call_as(&graph_token, "GET", "/invoices", None).await;
+    assert_eq!(wrong.status, 401);
+    let started = h
+        .http
+        .post(&export)
+        .bearer_auth(&graph_token)
+        .json(&json!({"invoiceId": id, "attributeSet": "full"}))
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(started.status(), 202);
+    let operation = started.headers()["location"]
+        .to_str()
+        .expect("Location")
+        .to_owned();
+    let poll = || async {
+        support::answer(
+            h.http
+                .get(&operation)
+                .bearer_auth(&graph_token)
+                .send()
+                .await
+                .expect("answer"),
+        )
+        .await
+    };
+    let running = poll().await;
+    check("e29-operation-running", &running.json);
+    assert!(running.headers.contains_key("retry-after"));
+    let _ = poll().await;
+    let done = poll().await;
+    check("e29-operation-succeeded", &done.json);
+    let link = done.json["resourceLocation@odata.navigationLink"]
+        .as_str()
+        .expect("link")
+        .to_owned();
+    let manifest = support::answer(
+        h.http
+            .get(&link)
+            .bearer_auth(&graph_token)
+            .send()
+            .await
+            .expect("answer"),
+    )
+    .await;
+    check("e29-manifest", &manifest.json);
+    let url = format!(
+        "{}/{}?{}",
+        manifest.json["rootDirectory"].as_str().expect("dir"),
+        manifest.json["blobs"][0]["name"].as_str().expect("name"),
+        manifest.json["sasToken"].as_str().expect("sas")
+    );
+    let gz = h
+        .http
+        .get(&url)
+        .send()
+        .await
+        .expect("blob")
+        .bytes()
+        .await
+        .expect("bytes");
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&gz[..]), &mut text)
+        .expect("gzip");
+    let record: Value = serde_json::from_str(text.lines().next().expect("a line")).expect("JSON");
+    check("e29-export-line", &record);
+    let unsigned = h
+        .http
+        .get(url.split('?').next().expect("path"))
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(unsigned.status(), 403);
+    let failed = h
+        .http
+        .post(&export)
+        .bearer_auth(&graph_token)
+        .json(&json!({"invoiceId": "D02005YFHI"}))
+        .send()
+        .await
+        .expect("answer");
+    let failed_op = failed.headers()["location"]
+        .to_str()
+        .expect("Location")
+        .to_owned();
+    let failed = support::answer(
+        h.http
+            .get(&failed_op)
+            .bearer_auth(&graph_token)
+            .send()
+            .await
+            .expect("answer"),
+    )
+    .await;
+    check("e29-operation-failed", &failed.json);
+}
