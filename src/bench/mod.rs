@@ -3,5 +3,6 @@
 //! machines as ratios.
 
 pub mod noop;
+pub mod reconcile;
 pub mod run;
 pub mod throttled;

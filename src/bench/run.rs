@@ -105,11 +105,11 @@ pub async fn engine_sql(batch: usize, rounds: u32) -> Result<f64, Failure> {
     .await?)
 }
 
-pub(super) async fn open(path: &Path) -> Result<SqliteStore, Failure> {
+pub(crate) async fn open(path: &Path) -> Result<SqliteStore, Failure> {
     Ok(SqliteStore::open(SqliteConfig::new(path)).await?)
 }
 
-pub(super) fn policies() -> Result<pcsaga_engine::Policies, Failure> {
+pub(crate) fn policies() -> Result<pcsaga_engine::Policies, Failure> {
     crate::app::policies(None)
 }
 

@@ -15,6 +15,7 @@ const ALL: &[&str] = &[
     "recovery",
     "inspect",
     "throttled",
+    "reconcile",
 ];
 
 pub async fn run(args: &BenchArgs) -> Result<Exit, Failed> {
@@ -192,6 +193,36 @@ pub async fn run(args: &BenchArgs) -> Result<Exit, Failed> {
     }
     if wants("throttled") {
         throttled_phase(n, &mut table, &mut out).await?;
+    }
+    if wants("reconcile") {
+        // 100,000 lines against 10,000 purchases at the default n.
+        let purchases = n;
+        for (label, graph) in [("v1 pages (E26)", false), ("Graph export (E29)", true)] {
+            say!(
+                "bench: reconcile {} lines against {purchases} purchases through {label}...",
+                purchases * 10
+            );
+            let r = crate::bench::reconcile::reconcile(purchases, 10, graph).await?;
+            let rate = r.lines as f64 / r.seconds;
+            table.row(vec![
+                format!(
+                    "reconcile, {label}: {} lines / {} purchases, all matched",
+                    r.lines, r.purchases
+                ),
+                format!("{:.1} s ({rate:.0} lines/s)", r.seconds),
+                format!("{:.3}", rate / batched),
+            ]);
+            table.row(vec![
+                format!("reconcile, {label}: peak RSS during the run (pcsaga; the simulator runs apart)"),
+                format!("{:.0} MB (at its start {:.0} MB)", r.peak_rss_mb, r.start_rss_mb),
+                String::new(),
+            ]);
+            out[if graph {
+                "reconcileGraph"
+            } else {
+                "reconcileV1"
+            }] = json!({"purchases": r.purchases, "lines": r.lines, "matched": r.matched, "seconds": r.seconds, "linesPerSecond": rate, "peakRssMb": r.peak_rss_mb, "startRssMb": r.start_rss_mb, "setupSeconds": r.setup_seconds});
+        }
     }
     let (_, peak) = run::rss_mb();
     out["peakRssMb"] = json!(peak);

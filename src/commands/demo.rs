@@ -133,6 +133,7 @@ pub async fn run(args: &DemoArgs) -> Result<Exit, Failed> {
     // class for every purchase, as in production.
     config.budgets = pcsaga_purchase::budgets::default_budgets();
     config.tenant = client.tenant().to_owned();
+    let billing_client = client.clone();
     let engine = Engine::new(
         PurchaseWorkflow::new(client),
         store,
@@ -225,8 +226,24 @@ pub async fn run(args: &DemoArgs) -> Result<Exit, Failed> {
         }
     }
 
-    let ledger = sim.ledger();
     let sagas = engine.list(&ListFilter::default()).await?;
+    let succeeded = sagas
+        .iter()
+        .filter(|s| s.status == SagaStatus::Succeeded)
+        .count() as u64;
+    // Billing: the simulator closes the month at once; a reconciliation run finds every
+    // purchase on the invoice.
+    say!("  billing: closing the period in the simulator and reconciling the invoice...");
+    let billing = reconcile(
+        &sim,
+        &db,
+        engine.store().clone(),
+        billing_client,
+        args.speedup,
+    )
+    .await?;
+    let matched: u64 = billing.1.rows.iter().map(|r| r.matched).sum();
+    let ledger = sim.ledger();
     let mut table = Table::new(&[
         "PURCHASE",
         "ITEMS",
@@ -281,11 +298,18 @@ pub async fn run(args: &DemoArgs) -> Result<Exit, Failed> {
                          "orders": orders, "entitlements": entitlements, "attempts": saga.total_attempts,
                          "durationMs": duration.as_millis() as u64, "lastError": saga.last_error}));
     }
+    if matched != succeeded || billing.1.problems() > 0 {
+        mismatches.push(format!(
+            "billing: {matched} of {succeeded} succeeded purchases matched on invoice(s) {}, {} problem(s)",
+            billing.0,
+            billing.1.problems()
+        ));
+    }
     let checked_out = ledger.checkouts.len();
     let calls: u32 = ledger.checkouts.iter().map(|c| c.calls).sum();
     if args.json {
         print_json(
-            &json!({"database": db, "purchases": rows, "ledger": {"cartsCheckedOut": checked_out, "checkoutCalls": calls, "orders": ledger.orders.len()}, "mismatches": mismatches}),
+            &json!({"database": db, "purchases": rows, "ledger": {"cartsCheckedOut": checked_out, "checkoutCalls": calls, "orders": ledger.orders.len()}, "billing": {"invoice": billing.0, "report": billing.1}, "mismatches": mismatches}),
         );
     } else {
         let mut out = format!("\n{}\n", table.render());
@@ -296,6 +320,12 @@ pub async fn run(args: &DemoArgs) -> Result<Exit, Failed> {
         // The commands below run as printed after `cargo run --release -- demo`.
         let bin = "./target/release/pcsaga";
         let db = db.display();
+        out.push_str(&format!(
+            "billing: invoice(s) {} closed; reconciliation read them through the Graph export: {matched} of {succeeded} purchases matched, {} exception(s)\n  {bin} --db {db} reconcile --report {}\n  {bin} --db {db} list --billing matched\n",
+            billing.0,
+            billing.1.exceptions.len(),
+            billing.2
+        ));
         for (name, id, error) in &failed_ids {
             let expected = if *name == "restricted-region" {
                 " (expected: the demo's simulator restricts japanwest, and pcsaga refuses before any cart, so nothing was bought)"
@@ -328,4 +358,98 @@ pub async fn run(args: &DemoArgs) -> Result<Exit, Failed> {
         return Ok(Exit::DemoMismatch);
     }
     Ok(Exit::Ok)
+}
+
+/// Closes the simulator's billing period and runs one reconciliation of the current month (its
+/// invoices, one per currency), in this process: (invoices, report, run id).
+async fn reconcile(
+    sim: &Simulator,
+    db: &std::path::Path,
+    store: pcsaga_engine::SqliteStore,
+    client: pcsaga_partner_center::Client,
+    speedup: f64,
+) -> Result<(String, pcsaga_billing::Report, String), Failed> {
+    let invoices = sim.close_billing_period();
+    if invoices.is_empty() {
+        return Err(Failed::new(
+            Exit::DemoMismatch,
+            anyhow::anyhow!("the simulator made no invoice"),
+        ));
+    }
+    let invoice = invoices.join(", ");
+    let ledger = pcsaga_billing::Ledger::open(db)
+        .await
+        .map_err(|e| Failed::new(Exit::Database, e))?;
+    let workflow = pcsaga_billing::ReconcileWorkflow::new(
+        client,
+        ledger.clone(),
+        pcsaga_billing::BillingSettings::default(),
+        Arc::new(SystemClock),
+    );
+    let policies = pcsaga_engine::Policies::parse(
+        crate::app::RECONCILE_POLICIES,
+        pcsaga_engine::Workflow::name(&workflow),
+        &pcsaga_engine::Workflow::states(&workflow),
+        |s, p| pcsaga_engine::Workflow::validate_policy(&workflow, s, p),
+    )
+    .map_err(|e| Failed::new(Exit::Failure, e))?
+    .scaled(speedup.max(30.0));
+    let mut config = EngineConfig::new(crate::app::owner_name("demo-billing"));
+    config.idle_poll = Duration::from_millis(100);
+    config.budgets = vec![pcsaga_engine::ClassBudget {
+        name: pcsaga_billing::workflow::BILLING_CLASS.to_owned(),
+        per_minute: 60,
+    }];
+    let engine = Engine::new(
+        workflow,
+        store.clone(),
+        policies,
+        Arc::new(SystemClock),
+        config,
+    );
+    let run = engine
+        .submit(
+            "demo",
+            String::new(),
+            // This month: every invoice the close made (one per currency) and what is unbilled.
+            &pcsaga_billing::RunContext::new(pcsaga_billing::PeriodSpec::Current),
+            None,
+        )
+        .await?
+        .saga
+        .id;
+    let (stop, stopped) = watch::channel(false);
+    let runner = {
+        let engine = engine.clone();
+        tokio::spawn(async move { engine.run(stopped).await })
+    };
+    let started = std::time::Instant::now();
+    let saga = loop {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let saga = pcsaga_engine::Store::get(&store, &run)
+            .await?
+            .ok_or_else(|| Failed::new(Exit::Failure, anyhow::anyhow!("run {run} vanished")))?;
+        if saga.status != SagaStatus::Active || started.elapsed() > DEMO_DEADLINE {
+            break saga;
+        }
+    };
+    let _ = stop.send(true);
+    let _ = runner.await;
+    if saga.status != SagaStatus::Succeeded {
+        return Err(Failed::new(
+            Exit::DemoMismatch,
+            anyhow::anyhow!(
+                "the reconciliation run ended {} in {}: {}",
+                saga.status,
+                saga.state,
+                saga.last_error.unwrap_or_default()
+            ),
+        ));
+    }
+    let report = ledger
+        .report(&run)
+        .await
+        .map_err(|e| Failed::new(Exit::Database, e))?
+        .ok_or_else(|| Failed::new(Exit::Failure, anyhow::anyhow!("run {run} has no report")))?;
+    Ok((invoice, report, run))
 }

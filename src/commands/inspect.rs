@@ -345,6 +345,11 @@ pub async fn show(global: &Global, args: &ShowArgs, file: &FileConfig) -> Result
         out["context"] = serde_json::from_str(&saga.context).unwrap_or(Value::Null);
         out["history"] = serde_json::to_value(&history).unwrap_or(Value::Null);
         out["next"] = json!(next_steps(global, &saga, context.as_ref()));
+        if let Ok(ledger) = pcsaga_billing::Ledger::open_read_only(&path).await {
+            if let Ok(status) = ledger.status_of(&saga.id).await {
+                out["billing"] = serde_json::to_value(status).unwrap_or(Value::Null);
+            }
+        }
         print_json(&out);
         return Ok(Exit::Ok);
     }
@@ -568,8 +573,18 @@ pub async fn status(global: &Global, json_out: bool, file: &FileConfig) -> Resul
     let (store, path) =
         crate::app::open(global.db.as_deref(), file, crate::app::Open::ReadOnly).await?;
     let now = Utc::now();
-    let counts = pcsaga_engine::Store::count_by_status(&store).await?;
-    let active = pcsaga_engine::Store::count_active_by_state(&store, now).await?;
+    let purchases = pcsaga_engine::Store::scoped(&store, pcsaga_purchase::WORKFLOW_NAME);
+    let counts = pcsaga_engine::Store::count_by_status(&purchases).await?;
+    let active = pcsaga_engine::Store::count_active_by_state(&purchases, now).await?;
+    let runs = pcsaga_engine::Store::list(
+        &store,
+        &ListFilter {
+            workflow: Some(pcsaga_billing::WORKFLOW_NAME.to_owned()),
+            limit: 1,
+            ..ListFilter::default()
+        },
+    )
+    .await?;
     let snapshot = store.status_snapshot(now, STATUS_RECENT_ROWS).await?;
     let daemons = store.daemons().await?;
     let alive: Vec<&pcsaga_engine::DaemonRow> = daemons
@@ -591,6 +606,7 @@ pub async fn status(global: &Global, json_out: bool, file: &FileConfig) -> Resul
             "waitingOnThrottling": snapshot.throttled,
             "heldForCredentials": snapshot.held,
             "recentErrorsByClass": snapshot.recent_errors,
+            "lastReconciliation": runs.first().map(|r| json!({"id": r.id, "status": r.status, "state": r.state, "createdAt": r.created_at, "updatedAt": r.updated_at})),
         }));
         return Ok(Exit::Ok);
     }
@@ -631,6 +647,16 @@ pub async fn status(global: &Global, json_out: bool, file: &FileConfig) -> Resul
         if let Some((n, due)) = active.get(*state) {
             out.push_str(&format!("  {state:<24} {n} active, {due} due now\n"));
         }
+    }
+    match runs.first() {
+        Some(run) => out.push_str(&format!(
+            "billing       last reconciliation run {} {} (started {}); `pcsaga reconcile --report {}`\n",
+            run.id,
+            if run.status == SagaStatus::Active { format!("running, in {}", run.state) } else { run.status.to_string() },
+            when(run.created_at),
+            run.id
+        )),
+        None => out.push_str("billing       never reconciled: `pcsaga reconcile`\n"),
     }
     match &snapshot.oldest_due {
         Some((id, at)) => out.push_str(&format!(

@@ -303,7 +303,11 @@ async fn a_truncated_export_file_proves_nothing_and_stops_nothing() {
     let (code, report) = reconcile(&battery, V2, &["--period", &invoices[0]]).await;
     assert_eq!(code, Some(7), "{report:#}");
     let (purchases, matched, _) = totals(&report);
-    assert_eq!(purchases, 5, "{report:#}");
+    assert_eq!(
+        (purchases, matched),
+        (5, 0),
+        "nothing matches from a cut file: {report:#}"
+    );
     // A file cut short: what it held before the cut may be read, but nothing on that invoice
     // is final, no purchase is called missing, and the source is reported.
     assert!(
@@ -397,6 +401,166 @@ async fn a_run_killed_mid_export_resumes_and_reports_the_same() {
     assert_eq!(resumed, fresh);
     // File 1 was read twice (before and after the crash), and counted once.
     assert_eq!(totals(&fresh), (5, 5, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_sigkilled_while_reading_files_is_finished_by_a_daemon_with_nothing_counted_twice() {
+    let mut config = SimConfig::default();
+    config.billing.graph_lines_per_blob = 1;
+    let battery = bought(config, &book("kill")).await;
+    // Each file's manifest read takes 300 ms: time to kill the run between files.
+    battery
+        .sim
+        .set_faults(pcsaga_simulator::FaultPlan {
+            seed: 1,
+            rules: vec![pcsaga_simulator::FaultRule {
+                endpoint: "export_manifest".into(),
+                probability: 1.0,
+                after: 0,
+                limit: None,
+                fault: pcsaga_simulator::Fault::Latency {
+                    min_ms: 300,
+                    max_ms: 300,
+                },
+            }],
+        })
+        .expect("faults");
+    let invoices = battery.sim.close_billing_period();
+    let policies = battery.env.write("reconcile.toml", FAST_RECONCILE);
+    let file = battery.env.write("billing.toml", V2);
+    let mut command = battery.env.pcsaga(Some(&battery.sim));
+    command
+        .env("PCSAGA_CONFIG", &file)
+        .env("PCSAGA_RECONCILE_WORKFLOW", &policies)
+        .args(["reconcile", "--period", &invoices[0]])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let mut child = command.spawn().expect("reconcile starts");
+    // SIGKILL once a file was staged and more remain.
+    let run = loop {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let runs = pcsaga_engine::Store::list(
+            &battery.store,
+            &pcsaga_engine::ListFilter {
+                workflow: Some(pcsaga_billing::WORKFLOW_NAME.to_owned()),
+                ..pcsaga_engine::ListFilter::default()
+            },
+        )
+        .await
+        .expect("list");
+        if let Some(run) = runs.first() {
+            let context: Value = serde_json::from_str(&run.context).expect("context");
+            let file = context["sources"][0]["file"].as_u64().unwrap_or(0);
+            if run.state == "Reading" && (1..4).contains(&file) {
+                break run.id.clone();
+            }
+        }
+        assert!(
+            child.try_wait().expect("wait").is_none(),
+            "the run ended before it was killed"
+        );
+    };
+    child.kill().expect("SIGKILL");
+    let _ = child.wait();
+    let killed = pcsaga_engine::Store::get(&battery.store, &run)
+        .await
+        .expect("get")
+        .expect("the run");
+    assert_eq!(
+        killed.status,
+        pcsaga_engine::SagaStatus::Active,
+        "left mid-export"
+    );
+    let mut daemon = battery.env.pcsaga(Some(&battery.sim));
+    daemon
+        .env("PCSAGA_CONFIG", &file)
+        .env("PCSAGA_RECONCILE_WORKFLOW", &policies)
+        .args(["daemon", "--exit-when-idle"]);
+    let ran = support::run_async(daemon).await;
+    assert!(ran.status.success(), "{}", support::stderr(&ran));
+    let report = support::json(&support::run(battery.env.pcsaga(None).args([
+        "reconcile",
+        "--report",
+        &run,
+        "--json",
+    ])));
+    assert_eq!(totals(&report), (5, 5, 0), "{report:#}");
+    // Every file was read, the ones before the kill possibly twice, and no line counts twice.
+    let files = battery
+        .sim
+        .requests()
+        .iter()
+        .filter(|r| r.endpoint == "export_manifest")
+        .count();
+    assert!(files >= 5, "{files} manifest reads for 5 files");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_reconciles_on_its_schedule_once_per_interval() {
+    let battery = bought(SimConfig::default(), &book("sched")[..1]).await;
+    let policies = battery.env.write("reconcile.toml", FAST_RECONCILE);
+    let start = |name: &str| {
+        let mut command = battery.env.pcsaga(Some(&battery.sim));
+        command
+            .env("PCSAGA_RECONCILE_EVERY_H", "24")
+            .env("PCSAGA_RECONCILE_WORKFLOW", &policies)
+            .arg("daemon")
+            .stdout(battery.env.log(&format!("{name}.out")))
+            .stderr(battery.env.log(&format!("{name}.err")));
+        command.spawn().expect("daemon")
+    };
+    // Two daemons on one database: each interval's runs are started once between them.
+    let mut first = start("sched-1");
+    let mut second = start("sched-2");
+    let runs = loop {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let runs = pcsaga_engine::Store::list(
+            &battery.store,
+            &pcsaga_engine::ListFilter {
+                workflow: Some(pcsaga_billing::WORKFLOW_NAME.to_owned()),
+                ..pcsaga_engine::ListFilter::default()
+            },
+        )
+        .await
+        .expect("list");
+        if runs.len() == 2
+            && runs
+                .iter()
+                .all(|r| r.status == pcsaga_engine::SagaStatus::Succeeded)
+        {
+            break runs;
+        }
+    };
+    assert!(support::sigterm(&mut first).await.success());
+    assert!(support::sigterm(&mut second).await.success());
+    let mut keys: Vec<String> = runs
+        .iter()
+        .map(|r| {
+            r.idempotency_key
+                .rsplit(':')
+                .next()
+                .unwrap_or("")
+                .to_owned()
+        })
+        .collect();
+    keys.sort();
+    assert_eq!(keys, ["current", "previous"]);
+    let status = support::stdout(&support::run(battery.env.pcsaga(None).arg("status")));
+    assert!(
+        status.contains("billing       last reconciliation run"),
+        "{status}"
+    );
+    let matched = support::json(&support::run(battery.env.pcsaga(None).args([
+        "list",
+        "--billing",
+        "matched",
+        "--json",
+    ])));
+    assert_eq!(
+        matched.as_array().map(Vec::len),
+        Some(1),
+        "the current month's run matched the purchase"
+    );
 }
 
 /// The report of the one reconciliation run that succeeded before the fresh one.

@@ -237,7 +237,7 @@ pub fn classify(
             bad_by_id.entry(order).or_default().push(b);
         }
     }
-    let mut joined_any: BTreeSet<(String, i64)> = BTreeSet::new();
+    let mut joined_any = vec![false; lines.len()];
     let mut verdicts = Verdicts::default();
     for purchase in purchases {
         let mut orders = Vec::new();
@@ -251,19 +251,15 @@ pub fn classify(
                 .collect();
             candidates.sort_unstable();
             candidates.dedup();
-            let all: Vec<&StagedLine> = candidates
-                .into_iter()
-                .map(|i| &lines[i])
-                .filter(|l| {
-                    l.line
-                        .customer_id
-                        .eq_ignore_ascii_case(&purchase.customer_id)
-                        && l.line.joins(&order.id, order.alternate_id.as_deref())
-                })
-                .collect();
-            for l in &all {
-                joined_any.insert((l.source.clone(), l.seq));
+            candidates.retain(|i| {
+                let l = &lines[*i].line;
+                l.customer_id.eq_ignore_ascii_case(&purchase.customer_id)
+                    && l.joins(&order.id, order.alternate_id.as_deref())
+            });
+            for i in &candidates {
+                joined_any[*i] = true;
             }
+            let all: Vec<&StagedLine> = candidates.into_iter().map(|i| &lines[i]).collect();
             // Billed lines supersede unbilled ones: an earlier run's unbilled snapshot may
             // still hold the lines the invoice now carries.
             let invoiced = all.iter().any(|l| billed(l));
@@ -376,6 +372,21 @@ fn order_verdict(
     }
     if lines.is_empty() {
         return absent(order, sources, now, timing, verdict);
+    }
+    // Lines from a source not read to its end prove nothing: the rest may hold more of them.
+    if let Some(cut) = lines
+        .iter()
+        .find_map(|l| sources.iter().find(|s| s.key == l.source && !s.complete))
+    {
+        return verdict(
+            BillingStatus::Pending,
+            format!(
+                "order {}: {} could not be read to its end ({}), so its lines there prove nothing yet; the next run reads it again",
+                order.id,
+                cut.key,
+                cut.problem.as_deref().unwrap_or("no reason recorded")
+            ),
+        );
     }
     // Currency (§13.3).
     if let Some(expected) = order.currency.as_deref() {
@@ -609,7 +620,7 @@ fn absent(
 fn unexpected(
     purchases: &[PurchaseFacts],
     lines: &[StagedLine],
-    joined: &BTreeSet<(String, i64)>,
+    joined: &[bool],
 ) -> Vec<Unexpected> {
     let managed: BTreeSet<String> = purchases
         .iter()
@@ -629,8 +640,8 @@ fn unexpected(
             .push(p);
     }
     let mut out = Vec::new();
-    for l in lines {
-        if joined.contains(&(l.source.clone(), l.seq))
+    for (i, l) in lines.iter().enumerate() {
+        if joined[i]
             || !managed.contains(&l.line.customer_id.to_ascii_lowercase())
             || (l.line.invoice_number.is_none() && billed_keys.contains(&charge_key(&l.line)))
         {

@@ -18,8 +18,8 @@ use crate::classify::{
 use crate::report::Report;
 use crate::Error;
 
-/// Lines written per transaction (a page is at most 2000).
-const STAGE_CHUNK: usize = 2000;
+/// Lines per INSERT statement when staging (8 values each, well under SQLite's 32766).
+const ROWS_PER_INSERT: usize = 200;
 
 /// The billing tables of one database file. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -84,10 +84,24 @@ impl Ledger {
         first_seq: i64,
         lines: &[Result<BillingLine, BadLine>],
     ) -> Result<(), Error> {
-        for (chunk_index, chunk) in lines.chunks(STAGE_CHUNK).enumerate() {
-            let mut tx = self.pool.begin().await.map_err(db)?;
+        // One transaction per page; rows go in statements of ROWS_PER_INSERT (one round trip
+        // to SQLite for each, not one per line).
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        for (chunk_index, chunk) in lines.chunks(ROWS_PER_INSERT).enumerate() {
+            let mut sql = String::from(
+                "INSERT OR REPLACE INTO billing_lines \
+                 (source, run_id, seq, order_id, alternate_id, customer_id, bad, line) VALUES ",
+            );
+            for i in 0..chunk.len() {
+                sql.push_str(if i == 0 {
+                    "(?, ?, ?, ?, ?, ?, ?, ?)"
+                } else {
+                    ", (?, ?, ?, ?, ?, ?, ?, ?)"
+                });
+            }
+            let mut query = sqlx::query(&sql);
             for (i, line) in chunk.iter().enumerate() {
-                let seq = first_seq + (chunk_index * STAGE_CHUNK + i) as i64;
+                let seq = first_seq + (chunk_index * ROWS_PER_INSERT + i) as i64;
                 let (order, alternate, customer, bad, json) = match line {
                     Ok(l) => (
                         Some(l.order_id.clone()),
@@ -105,25 +119,19 @@ impl Ledger {
                     ),
                 };
                 let json = json.map_err(|e| Error::Database(format!("encoding a line: {e}")))?;
-                sqlx::query(
-                    "INSERT OR REPLACE INTO billing_lines \
-                     (source, run_id, seq, order_id, alternate_id, customer_id, bad, line) \
-                     VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                )
-                .bind(source)
-                .bind(run)
-                .bind(seq)
-                .bind(order)
-                .bind(alternate)
-                .bind(customer)
-                .bind(bad)
-                .bind(json)
-                .execute(&mut *tx)
-                .await
-                .map_err(db)?;
+                query = query
+                    .bind(source)
+                    .bind(run)
+                    .bind(seq)
+                    .bind(order)
+                    .bind(alternate)
+                    .bind(customer)
+                    .bind(bad)
+                    .bind(json);
             }
-            tx.commit().await.map_err(db)?;
+            query.execute(&mut *tx).await.map_err(db)?;
         }
+        tx.commit().await.map_err(db)?;
         Ok(())
     }
 
@@ -255,17 +263,19 @@ impl Ledger {
                     serde_json::from_str(&facts).ok()
                 })
                 .collect();
-        let rows = sqlx::query(
+        // Streamed: rows are decoded one at a time, never all held as text.
+        let mut rows = sqlx::query(
             "SELECT l.source, l.seq, l.bad, l.line FROM billing_lines l \
              JOIN billing_sources s ON s.source = l.source AND s.run_id = l.run_id \
              ORDER BY l.source, l.seq",
         )
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db)?;
+        .fetch(&self.pool);
         let mut good = Vec::new();
         let mut bad = Vec::new();
-        for row in rows {
+        while let Some(row) = futures_util::TryStreamExt::try_next(&mut rows)
+            .await
+            .map_err(db)?
+        {
             let source: String = row.try_get("source").map_err(db)?;
             let seq: i64 = row.try_get("seq").map_err(db)?;
             let is_bad: Option<String> = row.try_get("bad").map_err(db)?;

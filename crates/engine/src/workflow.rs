@@ -273,7 +273,9 @@ pub trait Workflow: Send + Sync + 'static {
         now: DateTime<Utc>,
     ) -> Plan<Self::Effect, Self::State, Self::Context>;
 
-    /// Performs a call. Must not touch the database and must not panic on outside input.
+    /// Performs a call. Must not touch the saga tables (the engine's; a workflow may keep tables
+    /// of its own, as billing reconciliation stages the lines it reads) and must not panic on
+    /// outside input.
     fn execute(
         &self,
         saga: &SagaView<Self::State, Self::Context>,

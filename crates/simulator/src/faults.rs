@@ -34,6 +34,17 @@ pub const ENDPOINTS: &[&str] = &[
     "list_entitlements",
     "artifact_details",
     "cancel_order",
+    "account_balance",
+    "invoice_summaries",
+    "list_invoices",
+    "get_invoice",
+    "invoice_lines",
+    "unbilled_lines",
+    "invoice_statement",
+    "billed_export",
+    "unbilled_export",
+    "export_operation",
+    "export_manifest",
 ];
 
 /// The faults to inject.

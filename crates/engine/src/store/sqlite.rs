@@ -1582,7 +1582,12 @@ impl Store for SqliteStore {
     }
 
     async fn count_by_status(&self) -> Result<BTreeMap<SagaStatus, u64>, StoreError> {
-        let rows = sqlx::query("SELECT status, COUNT(*) FROM sagas GROUP BY status")
+        let sql = match self.scope {
+            Some(_) => "SELECT status, COUNT(*) FROM sagas WHERE workflow = ?1 GROUP BY status",
+            None => "SELECT status, COUNT(*) FROM sagas WHERE ?1 = ?1 GROUP BY status",
+        };
+        let rows = sqlx::query(sql)
+            .bind(self.scope.as_deref().unwrap_or(""))
             .fetch_all(&self.readers)
             .await
             .map_err(db_error)?;
@@ -1601,14 +1606,21 @@ impl Store for SqliteStore {
         &self,
         now: DateTime<Utc>,
     ) -> Result<BTreeMap<String, (u64, u64)>, StoreError> {
-        let rows = sqlx::query(
+        let scoped = if self.scope.is_some() {
+            "AND workflow = ?2"
+        } else {
+            "AND ?2 = ?2"
+        };
+        let sql = format!(
             "SELECT state, COUNT(*), SUM(CASE WHEN next_run_at <= ?1 THEN 1 ELSE 0 END) \
-             FROM sagas WHERE status = 'active' GROUP BY state",
-        )
-        .bind(to_millis(now))
-        .fetch_all(&self.readers)
-        .await
-        .map_err(db_error)?;
+             FROM sagas WHERE status = 'active' {scoped} GROUP BY state"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(to_millis(now))
+            .bind(self.scope.as_deref().unwrap_or(""))
+            .fetch_all(&self.readers)
+            .await
+            .map_err(db_error)?;
         let mut out = BTreeMap::new();
         for row in rows {
             let state: String = row.try_get(0).map_err(db_error)?;
