@@ -24,6 +24,16 @@
 //!   is checked out at most once); 409/800060 stays `InFlight`.
 //! - Addendum 29: `referenceCustomerId` is always sent, equal to the path's customer.
 //! - Main ambiguity 9: `renewsTo` is sent as one object.
+//! - Billing (addendum E22-E29, `billing/`): money is `rust_decimal`, read from the number's text
+//!   or a numeric string; `0001-01-01T00:00:00` reads as no date; invoice URLs are built from
+//!   the id (34, 50); one-time lines page by `MS-ContinuationToken` on a rebuilt URL, never
+//!   `links.next.uri`, ending on no token or an empty page, never with `offset` (36); E24 pages
+//!   by `links.next`, or once more at the next offset after a full page; the statement is asked
+//!   for as `application/pdf` and must start with `%PDF-` (48); the Graph export always asks
+//!   `attributeSet = full`, reads the operation by `@odata.type` (`completed` and `succeeded`
+//!   both done), takes `resourceLocation` as a link or an embedded manifest (42), detects gzip by
+//!   its magic bytes (44), reads keys in any case and `Total` or `TotalForCustomer` (43), never
+//!   logs or stores the SAS; a blob host is sent no token.
 
 pub mod auth;
 pub mod billing;

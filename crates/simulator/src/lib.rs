@@ -1,5 +1,6 @@
 //! A Partner Center simulator: the REST API of `shared/partner-center-api.md` (calls E1-E20,
-//! E21 of its billing and orders addendum, and the Entra ID token endpoint) on a local port, with fault injection and a purchase ledger.
+//! E21-E29 of its billing and orders addendum, and the Entra ID token endpoint) on a local port,
+//! with fault injection, a purchase ledger and a billing ledger.
 //!
 //! It is a product feature, like stripe-mock: the demo, the tests, the benchmarks and users'
 //! own integration tests run against it. It is written from the spec, independently of the
@@ -27,6 +28,15 @@
 //! - 11: status values are written in the spec examples' casing (`Registered`, `Active`, ...).
 //! - 12: order and entitlement lists page with `links.next` (`page_size`).
 //! - 18: provisioning status, entitlements and artifact details answer 403 to app-only tokens.
+//! - Billing (addendum §14, `billing.rs`): lines are made lazily from the order ledger on each
+//!   billing call, deterministically; one invoice per (currency, month); the price list is a
+//!   fixed function of product and SKU in USD, with EUR 0.92 and GBP 0.79 exchange rates and no
+//!   tax; E23, E25 and E28 answer app-only tokens 401 (code 400); a Graph token (resource
+//!   `https://graph.microsoft.com`) is good only under `/graph/v1.0` and a Partner Center token
+//!   only under `/v1`; export files are served under `/sim-blob/` to a SAS signed with an HMAC
+//!   of the path and the expiry (1 h); a continuation token is base64url of the query and the
+//!   next offset, refused (400/800002) for another query; the invoice calls are the `billing`
+//!   throttle class.
 
 pub mod billing;
 mod catalog;

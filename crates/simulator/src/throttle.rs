@@ -72,6 +72,10 @@ pub fn class_of(endpoint: &str) -> Option<&'static str> {
         "checkout" | "create_order" | "list_orders" | "cancel_order" => "checkout",
         "get_order" | "provisioning_status" => "order_reads",
         "list_entitlements" | "artifact_details" => "entitlements",
+        // Addendum §5.6: the invoice calls are throttleable too (Graph's export is not
+        // Partner Center's and has limits of its own, not simulated).
+        "account_balance" | "invoice_summaries" | "list_invoices" | "get_invoice"
+        | "invoice_lines" | "unbilled_lines" | "invoice_statement" => "billing",
         _ => return None,
     })
 }

@@ -547,6 +547,11 @@ fn example_sim_config_loads() {
         pcsaga_simulator::throttle::ThrottleConfig::default(),
         "the example shows the throttle's defaults"
     );
+    assert_eq!(
+        config.billing.invoice_day, 8,
+        "the example shows the billing defaults"
+    );
+    assert_eq!(config.billing.graph_lines_per_blob, 2000);
 }
 
 /// Throttling: a class over its tenant budget gets Partner Center's 429 (its own body,
