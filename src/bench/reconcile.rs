@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use pcsaga_billing::{BillingSettings, Ledger, Month, PeriodSpec, ReconcileWorkflow, RunContext};
-use pcsaga_engine::{Engine, EngineConfig, Policies, SagaStatus, Store, SystemClock, Workflow};
+use pcsaga_engine::{Engine, EngineConfig, Policies, SagaStatus, SystemClock, Workflow};
 use pcsaga_partner_center::models::{NewOrder, NewOrderLineItem};
 use pcsaga_partner_center::{CorrelationId, RequestId};
 use pcsaga_purchase::context::OrderState;
@@ -183,25 +183,9 @@ pub async fn reconcile(
         .await?
         .saga
         .id;
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let runner = {
-        let engine = engine.clone();
-        tokio::spawn(async move { engine.run(stopped).await })
-    };
-    let saga = loop {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        let saga = store
-            .get(&run)
-            .await?
-            .ok_or_else(|| anyhow::anyhow!("the run vanished"))?;
-        if saga.status != SagaStatus::Active {
-            break saga;
-        }
-    };
+    let saga = pcsaga_billing::drive(&engine, &run, Duration::from_secs(3600), |_| {}).await?;
     let seconds = started.elapsed().as_secs_f64();
     let (_, peak_rss_mb) = super::run::rss_mb();
-    let _ = stop.send(true);
-    let _ = runner.await;
     if saga.status != SagaStatus::Succeeded {
         anyhow::bail!(
             "the reconciliation run ended {}: {:?}",

@@ -6,15 +6,18 @@ use std::path::Path;
 use std::time::Duration;
 
 use pcsaga_billing::{PeriodSpec, Report, RunContext};
-use pcsaga_engine::{SagaStatus, Store};
+use pcsaga_engine::SagaStatus;
 use pcsaga_partner_center::CorrelationId;
 use serde_json::json;
-use tokio::sync::watch;
 
 use crate::cli::{BillingCommand, Global, ReconcileArgs};
 use crate::config::{ConfigError, FileConfig};
 use crate::exit::{Exit, Failed};
 use crate::output::{print, print_json, Table};
+
+/// How long `reconcile` drives a run before leaving it to a daemon (a Graph export may take
+/// hours, addendum E29.2).
+const RUN_DEADLINE: Duration = Duration::from_secs(6 * 3600);
 
 /// Exit code of `reconcile` when the report lists exceptions or unreadable lines.
 const EXCEPTIONS: Exit = Exit::Partial;
@@ -214,20 +217,8 @@ pub async fn reconcile(
         return Ok(Exit::Ok);
     }
     say!("reconciliation run {run}: period {}", args.period);
-    let (stop, stopped) = watch::channel(false);
-    let runner = {
-        let engine = engine.clone();
-        tokio::spawn(async move { engine.run(stopped).await })
-    };
     let mut last = String::new();
-    let saga = loop {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        let saga = store.get(&run).await?.ok_or_else(|| {
-            Failed::new(
-                Exit::Failure,
-                anyhow::anyhow!("run {run} vanished from the database"),
-            )
-        })?;
+    let saga = pcsaga_billing::drive(&engine, &run, RUN_DEADLINE, |saga| {
         let now = format!(
             "{} {}",
             saga.state,
@@ -244,15 +235,11 @@ pub async fn reconcile(
             );
             last = now;
         }
-        if saga.status != SagaStatus::Active {
-            break saga;
-        }
-        if runner.is_finished() {
-            return Err(Failed::new(Exit::Failure, anyhow::anyhow!("the reconciliation engine stopped before run {run} finished; `pcsaga{db} reconcile --report {run}` once a daemon finished it")));
-        }
-    };
-    let _ = stop.send(true);
-    let _ = runner.await;
+    })
+    .await?;
+    if saga.status == SagaStatus::Active {
+        return Err(Failed::new(Exit::Failure, anyhow::anyhow!("reconciliation run {run} is still running ({}, {}); a daemon finishes it: `pcsaga{db} reconcile --report {run}` then", saga.state, saga.wait_reason.as_deref().unwrap_or("working"))));
+    }
     if saga.status != SagaStatus::Succeeded {
         return Err(Failed::new(
             Exit::Failure,

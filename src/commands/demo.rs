@@ -418,23 +418,7 @@ async fn reconcile(
         .await?
         .saga
         .id;
-    let (stop, stopped) = watch::channel(false);
-    let runner = {
-        let engine = engine.clone();
-        tokio::spawn(async move { engine.run(stopped).await })
-    };
-    let started = std::time::Instant::now();
-    let saga = loop {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        let saga = pcsaga_engine::Store::get(&store, &run)
-            .await?
-            .ok_or_else(|| Failed::new(Exit::Failure, anyhow::anyhow!("run {run} vanished")))?;
-        if saga.status != SagaStatus::Active || started.elapsed() > DEMO_DEADLINE {
-            break saga;
-        }
-    };
-    let _ = stop.send(true);
-    let _ = runner.await;
+    let saga = pcsaga_billing::drive(&engine, &run, DEMO_DEADLINE, |_| {}).await?;
     if saga.status != SagaStatus::Succeeded {
         return Err(Failed::new(
             Exit::DemoMismatch,

@@ -76,20 +76,46 @@ async fn bought(config: SimConfig, requests: &[Value]) -> Battery {
 
 /// `pcsaga reconcile` with the given extra configuration; (exit code, report JSON).
 async fn reconcile(battery: &Battery, config: &str, args: &[&str]) -> (Option<i32>, Value) {
-    let policies = battery.env.write("reconcile.toml", FAST_RECONCILE);
-    let file = battery.env.write("billing.toml", config);
-    let mut command = battery.env.pcsaga(Some(&battery.sim));
-    command
-        .env("PCSAGA_CONFIG", &file)
-        .env("PCSAGA_RECONCILE_WORKFLOW", &policies)
-        .arg("reconcile")
-        .args(args)
-        .arg("--json");
+    let mut command = billing_command(battery, config);
+    command.arg("reconcile").args(args).arg("--json");
     let output = support::run_async(command).await;
     let stderr = support::stderr(&output);
     let report: Value = serde_json::from_str(&support::stdout(&output))
         .unwrap_or_else(|e| panic!("no report ({e}); stderr:\n{stderr}"));
     (output.status.code(), report)
+}
+
+/// A `pcsaga` command against the battery's simulator with the billing configuration `config`
+/// and the fast reconciliation policies.
+fn billing_command(battery: &Battery, config: &str) -> std::process::Command {
+    let policies = battery.env.write("reconcile.toml", FAST_RECONCILE);
+    let file = battery.env.write("billing.toml", config);
+    let mut command = battery.env.pcsaga(Some(&battery.sim));
+    command
+        .env("PCSAGA_CONFIG", &file)
+        .env("PCSAGA_RECONCILE_WORKFLOW", &policies);
+    command
+}
+
+/// A daemon runs until nothing is active: it takes over a run left behind after its lease.
+async fn daemon_finishes(battery: &Battery, config: &str) {
+    let mut daemon = billing_command(battery, config);
+    daemon.args(["daemon", "--exit-when-idle"]);
+    let ran = support::run_async(daemon).await;
+    assert!(ran.status.success(), "{}", support::stderr(&ran));
+}
+
+/// The reconciliation runs in the database, newest first.
+async fn runs(battery: &Battery) -> Vec<pcsaga_engine::SagaRecord> {
+    pcsaga_engine::Store::list(
+        &battery.store,
+        &pcsaga_engine::ListFilter {
+            workflow: Some(pcsaga_billing::WORKFLOW_NAME.to_owned()),
+            ..pcsaga_engine::ListFilter::default()
+        },
+    )
+    .await
+    .expect("list")
 }
 
 /// Purchase id → its first order id, by idempotency key.
@@ -144,16 +170,23 @@ fn totals(report: &Value) -> (u64, u64, u64) {
 async fn every_purchase_is_matched_once_through_v1_and_the_export() {
     let requests = book("ok");
     let battery = bought(SimConfig::default(), &requests).await;
-    // Before the period closes the lines are unbilled (E27): matched, not final.
-    let (code, report) = reconcile(&battery, V1, &["--period", "current"]).await;
-    assert_eq!(code, Some(0), "{report:#}");
-    assert_eq!(totals(&report), (5, 5, 0), "{report:#}");
-    assert_eq!(
-        report["sources"],
-        serde_json::json!([
-            "unbilled:USD:".to_owned() + &chrono::Utc::now().format("%Y-%m").to_string()
-        ])
-    );
+    // Before the period closes the lines are unbilled: matched, not final; through E27 and
+    // through the Graph's unbilled export (E29.5).
+    let unbilled = format!("unbilled:USD:{}", chrono::Utc::now().format("%Y-%m"));
+    for (label, config) in [
+        ("E27", V1),
+        ("E29.5", "[billing]\nunbilled_via_graph = true\n"),
+    ] {
+        let (code, report) = reconcile(&battery, config, &["--period", "current"]).await;
+        assert_eq!(code, Some(0), "{label}: {report:#}");
+        assert_eq!(totals(&report), (5, 5, 0), "{label}: {report:#}");
+        assert_eq!(report["sources"], serde_json::json!([unbilled]), "{label}");
+    }
+    assert!(battery
+        .sim
+        .requests()
+        .iter()
+        .any(|r| r.endpoint == "unbilled_export"));
     let invoices = battery.sim.close_billing_period();
     assert_eq!(invoices.len(), 1, "one USD invoice: {invoices:?}");
     for (label, config) in [("v1", V1), ("v2", V2)] {
@@ -350,14 +383,10 @@ async fn a_run_killed_mid_export_resumes_and_reports_the_same() {
     config.billing.graph_lines_per_blob = 1;
     let battery = bought(config, &book("crash")).await;
     let invoices = battery.sim.close_billing_period();
-    let policies = battery.env.write("reconcile.toml", FAST_RECONCILE);
-    let file = battery.env.write("billing.toml", V2);
     // The process dies (abort, as SIGKILL: no cleanup) right after the first file is read
     // and staged, before the step is recorded.
-    let mut crashing = battery.env.pcsaga(Some(&battery.sim));
+    let mut crashing = billing_command(&battery, V2);
     crashing
-        .env("PCSAGA_CONFIG", &file)
-        .env("PCSAGA_RECONCILE_WORKFLOW", &policies)
         .env(
             "PCSAGA_TEST_RECONCILE_CRASH_AT",
             "before_record:read_export_file",
@@ -378,13 +407,7 @@ async fn a_run_killed_mid_export_resumes_and_reports_the_same() {
         "runs are not purchases: {listed}"
     );
     // A daemon takes the run over after its lease and finishes it.
-    let mut daemon = battery.env.pcsaga(Some(&battery.sim));
-    daemon
-        .env("PCSAGA_CONFIG", &file)
-        .env("PCSAGA_RECONCILE_WORKFLOW", &policies)
-        .args(["daemon", "--exit-when-idle"]);
-    let ran = support::run_async(daemon).await;
-    assert!(ran.status.success(), "{}", support::stderr(&ran));
+    daemon_finishes(&battery, V2).await;
     let runs = support::json(&support::run(battery.env.pcsaga(None).args([
         "list",
         "--json",
@@ -393,7 +416,7 @@ async fn a_run_killed_mid_export_resumes_and_reports_the_same() {
     ])));
     assert_eq!(runs.as_array().map(Vec::len), Some(5), "{runs}");
     // The resumed run's report equals a fresh, uninterrupted run's.
-    let resumed = resumed_report(&battery);
+    let resumed = resumed_report(&battery).await;
     let (code, fresh) = reconcile(&battery, V2, &["--period", &invoices[0]]).await;
     assert_eq!(code, Some(0), "{fresh:#}");
     let mut fresh = fresh;
@@ -426,12 +449,8 @@ async fn a_run_sigkilled_while_reading_files_is_finished_by_a_daemon_with_nothin
         })
         .expect("faults");
     let invoices = battery.sim.close_billing_period();
-    let policies = battery.env.write("reconcile.toml", FAST_RECONCILE);
-    let file = battery.env.write("billing.toml", V2);
-    let mut command = battery.env.pcsaga(Some(&battery.sim));
+    let mut command = billing_command(&battery, V2);
     command
-        .env("PCSAGA_CONFIG", &file)
-        .env("PCSAGA_RECONCILE_WORKFLOW", &policies)
         .args(["reconcile", "--period", &invoices[0]])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null());
@@ -439,15 +458,7 @@ async fn a_run_sigkilled_while_reading_files_is_finished_by_a_daemon_with_nothin
     // SIGKILL once a file was staged and more remain.
     let run = loop {
         tokio::time::sleep(Duration::from_millis(20)).await;
-        let runs = pcsaga_engine::Store::list(
-            &battery.store,
-            &pcsaga_engine::ListFilter {
-                workflow: Some(pcsaga_billing::WORKFLOW_NAME.to_owned()),
-                ..pcsaga_engine::ListFilter::default()
-            },
-        )
-        .await
-        .expect("list");
+        let runs = runs(&battery).await;
         if let Some(run) = runs.first() {
             let context: Value = serde_json::from_str(&run.context).expect("context");
             let file = context["sources"][0]["file"].as_u64().unwrap_or(0);
@@ -471,13 +482,7 @@ async fn a_run_sigkilled_while_reading_files_is_finished_by_a_daemon_with_nothin
         pcsaga_engine::SagaStatus::Active,
         "left mid-export"
     );
-    let mut daemon = battery.env.pcsaga(Some(&battery.sim));
-    daemon
-        .env("PCSAGA_CONFIG", &file)
-        .env("PCSAGA_RECONCILE_WORKFLOW", &policies)
-        .args(["daemon", "--exit-when-idle"]);
-    let ran = support::run_async(daemon).await;
-    assert!(ran.status.success(), "{}", support::stderr(&ran));
+    daemon_finishes(&battery, V2).await;
     let report = support::json(&support::run(battery.env.pcsaga(None).args([
         "reconcile",
         "--report",
@@ -514,15 +519,7 @@ async fn the_daemon_reconciles_on_its_schedule_once_per_interval() {
     let mut second = start("sched-2");
     let runs = loop {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        let runs = pcsaga_engine::Store::list(
-            &battery.store,
-            &pcsaga_engine::ListFilter {
-                workflow: Some(pcsaga_billing::WORKFLOW_NAME.to_owned()),
-                ..pcsaga_engine::ListFilter::default()
-            },
-        )
-        .await
-        .expect("list");
+        let runs = runs(&battery).await;
         if runs.len() == 2
             && runs
                 .iter()
@@ -564,45 +561,22 @@ async fn the_daemon_reconciles_on_its_schedule_once_per_interval() {
 }
 
 /// The report of the one reconciliation run that succeeded before the fresh one.
-fn resumed_report(battery: &Battery) -> Value {
-    let conn = rusqlite_free_run_id(&battery.env.db);
-    let output =
-        support::run(
-            battery
-                .env
-                .pcsaga(None)
-                .args(["reconcile", "--report", &conn, "--json"]),
-        );
+async fn resumed_report(battery: &Battery) -> Value {
+    let finished: Vec<_> = runs(battery)
+        .await
+        .into_iter()
+        .filter(|r| r.status == pcsaga_engine::SagaStatus::Succeeded)
+        .collect();
+    assert_eq!(finished.len(), 1, "one finished run");
+    let output = support::run(battery.env.pcsaga(None).args([
+        "reconcile",
+        "--report",
+        &finished[0].id,
+        "--json",
+    ]));
     let mut report = support::json(&output);
     report.as_object_mut().map(|o| o.remove("run"));
     report
-}
-
-/// The id of the (only) finished reconciliation run, from the database.
-fn rusqlite_free_run_id(db: &std::path::Path) -> String {
-    let rt = tokio::runtime::Handle::current();
-    let db = db.to_owned();
-    std::thread::spawn(move || {
-        rt.block_on(async move {
-            let store = pcsaga_engine::SqliteStore::open(pcsaga_engine::SqliteConfig::new(&db))
-                .await
-                .expect("store");
-            let runs = pcsaga_engine::Store::list(
-                &store,
-                &pcsaga_engine::ListFilter {
-                    workflow: Some(pcsaga_billing::WORKFLOW_NAME.to_owned()),
-                    status: Some(pcsaga_engine::SagaStatus::Succeeded),
-                    ..pcsaga_engine::ListFilter::default()
-                },
-            )
-            .await
-            .expect("list");
-            assert_eq!(runs.len(), 1, "one finished run");
-            runs[0].id.clone()
-        })
-    })
-    .join()
-    .expect("thread")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -23,12 +23,14 @@
 //!   stay `pending`.
 
 pub mod classify;
+pub mod drive;
 pub mod ledger;
 pub mod period;
 pub mod report;
 pub mod workflow;
 
 pub use classify::{BillingStatus, Timing};
+pub use drive::drive;
 pub use ledger::{Ledger, StatusRow};
 pub use period::{Month, PeriodSpec};
 pub use report::Report;

@@ -749,6 +749,25 @@ fn decide(
             },
         }
     };
+    let about_a_source = matches!(
+        outcome,
+        Outcome::Page { .. }
+            | Outcome::ExportStarted { .. }
+            | Outcome::Export(_)
+            | Outcome::File { .. }
+    );
+    if about_a_source && ctx.next >= ctx.sources.len() {
+        // Reading plans only a source in range; a context that says otherwise is matched as
+        // far as it was read rather than trusted further.
+        return Decision::Advance {
+            to: State::Matching,
+            context: next,
+            note: format!(
+                "internal: no source {} to read; matching what was read",
+                ctx.next
+            ),
+        };
+    }
     match outcome {
         Outcome::Api(error) => failed(next, error),
         Outcome::Local(error) => Decision::Retry {
@@ -794,13 +813,8 @@ fn decide(
             staged,
             continuation,
         } => {
-            let Some(source) = next.sources.get_mut(ctx.next) else {
-                return Decision::Advance {
-                    to: State::Matching,
-                    context: next,
-                    note: "no source".to_owned(),
-                };
-            };
+            // In range: checked before the match.
+            let source = &mut next.sources[ctx.next];
             source.lines += staged;
             source.pages += 1;
             let key = source.facts.key.clone();
@@ -822,12 +836,11 @@ fn decide(
             }
         }
         Outcome::ExportStarted { operation } => {
-            if let Some(source) = next.sources.get_mut(ctx.next) {
-                source.operation = Some(operation);
-                source.manifest = None;
-                source.file = 0;
-                source.exports += 1;
-            }
+            let source = &mut next.sources[ctx.next];
+            source.operation = Some(operation);
+            source.manifest = None;
+            source.file = 0;
+            source.exports += 1;
             Decision::Continue {
                 context: next,
                 note: "export started".to_owned(),
@@ -849,22 +862,15 @@ fn decide(
                     .and_then(|s| s.operation.clone())
                     .unwrap_or_default(),
             };
-            if let Some(source) = next.sources.get_mut(ctx.next) {
-                source.manifest = Some(link);
-            }
+            next.sources[ctx.next].manifest = Some(link);
             Decision::Continue {
                 context: next,
                 note: "export ready".to_owned(),
             }
         }
         Outcome::Export(ExportOperation::Failed { code, message }) => {
-            let Some(source) = next.sources.get_mut(ctx.next) else {
-                return Decision::Advance {
-                    to: State::Matching,
-                    context: next,
-                    note: "no source".to_owned(),
-                };
-            };
+            // In range: checked before the match.
+            let source = &mut next.sources[ctx.next];
             // A v2 export with no data for an invoice: read it through v1 (ambiguity 41).
             if let (Via::V2(ExportRequest::Billed { invoice_id }), "5000") =
                 (&source.via, code.as_str())
@@ -914,13 +920,8 @@ fn decide(
             manifest: _,
             cut_short,
         } => {
-            let Some(source) = next.sources.get_mut(ctx.next) else {
-                return Decision::Advance {
-                    to: State::Matching,
-                    context: next,
-                    note: "no source".to_owned(),
-                };
-            };
+            // In range: checked before the match.
+            let source = &mut next.sources[ctx.next];
             source.lines += staged;
             source.files = Some(files);
             source.file += 1;

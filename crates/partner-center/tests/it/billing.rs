@@ -75,6 +75,20 @@ async fn all_lines(client: &Client, query: &LineQuery, size: u32) -> (Vec<Billin
     }
 }
 
+/// E29.1 for one invoice: the operation's URL.
+async fn start_export(client: &Client, invoice: &str) -> String {
+    client
+        .start_export(
+            cid(),
+            &ExportRequest::Billed {
+                invoice_id: invoice.to_owned(),
+            },
+        )
+        .await
+        .expect("E29.1")
+        .value
+}
+
 #[tokio::test]
 async fn unbilled_then_invoiced_lines_page_to_their_end() {
     let sim = support::sim(config()).await;
@@ -178,16 +192,7 @@ async fn the_graph_export_runs_then_serves_its_files() {
     let client = client(&sim);
     buy(&client, 5).await;
     let invoices = sim.close_billing_period();
-    let operation = client
-        .start_export(
-            cid(),
-            &ExportRequest::Billed {
-                invoice_id: invoices[0].clone(),
-            },
-        )
-        .await
-        .expect("E29.1")
-        .value;
+    let operation = start_export(&client, &invoices[0]).await;
     let mut polls = 0;
     let manifest = loop {
         polls += 1;
@@ -284,16 +289,7 @@ async fn a_file_cut_short_says_so_and_keeps_what_came_before() {
     let client = client(&sim);
     buy(&client, 40).await;
     let invoices = sim.close_billing_period();
-    let operation = client
-        .start_export(
-            cid(),
-            &ExportRequest::Billed {
-                invoice_id: invoices[0].clone(),
-            },
-        )
-        .await
-        .expect("E29.1")
-        .value;
+    let operation = start_export(&client, &invoices[0]).await;
     let ExportOperation::Succeeded {
         manifest: ManifestRef::Link(link),
     } = client
