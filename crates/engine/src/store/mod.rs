@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::workflow::AttemptRecord;
 
 pub mod ceiling;
+pub mod postgres;
 pub mod sqlite;
 
 /// Where a saga is in its life.

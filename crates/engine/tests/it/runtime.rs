@@ -5,11 +5,26 @@ use std::time::Duration;
 use pcsaga_engine::store::{Change, Commit, SagaUpdate, Writer};
 use pcsaga_engine::{Clock, Error, SagaStatus, Store, StoreError};
 
-use crate::support::{harness, harness_on, Answer};
+use crate::support::{harness, harness_on, Answer, Backend};
 
-#[tokio::test]
-async fn a_saga_runs_to_its_timer_and_the_clock_moves_it_on() {
-    let h = harness("w1").await;
+// The runtime's rules hold on both stores: each test below runs on SQLite and on PostgreSQL.
+crate::on_both_stores!(
+    a_saga_runs_to_its_timer_and_the_clock_moves_it_on,
+    the_same_idempotency_key_returns_the_first_saga,
+    side_effecting_calls_commit_their_intent_first_and_reuse_it_on_retry,
+    exhausted_retries_follow_the_policy,
+    a_stale_worker_cannot_commit,
+    a_dead_workers_saga_is_picked_up_after_its_lease,
+    operators_resume_and_cancel_only_what_is_safe,
+    operators_cannot_write_over_a_live_lease,
+    two_engines_on_one_file_never_run_a_saga_twice,
+    a_worker_stalled_past_its_lease_is_fenced,
+    an_id_or_a_unique_prefix_names_a_saga,
+    claims_keep_room_for_other_customers_while_one_holds_its_share,
+);
+
+async fn a_saga_runs_to_its_timer_and_the_clock_moves_it_on<B: Backend>() {
+    let h = B::harness("w1").await;
     let id = h.submit("k1").await;
     h.answer(&[Answer::Ok, Answer::NotYet, Answer::Ok]);
     assert_eq!(h.engine.run_due().await.expect("run"), 1);
@@ -54,9 +69,8 @@ async fn a_saga_runs_to_its_timer_and_the_clock_moves_it_on() {
     );
 }
 
-#[tokio::test]
-async fn the_same_idempotency_key_returns_the_first_saga() {
-    let h = harness("w1").await;
+async fn the_same_idempotency_key_returns_the_first_saga<B: Backend>() {
+    let h = B::harness("w1").await;
     let first = h
         .engine
         .submit("same", "{}".into(), &Default::default(), None)
@@ -72,9 +86,8 @@ async fn the_same_idempotency_key_returns_the_first_saga() {
     assert_eq!(second.saga.input, "{}");
 }
 
-#[tokio::test]
-async fn side_effecting_calls_commit_their_intent_first_and_reuse_it_on_retry() {
-    let h = harness("w1").await;
+async fn side_effecting_calls_commit_their_intent_first_and_reuse_it_on_retry<B: Backend>() {
+    let h = B::harness("w1").await;
     let id = h.submit("k").await;
     h.answer(&[
         Answer::Transient,
@@ -123,9 +136,8 @@ async fn side_effecting_calls_commit_their_intent_first_and_reuse_it_on_retry() 
     );
 }
 
-#[tokio::test]
-async fn exhausted_retries_follow_the_policy() {
-    let h = harness("w1").await;
+async fn exhausted_retries_follow_the_policy<B: Backend>() {
+    let h = B::harness("w1").await;
     let id = h.submit("k").await;
     h.answer(&[Answer::Transient; 4]);
     for _ in 0..4 {
@@ -145,9 +157,8 @@ async fn exhausted_retries_follow_the_policy() {
     assert!(saga.next_run_at.is_none());
 }
 
-#[tokio::test]
-async fn a_stale_worker_cannot_commit() {
-    let h = harness("w1").await;
+async fn a_stale_worker_cannot_commit<B: Backend>() {
+    let h = B::harness("w1").await;
     let id = h.submit("k").await;
     let now = h.clock.now();
     let lease_until = now + chrono::Duration::seconds(30);
@@ -216,9 +227,8 @@ async fn a_stale_worker_cannot_commit() {
     );
 }
 
-#[tokio::test]
-async fn a_dead_workers_saga_is_picked_up_after_its_lease() {
-    let h = harness("w1").await;
+async fn a_dead_workers_saga_is_picked_up_after_its_lease<B: Backend>() {
+    let h = B::harness("w1").await;
     let id = h.submit("k").await;
     let now = h.clock.now();
     h.store
@@ -239,9 +249,8 @@ async fn a_dead_workers_saga_is_picked_up_after_its_lease() {
     );
 }
 
-#[tokio::test]
-async fn operators_resume_and_cancel_only_what_is_safe() {
-    let h = harness("w1").await;
+async fn operators_resume_and_cancel_only_what_is_safe<B: Backend>() {
+    let h = B::harness("w1").await;
     let id = h.submit("k").await;
     // Not failed: nothing to resume.
     assert!(matches!(
@@ -296,9 +305,8 @@ async fn operators_resume_and_cancel_only_what_is_safe() {
     );
 }
 
-#[tokio::test]
-async fn operators_cannot_write_over_a_live_lease() {
-    let h = harness("w1").await;
+async fn operators_cannot_write_over_a_live_lease<B: Backend>() {
+    let h = B::harness("w1").await;
     let id = h.submit("k").await;
     let now = h.clock.now();
     h.store
@@ -312,31 +320,11 @@ async fn operators_cannot_write_over_a_live_lease() {
     );
 }
 
-#[tokio::test]
-async fn two_engines_on_one_file_never_run_a_saga_twice() {
+async fn two_engines_on_one_file_never_run_a_saga_twice<B: Backend>() {
     // Few sagas per claim, so the two engines' claims interleave and both do work.
-    let dir = tempfile::tempdir().expect("temp dir");
-    let store1 = pcsaga_engine::SqliteStore::open(pcsaga_engine::SqliteConfig::new(
-        dir.path().join("test.db"),
-    ))
-    .await
-    .expect("first store");
-    let clock = std::sync::Arc::new(pcsaga_engine::ManualClock::at(crate::support::t0()));
-    let store2 = pcsaga_engine::SqliteStore::open(pcsaga_engine::SqliteConfig::new(
-        dir.path().join("test.db"),
-    ))
-    .await
-    .expect("second store");
-    let h1 =
-        crate::support::harness_with(dir, store1, "w1", clock.clone(), |c| c.concurrency = 4).await;
-    let h2 = crate::support::harness_with(
-        tempfile::tempdir().expect("dir"),
-        store2,
-        "w2",
-        clock,
-        |c| c.concurrency = 4,
-    )
-    .await;
+    let first = B::harness("setup").await;
+    let h1 = B::another(&first, "w1", |c| c.concurrency = 4).await;
+    let h2 = B::another(&first, "w2", |c| c.concurrency = 4).await;
     let mut ids = Vec::new();
     for n in 0..40 {
         ids.push(h1.submit(&format!("k{n}")).await);
@@ -376,9 +364,8 @@ async fn two_engines_on_one_file_never_run_a_saga_twice() {
 /// Goal: a worker stalled past its lease cannot commit what it did. Method: the first worker's
 /// call stalls; the clock passes the lease; a second worker claims the saga and finishes it;
 /// then the first worker's call returns and its commit must be refused (fenced).
-#[tokio::test]
-async fn a_worker_stalled_past_its_lease_is_fenced() {
-    let h = harness("slow").await;
+async fn a_worker_stalled_past_its_lease_is_fenced<B: Backend>() {
+    let h = B::harness("slow").await;
     let id = h.submit("k").await;
     let stall = std::sync::Arc::new(tokio::sync::Notify::new());
     h.script
@@ -490,9 +477,8 @@ async fn a_saga_waiting_for_a_call_slot_keeps_its_lease() {
     );
 }
 
-#[tokio::test]
-async fn an_id_or_a_unique_prefix_names_a_saga() {
-    let h = harness("w1").await;
+async fn an_id_or_a_unique_prefix_names_a_saga<B: Backend>() {
+    let h = B::harness("w1").await;
     let ids = [
         h.submit("a").await,
         h.submit("b").await,
@@ -529,22 +515,9 @@ async fn an_id_or_a_unique_prefix_names_a_saga() {
 /// customers, all due at once; four slots; every call stalls until the test releases it, one
 /// at a time, so what is in flight when each claim happens is fixed. Oldest-first claiming
 /// alone would start the small customers' sagas after all 20 of `big`.
-#[tokio::test]
-async fn claims_keep_room_for_other_customers_while_one_holds_its_share() {
-    let dir = tempfile::tempdir().expect("dir");
-    let store = pcsaga_engine::SqliteStore::open(pcsaga_engine::SqliteConfig::new(
-        dir.path().join("fair.db"),
-    ))
-    .await
-    .expect("store");
-    let h = crate::support::harness_with(
-        dir,
-        store,
-        "fair",
-        std::sync::Arc::new(pcsaga_engine::ManualClock::at(crate::support::t0())),
-        |c| c.concurrency = 4,
-    )
-    .await;
+async fn claims_keep_room_for_other_customers_while_one_holds_its_share<B: Backend>() {
+    let first = B::harness("setup").await;
+    let h = B::another(&first, "fair", |c| c.concurrency = 4).await;
     let mut owners = std::collections::HashMap::new();
     for i in 0..20 {
         owners.insert(

@@ -2,7 +2,195 @@
 
 use pcsaga_engine::{SqliteConfig, SqliteStore, Store, StoreError};
 
-use crate::support::harness;
+use crate::support::{harness, Backend};
+
+// The store's contract, on both stores.
+crate::on_both_stores!(
+    a_batch_of_commits_applies_each_fences_the_stale_one_and_keeps_history_order,
+    a_lease_change_writes_the_lease_columns_only,
+    concurrent_claims_never_hand_out_a_saga_twice,
+    an_engine_claims_only_its_own_workflows_sagas,
+    lists_counts_and_due_times_agree,
+);
+
+/// Goal: the reads operators rely on give the same answers on both stores. Method: sagas of
+/// two customers, one claimed and moved on; every filter of `list`, the bounded count, the due
+/// time and the counts by status and state.
+async fn lists_counts_and_due_times_agree<B: Backend>() {
+    use pcsaga_engine::{ListFilter, SagaStatus};
+    let h = B::harness("w1").await;
+    for n in 0..5 {
+        h.submit_for(&format!("a{n}"), "alpha").await;
+    }
+    for n in 0..3 {
+        h.submit_for(&format!("b{n}"), "beta").await;
+    }
+    let now = crate::support::t0();
+    assert_eq!(h.store.next_due().await.expect("due"), Some(now));
+    let list = |filter: ListFilter| {
+        let store = h.store.clone();
+        async move { store.list(&filter).await.expect("list") }
+    };
+    assert_eq!(list(ListFilter::default()).await.len(), 8);
+    let beta = list(ListFilter {
+        customer_id: Some("beta".into()),
+        ..ListFilter::default()
+    })
+    .await;
+    assert_eq!(beta.len(), 3);
+    assert!(
+        beta.windows(2)
+            .all(|w| (w[0].created_at, &w[0].id) >= (w[1].created_at, &w[1].id)),
+        "newest first"
+    );
+    let limited = ListFilter {
+        status: Some(SagaStatus::Active),
+        limit: 2,
+        ..ListFilter::default()
+    };
+    assert_eq!(list(limited.clone()).await.len(), 2);
+    assert_eq!(h.store.count(&limited, 100).await.expect("count"), 8);
+    assert_eq!(
+        h.store.count(&limited, 5).await.expect("count"),
+        5,
+        "capped"
+    );
+    assert_eq!(
+        list(ListFilter {
+            workflow: Some("test".into()),
+            state: Some("Start".into()),
+            created_after: Some(now),
+            ..ListFilter::default()
+        })
+        .await
+        .len(),
+        8
+    );
+    let by_status = h.store.count_by_status().await.expect("counts");
+    assert_eq!(by_status.get(&SagaStatus::Active), Some(&8));
+    let by_state = h.store.count_active_by_state(now).await.expect("by state");
+    assert_eq!(by_state.get("Start"), Some(&(8, 8)));
+    let stuck = list(ListFilter {
+        stuck: Some(vec![("Start".into(), now + chrono::Duration::seconds(1))]),
+        ..ListFilter::default()
+    })
+    .await;
+    assert_eq!(stuck.len(), 8, "entered Start before the bound");
+    let first = &beta[0].id;
+    let ids = h
+        .store
+        .ids_with_prefix(&first[..first.len() - 2], 10)
+        .await
+        .expect("ids");
+    assert!(ids.contains(first), "{ids:?}");
+    assert!(h
+        .store
+        .ids_with_prefix("zz", 10)
+        .await
+        .expect("none")
+        .is_empty());
+}
+
+/// Goal: daemons claiming at once never both get a saga (PostgreSQL: `FOR UPDATE SKIP
+/// LOCKED`; SQLite: one writer). Method: 300 due sagas; four claimers on two handles of the
+/// database claim ten at a time, concurrently, until nothing is due; every saga is handed out
+/// exactly once and its history has exactly one `claimed` row.
+async fn concurrent_claims_never_hand_out_a_saga_twice<B: Backend>() {
+    let h = B::harness("setup").await;
+    let other = B::another(&h, "other", |_| {}).await;
+    for n in 0..300 {
+        h.submit(&format!("k{n}")).await;
+    }
+    let now = crate::support::t0();
+    let mut tasks = tokio::task::JoinSet::new();
+    for claimer in 0..4 {
+        let store = if claimer % 2 == 0 {
+            h.store.clone()
+        } else {
+            other.store.clone()
+        };
+        tasks.spawn(async move {
+            let owner = format!("c{claimer}");
+            let mut got = Vec::new();
+            loop {
+                let claimed = store
+                    .claim_due(&owner, now, now + chrono::Duration::seconds(30), 10)
+                    .await
+                    .expect("claim");
+                if claimed.is_empty() {
+                    return got;
+                }
+                assert!(claimed
+                    .iter()
+                    .all(|s| s.lease_owner.as_deref() == Some(owner.as_str())));
+                got.extend(claimed.into_iter().map(|s| s.id));
+            }
+        });
+    }
+    let mut all = Vec::new();
+    while let Some(done) = tasks.join_next().await {
+        all.extend(done.expect("task"));
+    }
+    let total = all.len();
+    all.sort();
+    all.dedup();
+    assert_eq!((total, all.len()), (300, 300), "each saga claimed once");
+    for id in all.iter().take(20) {
+        let claims = h
+            .store
+            .history(id)
+            .await
+            .expect("history")
+            .iter()
+            .filter(|r| r.kind == "claimed")
+            .count();
+        assert_eq!(claims, 1, "{id}");
+    }
+}
+
+/// Goal: one table, several workflows, and an engine's store claims only its workflow's
+/// sagas. Method: sagas of the test workflow and of another; a handle scoped to each.
+async fn an_engine_claims_only_its_own_workflows_sagas<B: Backend>() {
+    use pcsaga_engine::store::{EventKind, HistoryEvent, NewSaga};
+    let h = B::harness("w1").await;
+    let now = crate::support::t0();
+    let ours = h.submit("ours").await;
+    let theirs = NewSaga {
+        id: "theirs".into(),
+        workflow: "another".into(),
+        idempotency_key: "ours".into(),
+        state: "Begin".into(),
+        context: "{}".into(),
+        input: "{}".into(),
+        customer_id: None,
+        now,
+        definition: 1,
+        context_schema: 1,
+    };
+    h.store
+        .insert(theirs, HistoryEvent::new(EventKind::Submitted))
+        .await
+        .expect("insert");
+    let lease = now + chrono::Duration::seconds(30);
+    let another = h.store.scoped("another");
+    let claimed = another.claim_due("x", now, lease, 10).await.expect("claim");
+    assert_eq!(
+        claimed.iter().map(|s| s.id.as_str()).collect::<Vec<_>>(),
+        ["theirs"]
+    );
+    let test = h.store.scoped("test");
+    let claimed = test.claim_due("y", now, lease, 10).await.expect("claim");
+    assert_eq!(
+        claimed.iter().map(|s| s.id.clone()).collect::<Vec<_>>(),
+        [ours]
+    );
+    let counts = another.count_by_status().await.expect("counts");
+    assert_eq!(
+        counts.values().sum::<u64>(),
+        1,
+        "a scoped count sees its workflow only"
+    );
+}
 
 #[tokio::test]
 async fn the_database_is_private_in_wal_mode_and_sound() {
@@ -115,11 +303,12 @@ async fn a_missing_directory_is_a_clear_error() {
 /// Commits of many sagas sent at once share one batch: a size that is not a power of two (the
 /// statements are padded), a stale version among them, and two history rows per commit whose
 /// order must survive.
-#[tokio::test]
-async fn a_batch_of_commits_applies_each_fences_the_stale_one_and_keeps_history_order() {
+async fn a_batch_of_commits_applies_each_fences_the_stale_one_and_keeps_history_order<
+    B: Backend,
+>() {
     use pcsaga_engine::store::{Change, Commit, EventKind, HistoryEvent, SagaUpdate, Writer};
 
-    let h = harness("w1").await;
+    let h = B::harness("w1").await;
     let sagas = 37;
     for n in 0..sagas {
         h.submit(&format!("k{n}")).await;
@@ -290,11 +479,10 @@ async fn every_list_filter_uses_an_index() {
 /// A renewal or a release (`Change::Lease`) sends no other column and rewrites none: the
 /// context, state, counters, reasons, definition and schema stay as the last step left them,
 /// while the lease, the due time and the version move; a stale one is fenced like any write.
-#[tokio::test]
-async fn a_lease_change_writes_the_lease_columns_only() {
+async fn a_lease_change_writes_the_lease_columns_only<B: Backend>() {
     use pcsaga_engine::store::{Change, Commit, Writer};
 
-    let h = harness("w1").await;
+    let h = B::harness("w1").await;
     h.submit("lease-only").await;
     let now = crate::support::t0();
     let claimed = h

@@ -68,12 +68,12 @@ pub struct Script {
     pub sagas: Vec<String>,
 }
 
-pub struct TestWorkflow {
+pub struct TestWorkflow<S = SqliteStore> {
     pub script: Arc<Mutex<Script>>,
-    pub store: SqliteStore,
+    pub store: S,
 }
 
-impl Workflow for TestWorkflow {
+impl<S: Store + Clone + std::fmt::Debug + 'static> Workflow for TestWorkflow<S> {
     type State = St;
     type Context = Ctx;
     type Effect = Effect;
@@ -246,12 +246,14 @@ deadline_s = 60
 on_exhausted = "park"
 "#;
 
-pub struct Harness {
-    pub engine: Engine<TestWorkflow, SqliteStore>,
-    pub store: SqliteStore,
+pub struct Harness<S = SqliteStore> {
+    pub engine: Engine<TestWorkflow<S>, S>,
+    pub store: S,
     pub clock: Arc<ManualClock>,
     pub script: Arc<Mutex<Script>>,
     pub dir: tempfile::TempDir,
+    /// The PostgreSQL database of the test, dropped with the harness.
+    pub pg: Option<Arc<PgTestDb>>,
 }
 
 pub fn t0() -> DateTime<Utc> {
@@ -266,22 +268,22 @@ pub async fn harness(owner: &str) -> Harness {
     harness_on(dir, store, owner, Arc::new(ManualClock::at(t0()))).await
 }
 
-pub async fn harness_on(
+pub async fn harness_on<S: Store + Clone + std::fmt::Debug + 'static>(
     dir: tempfile::TempDir,
-    store: SqliteStore,
+    store: S,
     owner: &str,
     clock: Arc<ManualClock>,
-) -> Harness {
+) -> Harness<S> {
     harness_with(dir, store, owner, clock, |_| {}).await
 }
 
-pub async fn harness_with(
+pub async fn harness_with<S: Store + Clone + std::fmt::Debug + 'static>(
     dir: tempfile::TempDir,
-    store: SqliteStore,
+    store: S,
     owner: &str,
     clock: Arc<ManualClock>,
     tune: impl FnOnce(&mut EngineConfig),
-) -> Harness {
+) -> Harness<S> {
     let script = Arc::new(Mutex::new(Script::default()));
     let workflow = TestWorkflow {
         script: script.clone(),
@@ -301,10 +303,11 @@ pub async fn harness_with(
         clock,
         script,
         dir,
+        pg: None,
     }
 }
 
-impl Harness {
+impl<S: Store + Clone + std::fmt::Debug + 'static> Harness<S> {
     pub fn answer(&self, answers: &[Answer]) {
         self.script
             .lock()
@@ -341,4 +344,174 @@ pub async fn until(what: &str, done: impl Fn() -> bool) {
         tokio::task::yield_now().await;
     }
     panic!("{what} never happened");
+}
+
+// ---- one test, both stores ----------------------------------------------------------------
+
+/// A store the engine's tests run on: SQLite in a temporary directory, or a PostgreSQL
+/// database of the test's own.
+pub trait Backend {
+    type Store: Store + Clone + std::fmt::Debug + 'static;
+
+    /// A fresh, empty store.
+    fn harness(owner: &str) -> impl std::future::Future<Output = Harness<Self::Store>>;
+
+    /// Another handle on `h`'s database (a second daemon's), with its own engine.
+    fn another(
+        h: &Harness<Self::Store>,
+        owner: &str,
+        tune: impl FnOnce(&mut EngineConfig),
+    ) -> impl std::future::Future<Output = Harness<Self::Store>>;
+}
+
+pub struct Sqlite;
+pub struct Postgres;
+
+impl Backend for Sqlite {
+    type Store = SqliteStore;
+
+    async fn harness(owner: &str) -> Harness<SqliteStore> {
+        harness(owner).await
+    }
+
+    async fn another(
+        h: &Harness<SqliteStore>,
+        owner: &str,
+        tune: impl FnOnce(&mut EngineConfig),
+    ) -> Harness<SqliteStore> {
+        let store = SqliteStore::open(SqliteConfig::new(h.dir.path().join("test.db")))
+            .await
+            .expect("a second store");
+        harness_with(
+            tempfile::tempdir().expect("dir"),
+            store,
+            owner,
+            h.clock.clone(),
+            tune,
+        )
+        .await
+    }
+}
+
+impl Backend for Postgres {
+    type Store = pcsaga_engine::PgStore;
+
+    async fn harness(owner: &str) -> Harness<pcsaga_engine::PgStore> {
+        let db = PgTestDb::create().await;
+        let store = db.store().await;
+        let mut h = harness_on(
+            tempfile::tempdir().expect("dir"),
+            store,
+            owner,
+            Arc::new(ManualClock::at(t0())),
+        )
+        .await;
+        h.pg = Some(Arc::new(db));
+        h
+    }
+
+    async fn another(
+        h: &Harness<pcsaga_engine::PgStore>,
+        owner: &str,
+        tune: impl FnOnce(&mut EngineConfig),
+    ) -> Harness<pcsaga_engine::PgStore> {
+        let db = h.pg.clone().expect("a PostgreSQL harness");
+        let store = db.store().await;
+        let mut other = harness_with(
+            tempfile::tempdir().expect("dir"),
+            store,
+            owner,
+            h.clock.clone(),
+            tune,
+        )
+        .await;
+        other.pg = Some(db);
+        other
+    }
+}
+
+/// The server the PostgreSQL tests use: `PCSAGA_TEST_PG`, default the local trust-authenticated
+/// cluster. A test that cannot reach it fails; it never skips.
+pub fn pg_server() -> String {
+    std::env::var("PCSAGA_TEST_PG")
+        .unwrap_or_else(|_| "postgres://root@127.0.0.1:5432/postgres".to_owned())
+}
+
+/// A database of one test's own (a unique name), dropped when the test ends.
+#[derive(Debug)]
+pub struct PgTestDb {
+    pub name: String,
+    pub url: String,
+}
+
+impl PgTestDb {
+    pub async fn create() -> Self {
+        let server = pg_server();
+        let name = format!("pcsaga_test_{}", uuid::Uuid::new_v4().simple());
+        let admin = sqlx::PgPool::connect(&server).await.unwrap_or_else(|e| {
+            panic!(
+                "PostgreSQL at {server} cannot be reached ({e}): the PostgreSQL store's tests need it (set PCSAGA_TEST_PG, or run .ci/run, which starts it)"
+            )
+        });
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&admin)
+            .await
+            .expect("create the test database");
+        admin.close().await;
+        let mut url = url::Url::parse(&server).expect("PCSAGA_TEST_PG is a URL");
+        url.set_path(&format!("/{name}"));
+        Self {
+            name,
+            url: url.to_string(),
+        }
+    }
+
+    pub async fn store(&self) -> pcsaga_engine::PgStore {
+        pcsaga_engine::PgStore::connect(pcsaga_engine::PgConfig::new(&self.url))
+            .await
+            .expect("the PostgreSQL store opens")
+    }
+}
+
+impl Drop for PgTestDb {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        // A runtime of its own: Drop cannot await, and the test's runtime may be ending.
+        let _ = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async move {
+                if let Ok(admin) = sqlx::PgPool::connect(&pg_server()).await {
+                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                        .execute(&admin)
+                        .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// Runs a test written once, generic over [`Backend`], on SQLite and on PostgreSQL.
+#[macro_export]
+macro_rules! on_both_stores {
+    ($($name:ident),+ $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test]
+                async fn sqlite() {
+                    super::$name::<$crate::support::Sqlite>().await
+                }
+
+                #[tokio::test]
+                async fn postgres() {
+                    super::$name::<$crate::support::Postgres>().await
+                }
+            }
+        )+
+    };
 }

@@ -1,0 +1,666 @@
+//! The PostgreSQL store: the [`Store`] trait on a PostgreSQL database, for several daemons on
+//! several machines sharing one queue.
+//!
+//! Same rows and rules as the SQLite store (timestamps in milliseconds, the version and lease
+//! fence on every write, history appended in the same statement as the write it records), in
+//! PostgreSQL's terms:
+//! - a claim is one statement: the oldest due rows of the workflow locked `FOR UPDATE SKIP
+//!   LOCKED` (daemons claiming at once skip each other's rows instead of queueing on them),
+//!   leased, and their `claimed` history rows inserted;
+//! - a commit is one statement: the fenced `UPDATE … RETURNING` and the history rows of the
+//!   commits it passed (`INSERT … SELECT … FROM updated, unnest(…)`), so a fenced commit writes
+//!   no history and a passing one never lacks it; concurrent commits run on the pool's
+//!   connections side by side (PostgreSQL groups their WAL flushes itself);
+//! - nothing holds a transaction open across a call: every method is one statement, or a short
+//!   transaction of its own.
+//!
+//! Its migrations are `migrations-postgres/`, applied by [`PgStore::connect`].
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
+use sqlx::Row;
+
+use super::{
+    Change, Commit, EventKind, HistoryEvent, HistoryRow, Inserted, ListFilter, NewSaga, SagaRecord,
+    SagaStatus, Store, StoreError, Writer,
+};
+use crate::clock::{from_millis, to_millis};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations-postgres");
+
+const SAGA_COLUMNS: &str = "id, workflow, idempotency_key, state, status, context, input, customer_id, attempt, \
+     total_attempts, state_entered_at, next_run_at, lease_owner, lease_expires_at, version, created_at, \
+     updated_at, last_error, wait_reason, definition, context_schema";
+
+/// How a PostgreSQL store connects.
+#[derive(Debug, Clone)]
+pub struct PgConfig {
+    /// `postgres://user@host:port/database` (a password, if any, comes from the URL or
+    /// `PGPASSWORD`; it is never logged).
+    pub url: String,
+    /// Connections in the pool: the daemon's concurrent commits and claims share them.
+    pub max_connections: u32,
+    /// How long to wait for a connection before a call fails.
+    pub acquire_timeout: Duration,
+}
+
+impl PgConfig {
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            max_connections: 16,
+            acquire_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The PostgreSQL store. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct PgStore {
+    pool: PgPool,
+    /// The workflow whose sagas this handle claims and waits for (see [`Store::scoped`]).
+    scope: Option<Arc<str>>,
+}
+
+fn db_error(e: sqlx::Error) -> StoreError {
+    match &e {
+        sqlx::Error::Database(db) => match db.code().as_deref() {
+            // disk_full, read_only_sql_transaction, insufficient_privilege.
+            Some("53100" | "25006" | "42501") => StoreError::Unwritable(db.message().to_owned()),
+            // data_corrupted, index_corrupted.
+            Some("XX001" | "XX002") => StoreError::Corrupt(db.message().to_owned()),
+            _ => StoreError::Database(e.to_string()),
+        },
+        _ => StoreError::Database(e.to_string()),
+    }
+}
+
+fn millis_opt(row: &PgRow, name: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
+    Ok(row
+        .try_get::<Option<i64>, _>(name)
+        .map_err(db_error)?
+        .map(from_millis))
+}
+
+fn saga_from_row(row: &PgRow) -> Result<SagaRecord, StoreError> {
+    let status: String = row.try_get("status").map_err(db_error)?;
+    let small = |name: &str| -> Result<u32, StoreError> {
+        Ok(u32::try_from(row.try_get::<i64, _>(name).map_err(db_error)?).unwrap_or(u32::MAX))
+    };
+    Ok(SagaRecord {
+        id: row.try_get("id").map_err(db_error)?,
+        workflow: row.try_get("workflow").map_err(db_error)?,
+        idempotency_key: row.try_get("idempotency_key").map_err(db_error)?,
+        state: row.try_get("state").map_err(db_error)?,
+        status: SagaStatus::parse(&status).ok_or_else(|| {
+            StoreError::Database(format!("unknown status {status:?} in the database"))
+        })?,
+        context: row.try_get("context").map_err(db_error)?,
+        input: row.try_get("input").map_err(db_error)?,
+        customer_id: row.try_get("customer_id").map_err(db_error)?,
+        attempt: small("attempt")?,
+        total_attempts: small("total_attempts")?,
+        state_entered_at: from_millis(row.try_get("state_entered_at").map_err(db_error)?),
+        next_run_at: millis_opt(row, "next_run_at")?,
+        lease_owner: row.try_get("lease_owner").map_err(db_error)?,
+        lease_expires_at: millis_opt(row, "lease_expires_at")?,
+        version: row.try_get("version").map_err(db_error)?,
+        created_at: from_millis(row.try_get("created_at").map_err(db_error)?),
+        updated_at: from_millis(row.try_get("updated_at").map_err(db_error)?),
+        last_error: row.try_get("last_error").map_err(db_error)?,
+        wait_reason: row.try_get("wait_reason").map_err(db_error)?,
+        definition: small("definition")?,
+        context_schema: small("context_schema")?,
+    })
+}
+
+/// History rows as the columns of `unnest(...)`, in order.
+#[derive(Default)]
+struct Events {
+    kind: Vec<String>,
+    state: Vec<Option<String>>,
+    to_state: Vec<Option<String>>,
+    call: Vec<Option<String>>,
+    http_status: Vec<Option<i64>>,
+    latency_ms: Vec<Option<i64>>,
+    request_id: Vec<Option<String>>,
+    error_class: Vec<Option<String>>,
+    error: Vec<Option<String>>,
+    detail: Vec<Option<String>>,
+}
+
+impl Events {
+    fn of(events: &[HistoryEvent]) -> Self {
+        let mut out = Self::default();
+        for e in events {
+            let a = e.attempt.as_ref();
+            out.kind
+                .push(e.kind.map_or("transition", EventKind::as_str).to_owned());
+            out.state.push(e.state.clone());
+            out.to_state.push(e.to_state.clone());
+            out.call.push(a.map(|a| a.call.clone()));
+            out.http_status
+                .push(a.and_then(|a| a.http_status).map(i64::from));
+            out.latency_ms
+                .push(a.map(|a| i64::try_from(a.latency_ms).unwrap_or(i64::MAX)));
+            out.request_id.push(a.and_then(|a| a.request_id.clone()));
+            out.error_class.push(a.and_then(|a| a.error_class.clone()));
+            out.error.push(a.and_then(|a| a.error.clone()));
+            out.detail.push(e.detail.clone());
+        }
+        out
+    }
+}
+
+/// `INSERT INTO history … SELECT {source}.id, $at, e.* FROM {source}, unnest($first…)`.
+fn history_insert(source: &str, at: usize, first: usize) -> String {
+    let p = |i: usize| format!("${}", first + i);
+    format!(
+        "INSERT INTO history (saga_id, at, kind, state, to_state, call, http_status, latency_ms, request_id, \
+         error_class, error, detail) \
+         SELECT {source}.id, ${at}, e.kind, e.state, e.to_state, e.call, e.http_status, e.latency_ms, \
+         e.request_id, e.error_class, e.error, e.detail \
+         FROM {source}, unnest({}::text[], {}::text[], {}::text[], {}::text[], {}::bigint[], {}::bigint[], \
+         {}::text[], {}::text[], {}::text[], {}::text[]) WITH ORDINALITY \
+         AS e(kind, state, to_state, call, http_status, latency_ms, request_id, error_class, error, detail, ord) \
+         ORDER BY e.ord",
+        p(0), p(1), p(2), p(3), p(4), p(5), p(6), p(7), p(8), p(9)
+    )
+}
+
+fn bind_events<'q>(
+    query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    e: Events,
+) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    query
+        .bind(e.kind)
+        .bind(e.state)
+        .bind(e.to_state)
+        .bind(e.call)
+        .bind(e.http_status)
+        .bind(e.latency_ms)
+        .bind(e.request_id)
+        .bind(e.error_class)
+        .bind(e.error)
+        .bind(e.detail)
+}
+
+impl PgStore {
+    /// Connects and applies the migrations (a database written by a newer release is refused,
+    /// naming both versions).
+    pub async fn connect(config: PgConfig) -> Result<Self, StoreError> {
+        let pool = PgPoolOptions::new()
+            .max_connections(config.max_connections.max(1))
+            .acquire_timeout(config.acquire_timeout)
+            .connect(&config.url)
+            .await
+            .map_err(|e| StoreError::Open {
+                path: redact(&config.url),
+                reason: e.to_string(),
+            })?;
+        let known = MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0);
+        let found: Option<i64> =
+            sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations WHERE success")
+                .fetch_optional(&pool)
+                .await
+                .ok()
+                .flatten();
+        if let Some(found) = found.filter(|f| *f > known) {
+            return Err(StoreError::NewerSchema { found, known });
+        }
+        MIGRATOR.run(&pool).await.map_err(|e| StoreError::Open {
+            path: redact(&config.url),
+            reason: format!("migrating: {e}"),
+        })?;
+        Ok(Self { pool, scope: None })
+    }
+
+    /// The pool (for the tables of a workflow's own, and tests).
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+}
+
+/// A connection URL without its password, for messages.
+pub fn redact(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("***"));
+            parsed.to_string()
+        }
+        _ => url.to_owned(),
+    }
+}
+
+impl Store for PgStore {
+    fn scoped(&self, workflow: &'static str) -> Self {
+        Self {
+            scope: Some(Arc::from(workflow)),
+            ..self.clone()
+        }
+    }
+
+    async fn insert(&self, saga: NewSaga, event: HistoryEvent) -> Result<Inserted, StoreError> {
+        let now = to_millis(saga.now);
+        let sql = format!(
+            "WITH created AS ( \
+               INSERT INTO sagas (id, workflow, idempotency_key, state, status, context, input, customer_id, \
+               attempt, total_attempts, state_entered_at, next_run_at, version, created_at, updated_at, \
+               definition, context_schema) \
+               VALUES ($1, $2, $3, $4, 'active', $5, $6, $7, 0, 0, $8, $8, 0, $8, $8, $9, $10) \
+               ON CONFLICT (workflow, idempotency_key) DO NOTHING RETURNING {SAGA_COLUMNS}), \
+             logged AS ({}) \
+             SELECT {SAGA_COLUMNS} FROM created",
+            history_insert("created", 8, 11)
+        );
+        let query = sqlx::query(&sql)
+            .bind(&saga.id)
+            .bind(&saga.workflow)
+            .bind(&saga.idempotency_key)
+            .bind(&saga.state)
+            .bind(&saga.context)
+            .bind(&saga.input)
+            .bind(&saga.customer_id)
+            .bind(now)
+            .bind(i64::from(saga.definition))
+            .bind(i64::from(saga.context_schema));
+        let created = bind_events(query, Events::of(std::slice::from_ref(&event)))
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_error)?;
+        if let Some(row) = created {
+            return Ok(Inserted::Created(saga_from_row(&row)?));
+        }
+        let row = sqlx::query(&format!(
+            "SELECT {SAGA_COLUMNS} FROM sagas WHERE workflow = $1 AND idempotency_key = $2"
+        ))
+        .bind(&saga.workflow)
+        .bind(&saga.idempotency_key)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db_error)?;
+        Ok(Inserted::Existing(saga_from_row(&row)?))
+    }
+
+    async fn claim_due(
+        &self,
+        owner: &str,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<SagaRecord>, StoreError> {
+        self.claim_due_fairly(owner, now, lease_until, limit, Vec::new(), 0)
+            .await
+    }
+
+    async fn claim_due_fairly(
+        &self,
+        owner: &str,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: u32,
+        avoid: Vec<String>,
+        per_customer: u32,
+    ) -> Result<Vec<SagaRecord>, StoreError> {
+        // With a limit per customer, the oldest due rows (four times the claim, a bounded
+        // window) are locked and numbered per customer; those past the limit stay due.
+        let window = if per_customer == 0 {
+            limit
+        } else {
+            limit.saturating_mul(4)
+        };
+        let columns = SAGA_COLUMNS
+            .split(", ")
+            .map(|c| format!("sagas.{c}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "WITH due AS ( \
+               SELECT id, customer_id, next_run_at FROM sagas \
+               WHERE ($1 = '' OR workflow = $1) AND next_run_at IS NOT NULL AND next_run_at <= $2 \
+               AND status = 'active' AND (customer_id IS NULL OR NOT (customer_id = ANY($3))) \
+               ORDER BY next_run_at LIMIT $4 FOR UPDATE SKIP LOCKED), \
+             chosen AS ( \
+               SELECT id FROM (SELECT id, customer_id, next_run_at, \
+                 ROW_NUMBER() OVER (PARTITION BY customer_id ORDER BY next_run_at) AS nth FROM due) d \
+               WHERE $5 = 0 OR customer_id IS NULL OR nth <= $5 ORDER BY next_run_at LIMIT $6), \
+             claimed AS ( \
+               UPDATE sagas SET lease_owner = $7, lease_expires_at = $8, next_run_at = $8, \
+               version = sagas.version + 1, updated_at = $2 \
+               FROM chosen WHERE sagas.id = chosen.id RETURNING {columns}), \
+             logged AS ( \
+               INSERT INTO history (saga_id, at, kind, state, detail) \
+               SELECT id, $2, 'claimed', state, $9 FROM claimed) \
+             SELECT {SAGA_COLUMNS} FROM claimed ORDER BY next_run_at, id"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(self.scope.as_deref().unwrap_or(""))
+            .bind(to_millis(now))
+            .bind(avoid)
+            .bind(i64::from(window))
+            .bind(i64::from(per_customer))
+            .bind(i64::from(limit))
+            .bind(owner)
+            .bind(to_millis(lease_until))
+            .bind(format!("lease to {owner}"))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_error)?;
+        rows.iter().map(saga_from_row).collect()
+    }
+
+    async fn commit(&self, commit: Commit) -> Result<i64, StoreError> {
+        let (lease_owner, lease_until, fence_owner, operator) = match &commit.writer {
+            Writer::Worker { owner, lease_until } => (
+                lease_until.map(|_| owner.clone()),
+                lease_until.map(to_millis),
+                Some(owner.clone()),
+                0_i64,
+            ),
+            Writer::Operator => (None, None, None, 1),
+        };
+        let (full, update) = match &commit.change {
+            Change::Saga(u) => (true, Some(u)),
+            Change::Lease { .. } => (false, None),
+        };
+        let next_run_at = match &commit.change {
+            Change::Saga(u) => u.next_run_at,
+            Change::Lease { next_run_at } => *next_run_at,
+        };
+        // A lease-only change ($2 false) sends no other column and keeps the row's.
+        let keep = |column: &str, param: usize| {
+            format!("{column} = CASE WHEN $2 THEN ${param} ELSE sagas.{column} END")
+        };
+        let sql = format!(
+            "WITH written AS ( \
+               UPDATE sagas SET {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, next_run_at = $13, \
+               lease_owner = $14, lease_expires_at = $15, updated_at = $16, version = sagas.version + 1 \
+               WHERE id = $1 AND version = $17 AND ( \
+                 ($19 = 0 AND lease_owner = $18 AND lease_expires_at >= $16) \
+                 OR ($19 = 1 AND (lease_owner IS NULL OR lease_expires_at < $16))) \
+               RETURNING id), \
+             logged AS ({}) \
+             SELECT id FROM written",
+            keep("state", 3),
+            keep("status", 4),
+            keep("context", 5),
+            keep("attempt", 6),
+            keep("total_attempts", 7),
+            keep("state_entered_at", 8),
+            keep("last_error", 9),
+            keep("wait_reason", 10),
+            keep("definition", 11),
+            keep("context_schema", 12),
+            history_insert("written", 16, 20)
+        );
+        let query = sqlx::query(&sql)
+            .bind(&commit.id)
+            .bind(full)
+            .bind(update.map(|u| u.state.clone()))
+            .bind(update.map(|u| u.status.as_str().to_owned()))
+            .bind(update.map(|u| u.context.clone()))
+            .bind(update.map(|u| i64::from(u.attempt)))
+            .bind(update.map(|u| i64::from(u.total_attempts)))
+            .bind(update.map(|u| to_millis(u.state_entered_at)))
+            .bind(update.and_then(|u| u.last_error.clone()))
+            .bind(update.and_then(|u| u.wait_reason.clone()))
+            .bind(update.map(|u| i64::from(u.definition)))
+            .bind(update.map(|u| i64::from(u.context_schema)))
+            .bind(next_run_at.map(to_millis))
+            .bind(lease_owner)
+            .bind(lease_until)
+            .bind(to_millis(commit.now))
+            .bind(commit.expected_version)
+            .bind(fence_owner)
+            .bind(operator);
+        let written = bind_events(query, Events::of(&commit.events))
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_error)?;
+        match written {
+            Some(_) => Ok(commit.expected_version + 1),
+            None => Err(StoreError::Fenced {
+                id: commit.id.clone(),
+                expected: commit.expected_version,
+            }),
+        }
+    }
+
+    async fn get(&self, id: &str) -> Result<Option<SagaRecord>, StoreError> {
+        let row = sqlx::query(&format!("SELECT {SAGA_COLUMNS} FROM sagas WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_error)?;
+        row.as_ref().map(saga_from_row).transpose()
+    }
+
+    async fn ids_with_prefix(&self, prefix: &str, limit: u32) -> Result<Vec<String>, StoreError> {
+        // A range on the primary key, as in SQLite: every id that starts with `prefix` sorts
+        // between it and `prefix` followed by the highest character (byte order, "C").
+        let rows = sqlx::query(
+            "SELECT id FROM sagas WHERE id COLLATE \"C\" >= $1 AND id COLLATE \"C\" < $2 \
+             ORDER BY id COLLATE \"C\" LIMIT $3",
+        )
+        .bind(prefix)
+        .bind(format!("{prefix}\u{10FFFF}"))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_error)?;
+        rows.iter()
+            .map(|row| row.try_get::<String, _>(0).map_err(db_error))
+            .collect()
+    }
+
+    async fn list(&self, filter: &ListFilter) -> Result<Vec<SagaRecord>, StoreError> {
+        let (predicate, binds) = list_predicate(filter);
+        let sql = format!(
+            "SELECT {SAGA_COLUMNS} FROM sagas {predicate} ORDER BY created_at DESC, id DESC LIMIT ${}",
+            binds.len() + 1
+        );
+        let mut query = sqlx::query(&sql);
+        for bind in binds {
+            query = bind.apply(query);
+        }
+        let limit = if filter.limit == 0 {
+            i64::MAX
+        } else {
+            i64::from(filter.limit)
+        };
+        let rows = query
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_error)?;
+        rows.iter().map(saga_from_row).collect()
+    }
+
+    async fn history(&self, id: &str) -> Result<Vec<HistoryRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT seq, saga_id, at, kind, state, to_state, call, http_status, latency_ms, request_id, \
+             error_class, error, detail FROM history WHERE saga_id = $1 ORDER BY seq",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_error)?;
+        rows.iter()
+            .map(|row| {
+                Ok(HistoryRow {
+                    seq: row.try_get("seq").map_err(db_error)?,
+                    saga_id: row.try_get("saga_id").map_err(db_error)?,
+                    at: from_millis(row.try_get("at").map_err(db_error)?),
+                    kind: row.try_get("kind").map_err(db_error)?,
+                    state: row.try_get("state").map_err(db_error)?,
+                    to_state: row.try_get("to_state").map_err(db_error)?,
+                    call: row.try_get("call").map_err(db_error)?,
+                    http_status: row
+                        .try_get::<Option<i64>, _>("http_status")
+                        .map_err(db_error)?
+                        .and_then(|s| u16::try_from(s).ok()),
+                    latency_ms: row
+                        .try_get::<Option<i64>, _>("latency_ms")
+                        .map_err(db_error)?
+                        .and_then(|s| u64::try_from(s).ok()),
+                    request_id: row.try_get("request_id").map_err(db_error)?,
+                    error_class: row.try_get("error_class").map_err(db_error)?,
+                    error: row.try_get("error").map_err(db_error)?,
+                    detail: row.try_get("detail").map_err(db_error)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn next_due(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let due: Option<i64> = sqlx::query_scalar(
+            "SELECT MIN(next_run_at) FROM sagas WHERE ($1 = '' OR workflow = $1) AND next_run_at IS NOT NULL",
+        )
+        .bind(self.scope.as_deref().unwrap_or(""))
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db_error)?;
+        Ok(due.map(from_millis))
+    }
+
+    async fn count(&self, filter: &ListFilter, cap: u64) -> Result<u64, StoreError> {
+        let (predicate, binds) = list_predicate(filter);
+        let sql = format!(
+            "SELECT COUNT(*) FROM (SELECT 1 FROM sagas {predicate} LIMIT ${}) AS capped",
+            binds.len() + 1
+        );
+        let mut query = sqlx::query_scalar::<_, i64>(&sql);
+        for bind in binds {
+            query = match bind {
+                Bind::Text(t) => query.bind(t),
+                Bind::Millis(m) => query.bind(m),
+            };
+        }
+        let n = query
+            .bind(i64::try_from(cap).unwrap_or(i64::MAX))
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db_error)?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    async fn count_by_status(&self) -> Result<BTreeMap<SagaStatus, u64>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT status, COUNT(*) AS n FROM sagas WHERE ($1 = '' OR workflow = $1) GROUP BY status",
+        )
+        .bind(self.scope.as_deref().unwrap_or(""))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_error)?;
+        let mut out = BTreeMap::new();
+        for row in rows {
+            let status: String = row.try_get("status").map_err(db_error)?;
+            let n: i64 = row.try_get("n").map_err(db_error)?;
+            if let Some(status) = SagaStatus::parse(&status) {
+                out.insert(status, u64::try_from(n).unwrap_or(0));
+            }
+        }
+        Ok(out)
+    }
+
+    async fn count_active_by_state(
+        &self,
+        now: DateTime<Utc>,
+    ) -> Result<BTreeMap<String, (u64, u64)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT state, COUNT(*) AS n, SUM(CASE WHEN next_run_at <= $1 THEN 1 ELSE 0 END) AS due \
+             FROM sagas WHERE status = 'active' AND ($2 = '' OR workflow = $2) GROUP BY state",
+        )
+        .bind(to_millis(now))
+        .bind(self.scope.as_deref().unwrap_or(""))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_error)?;
+        let mut out = BTreeMap::new();
+        for row in rows {
+            let state: String = row.try_get("state").map_err(db_error)?;
+            let n: i64 = row.try_get("n").map_err(db_error)?;
+            let due: Option<i64> = row.try_get("due").map_err(db_error)?;
+            out.insert(
+                state,
+                (
+                    u64::try_from(n).unwrap_or(0),
+                    u64::try_from(due.unwrap_or(0)).unwrap_or(0),
+                ),
+            );
+        }
+        Ok(out)
+    }
+}
+
+enum Bind {
+    Text(String),
+    Millis(i64),
+}
+
+impl Bind {
+    fn apply<'q>(
+        self,
+        query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    ) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+        match self {
+            Self::Text(t) => query.bind(t),
+            Self::Millis(m) => query.bind(m),
+        }
+    }
+}
+
+/// `list`'s filters as a `WHERE` clause with numbered parameters, and their values.
+fn list_predicate(filter: &ListFilter) -> (String, Vec<Bind>) {
+    let mut clauses = Vec::new();
+    let mut binds = Vec::new();
+    let param = |binds: &mut Vec<Bind>, bind: Bind| {
+        binds.push(bind);
+        format!("${}", binds.len())
+    };
+    if let Some(workflow) = &filter.workflow {
+        let p = param(&mut binds, Bind::Text(workflow.clone()));
+        clauses.push(format!("workflow = {p}"));
+    }
+    if let Some(status) = filter.status {
+        let p = param(&mut binds, Bind::Text(status.as_str().to_owned()));
+        clauses.push(format!("status = {p}"));
+    }
+    if let Some(state) = &filter.state {
+        let p = param(&mut binds, Bind::Text(state.clone()));
+        clauses.push(format!("state = {p}"));
+    }
+    if let Some(customer) = &filter.customer_id {
+        let p = param(&mut binds, Bind::Text(customer.clone()));
+        clauses.push(format!("customer_id = {p}"));
+    }
+    if let Some(after) = filter.created_after {
+        let p = param(&mut binds, Bind::Millis(to_millis(after)));
+        clauses.push(format!("created_at >= {p}"));
+    }
+    if let Some(stuck) = &filter.stuck {
+        if filter.status.is_none() {
+            clauses.push("status = 'active'".to_owned());
+        }
+        let mut case = String::from("attempt > 0");
+        if !stuck.is_empty() {
+            case.push_str(" OR state_entered_at < CASE state");
+            for (state, before) in stuck {
+                let s = param(&mut binds, Bind::Text(state.clone()));
+                let b = param(&mut binds, Bind::Millis(to_millis(*before)));
+                case.push_str(&format!(" WHEN {s} THEN {b}"));
+            }
+            case.push_str(" ELSE -1 END");
+        }
+        clauses.push(format!("({case})"));
+    }
+    if clauses.is_empty() {
+        (String::new(), binds)
+    } else {
+        (format!("WHERE {}", clauses.join(" AND ")), binds)
+    }
+}
