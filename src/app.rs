@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use pcsaga_engine::{
-    Engine, EngineConfig, Policies, SqliteConfig, SqliteStore, SystemClock, Workflow,
+    AnyStore, Engine, EngineConfig, Policies, SqliteConfig, SqliteStore, SystemClock, Workflow,
 };
 use pcsaga_partner_center::{Client, ClientConfig};
 use pcsaga_purchase::PurchaseWorkflow;
@@ -21,12 +21,18 @@ pub const RECONCILE_POLICIES: &str = include_str!("../workflows/billing-reconcil
 /// The engine of billing reconciliation runs, on the same database as the purchases (it
 /// claims only its own workflow's sagas).
 pub async fn reconcile_engine(
-    store: SqliteStore,
+    store: AnyStore,
     path: &Path,
     client: Client,
     file: &FileConfig,
     owner: String,
-) -> anyhow::Result<Engine<pcsaga_billing::ReconcileWorkflow, SqliteStore>> {
+) -> anyhow::Result<Engine<pcsaga_billing::ReconcileWorkflow, AnyStore>> {
+    if store.is_postgres() {
+        return Err(ConfigError(
+            "billing reconciliation keeps its tables in SQLite for now: run `pcsaga reconcile` with a SQLite database (--db PATH); on PostgreSQL the daemons buy, and reconciliation is not yet available".to_owned(),
+        )
+        .into());
+    }
     let (settings, _) = config::billing(file)?;
     let ledger = pcsaga_billing::Ledger::open(path)
         .await
@@ -106,7 +112,7 @@ pub enum Open {
 pub async fn open_store(
     db: Option<&Path>,
     file: &FileConfig,
-) -> anyhow::Result<(SqliteStore, PathBuf)> {
+) -> anyhow::Result<(AnyStore, PathBuf)> {
     open(db, file, Open::Create).await
 }
 
@@ -116,8 +122,19 @@ pub async fn open(
     db: Option<&Path>,
     file: &FileConfig,
     how: Open,
-) -> anyhow::Result<(SqliteStore, PathBuf)> {
+) -> anyhow::Result<(AnyStore, PathBuf)> {
     let path = config::database_path(db, file);
+    let text = path.to_string_lossy().into_owned();
+    if pcsaga_engine::is_postgres_url(&text) {
+        // One schema for all: every verb migrates on open (PostgreSQL serialises migrations).
+        let mut pg = pcsaga_engine::PgConfig::new(text.clone());
+        pg.max_connections = config::pool_size(file)?;
+        let shown = pcsaga_engine::store::postgres::redact(&text);
+        let store = pcsaga_engine::PgStore::connect(pg)
+            .await
+            .with_context(|| format!("opening the database {shown}"))?;
+        return Ok((AnyStore::Postgres(store), PathBuf::from(shown)));
+    }
     let mut sqlite = SqliteConfig::new(&path);
     sqlite.durability = config::durability(file)?;
     sqlite.max_size_mb = config::max_size_mb(file)?;
@@ -128,7 +145,7 @@ pub async fn open(
     let store = SqliteStore::open(sqlite)
         .await
         .with_context(|| format!("opening the database {}", path.display()))?;
-    Ok((store, path))
+    Ok((AnyStore::Sqlite(store), path))
 }
 
 /// Loads and validates policies from a file, or the built-in ones.
@@ -156,7 +173,7 @@ pub fn policies(path: Option<&Path>) -> anyhow::Result<Policies> {
 }
 
 /// An engine for operator commands (no Partner Center calls).
-pub fn offline_engine(store: SqliteStore) -> Engine<PurchaseWorkflow, SqliteStore> {
+pub fn offline_engine(store: AnyStore) -> Engine<PurchaseWorkflow, AnyStore> {
     let policies = policies(None).unwrap_or_else(|_| Policies {
         workflow: pcsaga_purchase::WORKFLOW_NAME.to_owned(),
         states: Default::default(),

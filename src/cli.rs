@@ -34,8 +34,9 @@ pub struct Cli {
 
 #[derive(Debug, Args)]
 pub struct Global {
-    /// The SQLite database (created if missing, readable by its owner only).
-    #[arg(long, global = true, env = "PCSAGA_DB", value_name = "PATH")]
+    /// The database: a SQLite file (created if missing, readable by its owner only), or a
+    /// PostgreSQL server, `postgres://USER@HOST:PORT/DATABASE`, for several daemons.
+    #[arg(long, global = true, env = "PCSAGA_DB", value_name = "PATH|URL")]
     pub db: Option<PathBuf>,
     /// A TOML configuration file (see README: Configuration).
     #[arg(long, global = true, env = "PCSAGA_CONFIG", value_name = "FILE")]

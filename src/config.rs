@@ -235,6 +235,10 @@ pub struct DaemonFile {
 #[serde(deny_unknown_fields)]
 pub struct DatabaseFile {
     pub path: Option<PathBuf>,
+    /// A PostgreSQL server instead of a SQLite file: `postgres://USER@HOST:PORT/DATABASE`.
+    pub url: Option<String>,
+    /// Connections to PostgreSQL per process (default 16).
+    pub pool_size: Option<u32>,
     /// `full` (default) or `normal`.
     pub synchronous: Option<String>,
     /// Cap on the database size in MiB (beyond it writes fail as on a full disk).
@@ -410,8 +414,20 @@ pub fn partner_center(file: &FileConfig) -> Result<PartnerCenterConfig, ConfigEr
 /// `pcsaga.db` in the working directory.
 pub fn database_path(flag: Option<&Path>, file: &FileConfig) -> PathBuf {
     flag.map(Path::to_path_buf)
+        .or_else(|| file.database.url.clone().map(PathBuf::from))
         .or_else(|| file.database.path.clone())
         .unwrap_or_else(|| PathBuf::from("pcsaga.db"))
+}
+
+/// The PostgreSQL pool size: `database.pool_size`, 1 to 200, default 16.
+pub fn pool_size(file: &FileConfig) -> Result<u32, ConfigError> {
+    match file.database.pool_size {
+        None => Ok(16),
+        Some(n) if (1..=200).contains(&n) => Ok(n),
+        Some(n) => Err(bad(format!(
+            "database.pool_size = {n}: between 1 and 200 connections"
+        ))),
+    }
 }
 
 /// The database size cap: `PCSAGA_DB_MAX_SIZE_MB`, then the file.

@@ -119,14 +119,22 @@ pub async fn run(global: &Global, args: &DaemonArgs, file: &FileConfig) -> Resul
     let owner = config.owner.clone();
     let (_, schedule) =
         crate::config::billing(file).map_err(|e| Failed::new(Exit::InvalidInput, e))?;
-    let reconciler = crate::app::reconcile_engine(
-        store.clone(),
-        &path,
-        client.clone(),
-        file,
-        format!("{owner}/billing"),
-    )
-    .await?;
+    // Billing reconciliation keeps its tables in SQLite: on PostgreSQL the daemons buy only.
+    let reconciler = if store.is_postgres() {
+        tracing::info!("PostgreSQL: no billing reconciliation in this daemon (its tables are SQLite's for now)");
+        None
+    } else {
+        Some(
+            crate::app::reconcile_engine(
+                store.clone(),
+                &path,
+                client.clone(),
+                file,
+                format!("{owner}/billing"),
+            )
+            .await?,
+        )
+    };
     let engine = Engine::new(
         PurchaseWorkflow::new(client)
             .with_credentials_retry(credentials_retry)
@@ -166,20 +174,23 @@ pub async fn run(global: &Global, args: &DaemonArgs, file: &FileConfig) -> Resul
         engine.governor().clone(),
     ));
     // Billing reconciliation runs in the same process, on its own engine (its own workflow).
-    let reconciling = {
-        let reconciler = reconciler.clone();
+    let reconciling = reconciler.clone().map(|reconciler| {
         let stopped = stopped.clone();
         tokio::spawn(async move { reconciler.run(stopped).await })
-    };
-    match (schedule, args.exit_when_idle) {
-        (Some(every), false) => {
+    });
+    match (schedule, args.exit_when_idle, reconciler) {
+        (_, _, None) => {}
+        (Some(every), false, Some(reconciler)) => {
             tokio::spawn(schedule_reconciliation(reconciler, every, stopped.clone()));
         }
-        (Some(_), true) => tracing::info!("--exit-when-idle: no scheduled billing reconciliation in a batch run (`pcsaga reconcile` runs one)"),
-        (None, _) => tracing::info!("billing.reconcile_every_h = 0: no scheduled billing reconciliation"),
+        (Some(_), true, _) => tracing::info!("--exit-when-idle: no scheduled billing reconciliation in a batch run (`pcsaga reconcile` runs one)"),
+        (None, _, _) => tracing::info!("billing.reconcile_every_h = 0: no scheduled billing reconciliation"),
     }
     let ran = engine.run(stopped).await;
-    if let Ok(Err(error)) = reconciling.await {
+    if let Some(Ok(Err(error))) = match reconciling {
+        Some(task) => Some(task.await),
+        None => None,
+    } {
         tracing::warn!(%error, "the billing reconciliation engine stopped with an error");
     }
     heartbeat.abort();
@@ -196,7 +207,7 @@ pub async fn run(global: &Global, args: &DaemonArgs, file: &FileConfig) -> Resul
 /// Before any claim: the active purchases this binary cannot continue (a newer release's, a
 /// state or context it does not know) make it refuse to start, or, told so, are parked.
 async fn settle_incompatible(
-    engine: &Engine<PurchaseWorkflow, pcsaga_engine::SqliteStore>,
+    engine: &Engine<PurchaseWorkflow, pcsaga_engine::AnyStore>,
     global: &Global,
     park: bool,
 ) -> Result<(), Failed> {
@@ -237,7 +248,7 @@ async fn settle_incompatible(
 /// Starts a reconciliation of the previous and the current month once per `every`: the runs'
 /// keys name the interval, so several daemons start each run once between them.
 async fn schedule_reconciliation(
-    engine: Engine<pcsaga_billing::ReconcileWorkflow, pcsaga_engine::SqliteStore>,
+    engine: Engine<pcsaga_billing::ReconcileWorkflow, pcsaga_engine::AnyStore>,
     every: Duration,
     mut stopped: watch::Receiver<bool>,
 ) {
@@ -277,7 +288,7 @@ async fn schedule_reconciliation(
 pub const HEARTBEAT: Duration = Duration::from_secs(10);
 
 async fn heartbeats(
-    store: pcsaga_engine::SqliteStore,
+    store: pcsaga_engine::AnyStore,
     mut row: pcsaga_engine::DaemonRow,
     governor: std::sync::Arc<pcsaga_engine::Governor>,
 ) {
@@ -334,7 +345,7 @@ async fn stop_when_idle<S: Store>(store: S, stop: watch::Sender<bool>) {
 
 /// Used by the demo: the same run loop on an existing engine.
 pub async fn run_engine(
-    engine: &Engine<PurchaseWorkflow, pcsaga_engine::SqliteStore>,
+    engine: &Engine<PurchaseWorkflow, pcsaga_engine::AnyStore>,
     stopped: watch::Receiver<bool>,
 ) -> Result<(), Failed> {
     engine.run(stopped).await.map_err(Failed::from)

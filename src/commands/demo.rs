@@ -123,7 +123,9 @@ pub async fn run(args: &DemoArgs) -> Result<Exit, Failed> {
     let db = dir.join("pcsaga.db");
     let client = crate::app::simulator_client(&sim, Duration::from_secs(5))?;
     let policies = crate::app::policies(None)?.scaled(args.speedup);
-    let store = pcsaga_engine::SqliteStore::open(pcsaga_engine::SqliteConfig::new(&db)).await?;
+    let store = pcsaga_engine::AnyStore::Sqlite(
+        pcsaga_engine::SqliteStore::open(pcsaga_engine::SqliteConfig::new(&db)).await?,
+    );
     let mut config = EngineConfig::new(crate::app::owner_name("demo"));
     config.concurrency = 8;
     config.max_calls_in_flight = 8;
@@ -365,7 +367,7 @@ pub async fn run(args: &DemoArgs) -> Result<Exit, Failed> {
 async fn reconcile(
     sim: &Simulator,
     db: &std::path::Path,
-    store: pcsaga_engine::SqliteStore,
+    store: pcsaga_engine::AnyStore,
     client: pcsaga_partner_center::Client,
     speedup: f64,
 ) -> Result<(String, pcsaga_billing::Report, String), Failed> {

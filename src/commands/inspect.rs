@@ -120,7 +120,7 @@ const COUNT_CAP: u64 = 10_000;
 /// `list --billing STATUS`: the purchases the last reconciliation gave that status, with the
 /// other filters applied to them.
 async fn by_billing(
-    store: &pcsaga_engine::SqliteStore,
+    store: &pcsaga_engine::AnyStore,
     path: &std::path::Path,
     text: &str,
     filter: &ListFilter,
@@ -138,6 +138,12 @@ async fn by_billing(
             )),
         ));
     };
+    if store.is_postgres() {
+        return Err(Failed::new(
+            Exit::Usage,
+            ConfigError("--billing: billing statuses are kept with SQLite databases only for now (reconciliation is not yet available on PostgreSQL)".into()),
+        ));
+    }
     let ledger = pcsaga_billing::Ledger::open_read_only(path)
         .await
         .map_err(|e| Failed::new(Exit::Database, e))?;
@@ -277,6 +283,9 @@ async fn billing_section(
     id: &str,
     context: Option<&PurchaseContext>,
 ) -> String {
+    if pcsaga_engine::is_postgres_url(&path.to_string_lossy()) {
+        return String::new();
+    }
     let Ok(ledger) = pcsaga_billing::Ledger::open_read_only(path).await else {
         return String::new();
     };
@@ -345,7 +354,10 @@ pub async fn show(global: &Global, args: &ShowArgs, file: &FileConfig) -> Result
         out["context"] = serde_json::from_str(&saga.context).unwrap_or(Value::Null);
         out["history"] = serde_json::to_value(&history).unwrap_or(Value::Null);
         out["next"] = json!(next_steps(global, &saga, context.as_ref()));
-        if let Ok(ledger) = pcsaga_billing::Ledger::open_read_only(&path).await {
+        if let (false, Ok(ledger)) = (
+            pcsaga_engine::is_postgres_url(&path.to_string_lossy()),
+            pcsaga_billing::Ledger::open_read_only(&path).await,
+        ) {
             if let Ok(status) = ledger.status_of(&saga.id).await {
                 out["billing"] = serde_json::to_value(status).unwrap_or(Value::Null);
             }

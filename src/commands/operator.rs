@@ -2,7 +2,7 @@
 //! recorded in the purchase's history with its reason; every refusal says why and what to
 //! run instead.
 
-use pcsaga_engine::{Engine, SagaRecord, SagaStatus, SqliteStore};
+use pcsaga_engine::{AnyStore, Engine, SagaRecord, SagaStatus};
 use pcsaga_purchase::{PurchaseContext, PurchaseWorkflow, State};
 use serde_json::{json, Value};
 
@@ -31,9 +31,9 @@ fn usage(message: String) -> Failed {
     Failed::new(Exit::Usage, ConfigError(message))
 }
 
-type Purchases = Engine<PurchaseWorkflow, SqliteStore>;
+type Purchases = Engine<PurchaseWorkflow, AnyStore>;
 
-async fn engine(global: &Global, file: &FileConfig) -> Result<(Purchases, SqliteStore), Failed> {
+async fn engine(global: &Global, file: &FileConfig) -> Result<(Purchases, AnyStore), Failed> {
     let (store, _) =
         crate::app::open(global.db.as_deref(), file, crate::app::Open::Existing).await?;
     Ok((crate::app::offline_engine(store.clone()), store))
@@ -41,7 +41,7 @@ async fn engine(global: &Global, file: &FileConfig) -> Result<(Purchases, Sqlite
 
 /// Whether a daemon is running on this database, said so an operator knows whether what they
 /// just changed will be picked up.
-pub async fn daemon_note(global: &Global, store: &SqliteStore) -> String {
+pub async fn daemon_note(global: &Global, store: &AnyStore) -> String {
     match alive_daemons(store).await {
         Ok(0) => format!(
             "no daemon is running on this database: start one with `pcsaga{} daemon`",
@@ -61,7 +61,7 @@ pub fn is_alive(daemon: &pcsaga_engine::DaemonRow, now: chrono::DateTime<chrono:
 }
 
 /// How many daemons are alive on this database.
-pub async fn alive_daemons(store: &SqliteStore) -> Result<usize, pcsaga_engine::StoreError> {
+pub async fn alive_daemons(store: &AnyStore) -> Result<usize, pcsaga_engine::StoreError> {
     let now = chrono::Utc::now();
     Ok(store
         .daemons()

@@ -142,7 +142,12 @@ async fn sigkill_during_checkout_loses_nothing_and_buys_nothing_twice() {
         settled: true,
         wall_clock: true,
     };
-    pcsaga_testkit::audit(&store, &ledger, &sim.requests(), &expect)
-        .await
-        .assert_clean("cargo test --test e2e sigkill_during_checkout");
+    pcsaga_testkit::audit(
+        &pcsaga_engine::AnyStore::Sqlite(store.clone()),
+        &ledger,
+        &sim.requests(),
+        &expect,
+    )
+    .await
+    .assert_clean("cargo test --test e2e sigkill_during_checkout");
 }

@@ -5,6 +5,7 @@ mod billing;
 mod cli;
 mod kill;
 mod operators;
+mod postgres;
 mod support;
 mod throttling;
 mod upgrade;

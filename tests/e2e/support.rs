@@ -135,7 +135,7 @@ pub fn request(key: &str, product: &str, sku: &str, term: Option<&str>) -> serde
 pub struct Battery {
     pub sim: pcsaga_simulator::Simulator,
     pub env: Env,
-    pub store: pcsaga_engine::SqliteStore,
+    pub store: pcsaga_engine::AnyStore,
     pub accepted: usize,
 }
 
@@ -173,9 +173,11 @@ impl Battery {
             .expect("simulator");
         let env = Env::new();
         // Create the database first so the auditor's store can open it alongside the daemons.
-        let store = pcsaga_engine::SqliteStore::open(pcsaga_engine::SqliteConfig::new(&env.db))
-            .await
-            .expect("store");
+        let store = pcsaga_engine::AnyStore::Sqlite(
+            pcsaga_engine::SqliteStore::open(pcsaga_engine::SqliteConfig::new(&env.db))
+                .await
+                .expect("store"),
+        );
         Self {
             sim,
             env,

@@ -27,6 +27,7 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use governor::{Admission, ClassBudget, ClassSnapshot, Feedback, Governor, GovernorConfig};
 pub use policy::{OnExhausted, Policies, PolicyError, StatePolicy};
 pub use runtime::{CrashAt, CrashPoint, Driven, Engine, EngineConfig, Submitted};
+pub use store::any::{is_postgres_url, AnyStore};
 pub use store::postgres::{PgConfig, PgStore};
 pub use store::sqlite::{
     list_plan, DaemonRow, Durability, SqliteConfig, SqliteStore, StatusSnapshot,

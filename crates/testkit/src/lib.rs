@@ -15,10 +15,11 @@
 //! 5. `PRAGMA integrity_check` is `ok`;
 //! 6. no request was sent to an endpoint before the `Retry-After` it was given ran out.
 
+pub mod pg;
 use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Utc};
-use pcsaga_engine::{HistoryRow, ListFilter, SagaRecord, SagaStatus, SqliteStore, Store};
+use pcsaga_engine::{AnyStore, HistoryRow, ListFilter, SagaRecord, SagaStatus, Store};
 use pcsaga_simulator::{Ledger, RequestRecord};
 
 /// The purchase states in order, as stored.
@@ -98,7 +99,7 @@ pub struct Witnesses {
 
 /// Reads the witnesses. A failure to read is itself a finding.
 pub async fn gather(
-    store: &SqliteStore,
+    store: &AnyStore,
     ledger: &Ledger,
     requests: &[RequestRecord],
 ) -> Result<Witnesses, String> {
@@ -132,7 +133,7 @@ pub async fn gather(
 
 /// Audits a run: gathers the witnesses and applies every check of [`CHECKS`].
 pub async fn audit(
-    store: &SqliteStore,
+    store: &AnyStore,
     ledger: &Ledger,
     requests: &[RequestRecord],
     expect: &Expect,

@@ -71,9 +71,13 @@ async fn clean_run() -> Witnesses {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let witnesses = gather(&store, &sim.ledger(), &sim.requests())
-        .await
-        .expect("witnesses");
+    let witnesses = gather(
+        &pcsaga_engine::AnyStore::Sqlite(store.clone()),
+        &sim.ledger(),
+        &sim.requests(),
+    )
+    .await
+    .expect("witnesses");
     assert!(
         witnesses
             .sagas

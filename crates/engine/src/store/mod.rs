@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::workflow::AttemptRecord;
 
+pub mod any;
 pub mod ceiling;
 pub mod postgres;
 pub mod sqlite;

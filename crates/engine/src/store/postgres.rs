@@ -223,6 +223,165 @@ impl PgStore {
     pub fn pool(&self) -> &PgPool {
         &self.pool
     }
+
+    /// Records that daemon `id` is alive at `now` (its row is created on the first beat), or
+    /// that it stopped.
+    pub async fn daemon_beat(
+        &self,
+        daemon: &super::sqlite::DaemonRow,
+        now: DateTime<Utc>,
+        stopped: bool,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO daemons (id, host, pid, started_at, heartbeat_at, stopped_at, governor) \
+             VALUES ($1, $2, $3, $4, $5, CASE WHEN $6 THEN $5 END, $7) \
+             ON CONFLICT (id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at, \
+             stopped_at = excluded.stopped_at, governor = excluded.governor",
+        )
+        .bind(&daemon.id)
+        .bind(&daemon.host)
+        .bind(i64::from(daemon.pid))
+        .bind(to_millis(daemon.started_at))
+        .bind(to_millis(now))
+        .bind(stopped)
+        .bind(daemon.governor.as_deref())
+        .execute(&self.pool)
+        .await
+        .map_err(db_error)?;
+        Ok(())
+    }
+
+    /// The daemons of the database, newest heartbeat first (at most 100).
+    pub async fn daemons(&self) -> Result<Vec<super::sqlite::DaemonRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, host, pid, started_at, heartbeat_at, stopped_at, governor FROM daemons \
+             ORDER BY heartbeat_at DESC LIMIT 100",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_error)?;
+        rows.iter()
+            .map(|row| {
+                Ok(super::sqlite::DaemonRow {
+                    id: row.try_get(0).map_err(db_error)?,
+                    host: row.try_get(1).map_err(db_error)?,
+                    pid: u32::try_from(row.try_get::<i64, _>(2).map_err(db_error)?).unwrap_or(0),
+                    started_at: from_millis(row.try_get(3).map_err(db_error)?),
+                    heartbeat_at: Some(from_millis(row.try_get(4).map_err(db_error)?)),
+                    stopped_at: row
+                        .try_get::<Option<i64>, _>(5)
+                        .map_err(db_error)?
+                        .map(from_millis),
+                    governor: row.try_get(6).map_err(db_error)?,
+                })
+            })
+            .collect()
+    }
+
+    /// What `pcsaga status` shows beyond the counts (as the SQLite store's).
+    pub async fn status_snapshot(
+        &self,
+        now: DateTime<Utc>,
+        recent: u32,
+    ) -> Result<super::sqlite::StatusSnapshot, StoreError> {
+        let oldest_due = sqlx::query(
+            "SELECT id, next_run_at FROM sagas \
+             WHERE next_run_at IS NOT NULL AND next_run_at <= $1 AND status = 'active' \
+             ORDER BY next_run_at LIMIT 1",
+        )
+        .bind(to_millis(now))
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_error)?
+        .map(|row| -> Result<(String, DateTime<Utc>), StoreError> {
+            Ok((
+                row.try_get(0).map_err(db_error)?,
+                from_millis(row.try_get(1).map_err(db_error)?),
+            ))
+        })
+        .transpose()?;
+        let counts = sqlx::query(
+            "SELECT \
+               SUM(CASE WHEN last_error LIKE '%throttled%' OR last_error LIKE '%(429%' THEN 1 ELSE 0 END), \
+               SUM(CASE WHEN wait_reason LIKE 'held until%' THEN 1 ELSE 0 END) \
+             FROM sagas WHERE status = 'active'",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db_error)?;
+        let throttled: Option<i64> = counts.try_get(0).map_err(db_error)?;
+        let held: Option<i64> = counts.try_get(1).map_err(db_error)?;
+        let rows = sqlx::query(
+            "SELECT error_class, COUNT(*) FROM history \
+             WHERE seq > (SELECT COALESCE(MAX(seq), 0) FROM history) - $1 AND error_class IS NOT NULL \
+             GROUP BY error_class",
+        )
+        .bind(i64::from(recent))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_error)?;
+        let mut recent_errors = BTreeMap::new();
+        for row in rows {
+            let class: String = row.try_get(0).map_err(db_error)?;
+            let n: i64 = row.try_get(1).map_err(db_error)?;
+            recent_errors.insert(class, u64::try_from(n).unwrap_or(0));
+        }
+        Ok(super::sqlite::StatusSnapshot {
+            oldest_due,
+            throttled: u64::try_from(throttled.unwrap_or(0)).unwrap_or(0),
+            held: u64::try_from(held.unwrap_or(0)).unwrap_or(0),
+            recent_errors,
+        })
+    }
+
+    /// The engine's invariants (as the SQLite store's `check_invariants`), each broken one
+    /// named with the sagas that break it.
+    pub async fn check_invariants(
+        &self,
+        workflows: &[(&str, Vec<&str>)],
+        limit: u32,
+    ) -> Result<Vec<String>, StoreError> {
+        let known: Vec<String> = workflows
+            .iter()
+            .flat_map(|(w, states)| states.iter().map(move |s| format!("{w}\u{1f}{s}")))
+            .collect();
+        let checks: [(&str, &str); 5] = [
+            (
+                "has no history (its submission is not recorded)",
+                "SELECT id FROM sagas s WHERE NOT EXISTS (SELECT 1 FROM history h WHERE h.saga_id = s.id AND h.kind = 'submitted')",
+            ),
+            (
+                "is stopped but still holds a lease or a due time",
+                "SELECT id FROM sagas WHERE status <> 'active' AND (next_run_at IS NOT NULL OR lease_owner IS NOT NULL)",
+            ),
+            (
+                "is active but has no due time (nothing would ever run it)",
+                "SELECT id FROM sagas WHERE status = 'active' AND next_run_at IS NULL",
+            ),
+            (
+                "is stopped with an intent that no later step answered (a call in doubt)",
+                "SELECT s.id FROM sagas s WHERE s.status IN ('succeeded', 'failed', 'cancelled') AND (SELECT kind FROM history h WHERE h.saga_id = s.id AND h.kind IN ('intent', 'transition', 'operator') ORDER BY seq DESC LIMIT 1) = 'intent'",
+            ),
+            (
+                "is in a state its workflow does not have (or of a workflow this binary does not know)",
+                "SELECT id FROM sagas WHERE NOT (workflow || chr(31) || state = ANY($1))",
+            ),
+        ];
+        let mut out = Vec::new();
+        for (what, sql) in checks {
+            let text = format!("{sql} LIMIT {limit}");
+            let mut query = sqlx::query(&text);
+            if sql.contains("$1") {
+                query = query.bind(known.clone());
+            }
+            let rows = query.fetch_all(&self.pool).await.map_err(db_error)?;
+            for row in rows {
+                let id: String = row.try_get(0).map_err(db_error)?;
+                out.push(format!("saga {id} {what}"));
+            }
+        }
+        Ok(out)
+    }
 }
 
 /// A connection URL without its password, for messages.

@@ -460,7 +460,7 @@ pub(crate) async fn ambiguous_checkout_replies_never_buy_twice() {
             wall_clock: false,
         };
         let audit = pcsaga_testkit::audit(
-            w.engine.store(),
+            &pcsaga_engine::AnyStore::Sqlite(w.engine.store().clone()),
             &w.sim.ledger(),
             &w.sim.requests(),
             &expect,
