@@ -102,8 +102,20 @@ pub enum Command {
     Cancel(CancelArgs),
     /// Run the Partner Center simulator on its own (prints the URL and credentials to use).
     Sim(SimArgs),
-    /// Create or upgrade the database schema.
+    /// Create or upgrade the database schema; or, with --from and --to, move a SQLite
+    /// database to PostgreSQL.
+    ///
+    /// `pcsaga migrate --from sqlite:PATH --to postgres://USER@HOST/DB` copies every saga and
+    /// its whole history into an empty PostgreSQL database, verifies counts and checksums, and
+    /// leaves the file untouched. Refused while a daemon holds a lease on the file (stop the
+    /// daemons first) or when the target already holds sagas.
     Migrate {
+        /// The SQLite database to move, as sqlite:PATH.
+        #[arg(long, value_name = "sqlite:PATH", requires = "to")]
+        from: Option<String>,
+        /// The PostgreSQL database to move it to, postgres://USER@HOST:PORT/DATABASE.
+        #[arg(long, value_name = "URL", requires = "from")]
+        to: Option<String>,
         #[arg(long)]
         json: bool,
     },

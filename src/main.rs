@@ -119,7 +119,12 @@ async fn dispatch(cli: &Cli) -> Result<Exit, Failed> {
             commands::operator::attach_order(global, args, &file()?).await
         }
         Command::Sim(args) => commands::sim::run(args).await,
-        Command::Migrate { json } => commands::migrate(global, *json, &file()?).await,
+        Command::Migrate {
+            from: Some(from),
+            to: Some(to),
+            json,
+        } => commands::transfer::run(from, to, *json).await,
+        Command::Migrate { json, .. } => commands::migrate(global, *json, &file()?).await,
         Command::Check { json } => commands::check(global, *json, &file()?).await,
         Command::CheckUpgrade { json } => commands::check_upgrade(global, *json, &file()?).await,
         Command::Status { json } => commands::inspect::status(global, *json, &file()?).await,
@@ -164,7 +169,7 @@ fn wants_json(command: &Command) -> bool {
         | Command::Check { json }
         | Command::CheckUpgrade { json }
         | Command::Backup { json, .. }
-        | Command::Migrate { json }
+        | Command::Migrate { json, .. }
         | Command::Workflow(WorkflowCommand::Validate { json, .. }) => *json,
     }
 }

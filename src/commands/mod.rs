@@ -8,6 +8,7 @@ pub mod inspect;
 pub mod operator;
 pub mod sim;
 pub mod submit;
+pub mod transfer;
 pub mod workflow;
 
 use crate::cli::Global;

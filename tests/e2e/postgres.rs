@@ -133,3 +133,120 @@ async fn three_daemons_on_postgres_share_the_queue_and_a_killed_ones_purchases_a
         );
     }
 }
+
+/// `migrate --from sqlite:PATH --to postgres://…`: every saga and its history moved, verified,
+/// the file untouched; a second move into the now non-empty database is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sqlite_database_moves_to_postgres_whole_and_verified() {
+    let mut b = Battery::new(SimConfig {
+        registration_polls: 1,
+        order_completion_s: 0,
+        ..SimConfig::default()
+    })
+    .await;
+    assert_eq!(b.submit(&support::mixed("move", 12)).await, 12);
+    b.finish("before-move", Duration::from_secs(60)).await;
+    // What the file holds, to compare after the move (its bytes may move as this test's own
+    // open store checkpoints its WAL; its rows must not).
+    let rows = |store: AnyStore| async move {
+        let mut all = Vec::new();
+        for saga in store.list(&ListFilter::default()).await.expect("list") {
+            let history = store.history(&saga.id).await.expect("history");
+            all.push((saga, history));
+        }
+        all
+    };
+    let file_before = rows(b.store.clone()).await;
+    let db = pcsaga_testkit::pg::TestDatabase::create().await;
+    let from = format!("sqlite:{}", b.env.db.display());
+    let mut command = b.env.pcsaga(None);
+    command.args(["migrate", "--from", &from, "--to", &db.url, "--json"]);
+    let moved = support::run_async(command).await;
+    assert!(moved.status.success(), "{}", support::stderr(&moved));
+    let summary = support::json(&moved);
+    assert_eq!(summary["sagas"], 12);
+    assert!(
+        summary["history"].as_u64().is_some_and(|n| n > 12 * 5),
+        "{summary}"
+    );
+    assert!(
+        rows(b.store.clone()).await == file_before,
+        "the file's rows are untouched"
+    );
+    // The purchases read the same on PostgreSQL, histories included.
+    let sqlite_store = b.store.clone();
+    let pg = AnyStore::Postgres(db.store().await);
+    let on_file = sqlite_store
+        .list(&ListFilter::default())
+        .await
+        .expect("list");
+    for saga in &on_file {
+        let copied = pg.get(&saga.id).await.expect("get").expect("copied");
+        assert_eq!(&copied, saga);
+        assert_eq!(
+            pg.history(&saga.id).await.expect("history"),
+            sqlite_store.history(&saga.id).await.expect("history")
+        );
+    }
+    let mut list = b.env.pcsaga(None);
+    list.env("PCSAGA_DB", &db.url).args(["list", "--json"]);
+    let listed = support::json(&support::run_async(list).await);
+    assert_eq!(listed.as_array().map(Vec::len), Some(12));
+    // The target now holds sagas: a second move is refused.
+    let mut again = b.env.pcsaga(None);
+    again.args(["migrate", "--from", &from, "--to", &db.url]);
+    let refused = support::run_async(again).await;
+    assert_eq!(
+        refused.status.code(),
+        Some(5),
+        "{}",
+        support::stderr(&refused)
+    );
+    assert!(support::stderr(&refused).contains("empty database"));
+    // New work continues on PostgreSQL after the move: history sequence numbers go on.
+    b.store = pg;
+    let id = &on_file[0].id;
+    let mut resume = b.env.pcsaga(None);
+    resume
+        .env("PCSAGA_DB", &db.url)
+        .args(["show", id, "--json"]);
+    let shown = support::json(&support::run_async(resume).await);
+    assert_eq!(shown["id"], id.as_str());
+}
+
+/// Moving a file a daemon is working on is refused, naming the leases.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_with_a_live_lease_is_not_moved() {
+    let mut b = Battery::new(SimConfig::default()).await;
+    assert_eq!(b.submit(&support::mixed("leased", 1)).await, 1);
+    let now = chrono::Utc::now();
+    b.store
+        .claim_due("someone", now, now + chrono::Duration::seconds(600), 10)
+        .await
+        .expect("claim");
+    let db = pcsaga_testkit::pg::TestDatabase::create().await;
+    let mut command = b.env.pcsaga(None);
+    command.args([
+        "migrate",
+        "--from",
+        &format!("sqlite:{}", b.env.db.display()),
+        "--to",
+        &db.url,
+    ]);
+    let refused = support::run_async(command).await;
+    assert_eq!(
+        refused.status.code(),
+        Some(5),
+        "{}",
+        support::stderr(&refused)
+    );
+    assert!(support::stderr(&refused).contains("leased by a running daemon"));
+    let pg = db.store().await;
+    assert!(
+        pg.list(&ListFilter::default())
+            .await
+            .expect("list")
+            .is_empty(),
+        "nothing copied"
+    );
+}

@@ -416,6 +416,8 @@ impl<W: Workflow, S: Store> Engine<W, S> {
             tokio::select! {
                 Some(done) = tasks.join_next(), if !tasks.is_empty() => report(done),
                 () = self.inner.wake.notified() => {}
+                // Work submitted or resumed by another process (PostgreSQL's NOTIFY).
+                () = self.inner.store.work_arrived() => {}
                 () = tokio::time::sleep(sleep_for) => {}
                 _ = shutdown.changed() => {}
             }

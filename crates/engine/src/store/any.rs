@@ -169,6 +169,13 @@ impl Store for AnyStore {
         both!(self, s => s.next_due().await)
     }
 
+    async fn work_arrived(&self) {
+        match self {
+            Self::Sqlite(s) => s.work_arrived().await,
+            Self::Postgres(p) => p.work_arrived().await,
+        }
+    }
+
     async fn count(&self, filter: &ListFilter, cap: u64) -> Result<u64, StoreError> {
         both!(self, s => s.count(filter, cap).await)
     }

@@ -443,6 +443,13 @@ pub trait Store: Send + Sync + 'static {
     where
         Self: Sized;
 
+    /// Resolves when another process may have made work due (PostgreSQL: a `NOTIFY` on
+    /// submission or an operator's action); an idle engine waits on it besides its timer. The
+    /// default never resolves: a store shared by no other process has nothing to say.
+    fn work_arrived(&self) -> impl Future<Output = ()> + Send {
+        std::future::pending()
+    }
+
     /// The earliest `next_run_at` of any active saga (of the scope's workflow, when scoped).
     fn next_due(&self) -> impl Future<Output = Result<Option<DateTime<Utc>>, StoreError>> + Send;
 

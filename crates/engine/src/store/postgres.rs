@@ -64,6 +64,18 @@ pub struct PgStore {
     pool: PgPool,
     /// The workflow whose sagas this handle claims and waits for (see [`Store::scoped`]).
     scope: Option<Arc<str>>,
+    /// Woken by `NOTIFY pcsaga_work` (a submission, an operator's action) from any process;
+    /// the listener starts with the first wait.
+    arrivals: Arc<Arrivals>,
+}
+
+/// The channel every write that makes work due notifies, with the workflow as payload.
+const CHANNEL: &str = "pcsaga_work";
+
+#[derive(Debug, Default)]
+struct Arrivals {
+    notify: tokio::sync::Notify,
+    listening: std::sync::atomic::AtomicBool,
 }
 
 fn db_error(e: sqlx::Error) -> StoreError {
@@ -216,7 +228,59 @@ impl PgStore {
             path: redact(&config.url),
             reason: format!("migrating: {e}"),
         })?;
-        Ok(Self { pool, scope: None })
+        Ok(Self {
+            pool,
+            scope: None,
+            arrivals: Arc::default(),
+        })
+    }
+
+    /// Listens on [`CHANNEL`] (once per store) and wakes the waiters on each notification; a
+    /// lost connection is re-established after a second, and wakes them too (something may
+    /// have been missed meanwhile).
+    fn listen(&self) {
+        use std::sync::atomic::Ordering;
+        if self.arrivals.listening.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let pool = self.pool.clone();
+        let arrivals = Arc::downgrade(&self.arrivals);
+        tokio::spawn(async move {
+            loop {
+                let listener = async {
+                    let mut listener = sqlx::postgres::PgListener::connect_with(&pool).await?;
+                    listener.listen(CHANNEL).await?;
+                    Ok::<_, sqlx::Error>(listener)
+                };
+                match listener.await {
+                    Ok(mut listener) => loop {
+                        let Some(arrivals) = arrivals.upgrade() else {
+                            return;
+                        };
+                        match listener.try_recv().await {
+                            Ok(_) => {
+                                // Wake every idle engine of this process, and leave a permit
+                                // for one that is between waits.
+                                arrivals.notify.notify_waiters();
+                                arrivals.notify.notify_one();
+                            }
+                            Err(error) => {
+                                tracing::warn!(%error, "PostgreSQL notifications lost; listening again");
+                                arrivals.notify.notify_waiters();
+                                break;
+                            }
+                        }
+                    },
+                    Err(error) => {
+                        tracing::warn!(%error, "cannot listen for PostgreSQL notifications; idle daemons poll meanwhile");
+                    }
+                }
+                if arrivals.strong_count() == 0 {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        });
     }
 
     /// The pool (for the tables of a workflow's own, and tests).
@@ -396,6 +460,11 @@ pub fn redact(url: &str) -> String {
 }
 
 impl Store for PgStore {
+    async fn work_arrived(&self) {
+        self.listen();
+        self.arrivals.notify.notified().await;
+    }
+
     fn scoped(&self, workflow: &'static str) -> Self {
         Self {
             scope: Some(Arc::from(workflow)),
@@ -412,8 +481,9 @@ impl Store for PgStore {
                definition, context_schema) \
                VALUES ($1, $2, $3, $4, 'active', $5, $6, $7, 0, 0, $8, $8, 0, $8, $8, $9, $10) \
                ON CONFLICT (workflow, idempotency_key) DO NOTHING RETURNING {SAGA_COLUMNS}), \
-             logged AS ({}) \
-             SELECT {SAGA_COLUMNS} FROM created",
+             logged AS ({}), \
+             told AS (SELECT pg_notify('{CHANNEL}', workflow) FROM created) \
+             SELECT {SAGA_COLUMNS} FROM created, (SELECT COUNT(*) FROM told) AS t",
             history_insert("created", 8, 11)
         );
         let query = sqlx::query(&sql)
@@ -542,8 +612,9 @@ impl Store for PgStore {
                  ($19 = 0 AND lease_owner = $18 AND lease_expires_at >= $16) \
                  OR ($19 = 1 AND (lease_owner IS NULL OR lease_expires_at < $16))) \
                RETURNING id), \
-             logged AS ({}) \
-             SELECT id FROM written",
+             logged AS ({}), \
+             told AS (SELECT pg_notify('{CHANNEL}', id) FROM written WHERE $19 = 1 AND $13 IS NOT NULL) \
+             SELECT id FROM written, (SELECT COUNT(*) FROM told) AS t",
             keep("state", 3),
             keep("status", 4),
             keep("context", 5),

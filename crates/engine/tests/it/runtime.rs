@@ -667,3 +667,42 @@ async fn sagas_this_binary_cannot_continue_are_parked_without_a_call() {
         .expect_err("a newer release's purchase");
     assert!(refused.to_string().contains("newer release"), "{refused}");
 }
+
+/// Goal: an idle daemon on PostgreSQL wakes when another process submits work, rather than
+/// at its next poll. Method: engine A runs with an idle poll of an hour; engine B, on another
+/// handle of the database, submits a saga; A claims and finishes it (bounded wait of 20 s: a
+/// missed notification would leave it asleep for the hour).
+#[tokio::test]
+async fn an_idle_daemon_on_postgres_wakes_when_work_is_submitted_elsewhere() {
+    use crate::support::{Backend, Postgres};
+    let first = Postgres::harness("setup").await;
+    let idle = Postgres::another(&first, "idle", |c| {
+        c.idle_poll = Duration::from_secs(3600);
+    })
+    .await;
+    let submitter = Postgres::another(&first, "other", |_| {}).await;
+    idle.answer(&[Answer::Ok, Answer::Ok]);
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let runner = {
+        let engine = idle.engine.clone();
+        tokio::spawn(async move { engine.run(stopped).await })
+    };
+    // Let the idle engine reach its wait (it finds nothing due).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let id = submitter.submit("late").await;
+    let finished = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            let saga = submitter.engine.get(&id).await.expect("saga");
+            if saga.status == SagaStatus::Succeeded {
+                return saga;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    let _ = stop.send(true);
+    runner.await.expect("task").expect("run");
+    let saga = finished.expect("the idle engine woke on the notification and finished the saga");
+    assert_eq!(saga.status, SagaStatus::Succeeded);
+    assert_eq!(idle.calls().len(), 2, "the idle engine made the calls");
+}

@@ -1,0 +1,359 @@
+//! `pcsaga migrate --from sqlite:PATH --to postgres://…`: moves a SQLite database's sagas and
+//! their whole history to an empty PostgreSQL database, verified, leaving the file untouched.
+//!
+//! Refused while any lease is live (a daemon is working on the file: stop the daemons first),
+//! and into a database that already holds sagas. Rows are streamed from the file (opened
+//! read-only) and written in transactions of [`CHUNK`] sagas with their history; then both sides
+//! are counted and checksummed (SHA-256 over every saga's id, version, state, status and
+//! context, and every history row, in id and sequence order) and must agree.
+
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use futures_util::TryStreamExt;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
+use sqlx::{ConnectOptions, Row};
+
+use crate::config::ConfigError;
+use crate::exit::{Exit, Failed};
+use crate::output::{print, print_json};
+
+/// Sagas per PostgreSQL transaction.
+const CHUNK: usize = 500;
+
+const SAGA_COLUMNS: &str = "id, workflow, idempotency_key, state, status, context, input, customer_id, attempt, \
+     total_attempts, state_entered_at, next_run_at, lease_owner, lease_expires_at, version, created_at, \
+     updated_at, last_error, wait_reason, definition, context_schema";
+
+const HISTORY_COLUMNS: &str =
+    "seq, saga_id, at, kind, state, to_state, call, http_status, latency_ms, \
+     request_id, error_class, error, detail";
+
+fn bad(text: String) -> Failed {
+    Failed::new(Exit::InvalidInput, ConfigError(text))
+}
+
+fn db(e: impl std::fmt::Display) -> Failed {
+    Failed::new(Exit::Database, anyhow::anyhow!("{e}"))
+}
+
+pub async fn run(from: &str, to: &str, json_out: bool) -> Result<Exit, Failed> {
+    let Some(path) = from.strip_prefix("sqlite:") else {
+        return Err(bad(format!(
+            "--from {from:?}: give the SQLite file as sqlite:PATH, e.g. --from sqlite:pcsaga.db"
+        )));
+    };
+    if !pcsaga_engine::is_postgres_url(to) {
+        return Err(bad(format!(
+            "--to {:?}: give the PostgreSQL database as postgres://USER@HOST:PORT/DATABASE",
+            pcsaga_engine::store::postgres::redact(to)
+        )));
+    }
+    let path = PathBuf::from(path);
+    if !path.is_file() {
+        return Err(Failed::new(
+            Exit::Database,
+            anyhow::anyhow!("no pcsaga database at {}; check --from", path.display()),
+        ));
+    }
+    // The source is opened read-only: nothing about the file changes.
+    let source = {
+        let store = pcsaga_engine::SqliteStore::open(pcsaga_engine::SqliteConfig {
+            read_only: true,
+            ..pcsaga_engine::SqliteConfig::new(&path)
+        })
+        .await?;
+        drop(store); // only to check the schema is this binary's
+        let options = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))
+            .map_err(db)?
+            .read_only(true)
+            .disable_statement_logging();
+        SqlitePoolOptions::new()
+            .max_connections(2)
+            .connect_with(options)
+            .await
+            .map_err(db)?
+    };
+    let now = chrono::Utc::now().timestamp_millis();
+    let live: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM sagas WHERE lease_owner IS NOT NULL AND lease_expires_at > ?",
+    )
+    .bind(now)
+    .fetch_one(&source)
+    .await
+    .map_err(db)?;
+    if live > 0 {
+        return Err(Failed::new(
+            Exit::Refused,
+            anyhow::anyhow!(
+                "refused: {live} purchase(s) in {} are leased by a running daemon; stop every daemon on it (SIGTERM gives the leases back), then run this again",
+                path.display()
+            ),
+        ));
+    }
+    let target = pcsaga_engine::PgStore::connect(pcsaga_engine::PgConfig::new(to)).await?;
+    let pool = target.pool().clone();
+    let existing: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sagas")
+        .fetch_one(&pool)
+        .await
+        .map_err(db)?;
+    if existing > 0 {
+        return Err(Failed::new(
+            Exit::Refused,
+            anyhow::anyhow!(
+                "refused: the PostgreSQL database already holds {existing} saga(s); move into an empty database"
+            ),
+        ));
+    }
+    let total: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sagas")
+        .fetch_one(&source)
+        .await
+        .map_err(db)?;
+    say!(
+        "moving {total} saga(s) and their history from {} ...",
+        path.display()
+    );
+    let (sagas, history) = copy(&source, &pool, total).await?;
+    // The sequence continues after the copied history.
+    sqlx::query("SELECT setval(pg_get_serial_sequence('history', 'seq'), GREATEST((SELECT MAX(seq) FROM history), 1))")
+        .execute(&pool)
+        .await
+        .map_err(db)?;
+    let before = checksums(&source_rows(&source), "SQLite").await?;
+    let after = checksums(&target_rows(&pool), "PostgreSQL").await?;
+    if before != after || before.0 != sagas || before.1 != history {
+        return Err(Failed::new(
+            Exit::Database,
+            anyhow::anyhow!(
+                "the copy does not match the file (SQLite: {} sagas, {} history rows, {}; PostgreSQL: {} sagas, {} history rows, {}); the file is untouched: drop the PostgreSQL database's tables and run this again",
+                before.0, before.1, before.2, after.0, after.1, after.2
+            ),
+        ));
+    }
+    if json_out {
+        print_json(
+            &json!({"from": path, "to": pcsaga_engine::store::postgres::redact(to), "sagas": sagas, "history": history, "sha256": after.2}),
+        );
+    } else {
+        print(&format!(
+            "moved {sagas} saga(s) and {history} history row(s) to {}; counts and checksums agree (sha256 {}); {} is untouched. Start the daemons with --db {}\n",
+            pcsaga_engine::store::postgres::redact(to),
+            after.2,
+            path.display(),
+            pcsaga_engine::store::postgres::redact(to)
+        ));
+    }
+    Ok(Exit::Ok)
+}
+
+/// Copies every saga (in id order) with its history, [`CHUNK`] sagas per transaction.
+async fn copy(
+    source: &sqlx::SqlitePool,
+    target: &sqlx::PgPool,
+    total: i64,
+) -> Result<(u64, u64), Failed> {
+    let mut sagas = 0_u64;
+    let mut history = 0_u64;
+    let mut after = String::new();
+    loop {
+        let rows = sqlx::query(&format!(
+            "SELECT {SAGA_COLUMNS} FROM sagas WHERE id > ? ORDER BY id LIMIT {CHUNK}"
+        ))
+        .bind(&after)
+        .fetch_all(source)
+        .await
+        .map_err(db)?;
+        let Some(last) = rows.last() else {
+            return Ok((sagas, history));
+        };
+        after = last.try_get("id").map_err(db)?;
+        let mut tx = target.begin().await.map_err(db)?;
+        for row in &rows {
+            let text = |c: &str| row.try_get::<Option<String>, _>(c);
+            let int = |c: &str| row.try_get::<Option<i64>, _>(c);
+            sqlx::query(&format!(
+                "INSERT INTO sagas ({SAGA_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)"
+            ))
+            .bind(text("id").map_err(db)?)
+            .bind(text("workflow").map_err(db)?)
+            .bind(text("idempotency_key").map_err(db)?)
+            .bind(text("state").map_err(db)?)
+            .bind(text("status").map_err(db)?)
+            .bind(text("context").map_err(db)?)
+            .bind(text("input").map_err(db)?)
+            .bind(text("customer_id").map_err(db)?)
+            .bind(int("attempt").map_err(db)?)
+            .bind(int("total_attempts").map_err(db)?)
+            .bind(int("state_entered_at").map_err(db)?)
+            .bind(int("next_run_at").map_err(db)?)
+            .bind(text("lease_owner").map_err(db)?)
+            .bind(int("lease_expires_at").map_err(db)?)
+            .bind(int("version").map_err(db)?)
+            .bind(int("created_at").map_err(db)?)
+            .bind(int("updated_at").map_err(db)?)
+            .bind(text("last_error").map_err(db)?)
+            .bind(text("wait_reason").map_err(db)?)
+            .bind(int("definition").map_err(db)?)
+            .bind(int("context_schema").map_err(db)?)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+            let id: String = row.try_get("id").map_err(db)?;
+            let events = sqlx::query(&format!(
+                "SELECT {HISTORY_COLUMNS} FROM history WHERE saga_id = ? ORDER BY seq"
+            ))
+            .bind(&id)
+            .fetch_all(source)
+            .await
+            .map_err(db)?;
+            for e in &events {
+                let text = |c: &str| e.try_get::<Option<String>, _>(c);
+                let int = |c: &str| e.try_get::<Option<i64>, _>(c);
+                sqlx::query(&format!(
+                    "INSERT INTO history ({HISTORY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
+                ))
+                .bind(int("seq").map_err(db)?)
+                .bind(text("saga_id").map_err(db)?)
+                .bind(int("at").map_err(db)?)
+                .bind(text("kind").map_err(db)?)
+                .bind(text("state").map_err(db)?)
+                .bind(text("to_state").map_err(db)?)
+                .bind(text("call").map_err(db)?)
+                .bind(int("http_status").map_err(db)?)
+                .bind(int("latency_ms").map_err(db)?)
+                .bind(text("request_id").map_err(db)?)
+                .bind(text("error_class").map_err(db)?)
+                .bind(text("error").map_err(db)?)
+                .bind(text("detail").map_err(db)?)
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+            }
+            history += events.len() as u64;
+        }
+        tx.commit().await.map_err(db)?;
+        sagas += rows.len() as u64;
+        say!("  {sagas} of {total} saga(s), {history} history row(s)");
+    }
+}
+
+const SUM_SAGAS: &str = "SELECT id, version, state, status, context FROM sagas ORDER BY id";
+const SUM_HISTORY: &str =
+    "SELECT seq, saga_id, at, kind, COALESCE(detail, '') AS detail FROM history ORDER BY seq";
+
+enum Rows<'a> {
+    Sqlite(&'a sqlx::SqlitePool),
+    Postgres(&'a sqlx::PgPool),
+}
+
+fn source_rows(pool: &sqlx::SqlitePool) -> Rows<'_> {
+    Rows::Sqlite(pool)
+}
+
+fn target_rows(pool: &sqlx::PgPool) -> Rows<'_> {
+    Rows::Postgres(pool)
+}
+
+/// (sagas, history rows, SHA-256) of one side, streamed.
+async fn checksums(rows: &Rows<'_>, side: &str) -> Result<(u64, u64, String), Failed> {
+    let mut hash = Sha256::new();
+    let mut sagas = 0_u64;
+    let mut history = 0_u64;
+    let fail = |e: sqlx::Error| db(format!("checksumming {side}: {e}"));
+    macro_rules! each {
+        ($pool:expr, $sql:expr, |$row:ident| $body:block) => {{
+            let mut stream = sqlx::query($sql).fetch($pool);
+            while let Some($row) = stream.try_next().await.map_err(fail)? $body
+        }};
+    }
+    match rows {
+        Rows::Sqlite(pool) => {
+            each!(*pool, SUM_SAGAS, |r| {
+                sagas += 1;
+                saga_line(
+                    &mut hash,
+                    r.try_get(0),
+                    r.try_get(1),
+                    r.try_get(2),
+                    r.try_get(3),
+                    r.try_get(4),
+                )
+                .map_err(fail)?;
+            });
+            each!(*pool, SUM_HISTORY, |r| {
+                history += 1;
+                history_line(
+                    &mut hash,
+                    r.try_get(0),
+                    r.try_get(1),
+                    r.try_get(2),
+                    r.try_get(3),
+                    r.try_get(4),
+                )
+                .map_err(fail)?;
+            });
+        }
+        Rows::Postgres(pool) => {
+            each!(*pool, SUM_SAGAS, |r| {
+                sagas += 1;
+                saga_line(
+                    &mut hash,
+                    r.try_get(0),
+                    r.try_get(1),
+                    r.try_get(2),
+                    r.try_get(3),
+                    r.try_get(4),
+                )
+                .map_err(fail)?;
+            });
+            each!(*pool, SUM_HISTORY, |r| {
+                history += 1;
+                history_line(
+                    &mut hash,
+                    r.try_get(0),
+                    r.try_get(1),
+                    r.try_get(2),
+                    r.try_get(3),
+                    r.try_get(4),
+                )
+                .map_err(fail)?;
+            });
+        }
+    }
+    let digest: String = hash.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    Ok((sagas, history, digest))
+}
+
+type Got<T> = Result<T, sqlx::Error>;
+
+fn saga_line(
+    hash: &mut Sha256,
+    id: Got<String>,
+    version: Got<i64>,
+    state: Got<String>,
+    status: Got<String>,
+    context: Got<String>,
+) -> Result<(), sqlx::Error> {
+    hash.update(format!(
+        "s\u{1f}{}\u{1f}{}\u{1f}{}\u{1f}{}\u{1f}{}\u{1e}",
+        id?, version?, state?, status?, context?
+    ));
+    Ok(())
+}
+
+fn history_line(
+    hash: &mut Sha256,
+    seq: Got<i64>,
+    saga: Got<String>,
+    at: Got<i64>,
+    kind: Got<String>,
+    detail: Got<String>,
+) -> Result<(), sqlx::Error> {
+    hash.update(format!(
+        "h\u{1f}{}\u{1f}{}\u{1f}{}\u{1f}{}\u{1f}{}\u{1e}",
+        seq?, saga?, at?, kind?, detail?
+    ));
+    Ok(())
+}
