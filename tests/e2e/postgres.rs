@@ -250,3 +250,122 @@ async fn a_database_with_a_live_lease_is_not_moved() {
         "nothing copied"
     );
 }
+
+/// Goal: a daemon cut off past its lease (SIGSTOP, as a network partition or a long pause
+/// looks) has its late writes refused. Method: three daemons on PostgreSQL, checkouts of 0.8 s;
+/// the first is stopped while it holds purchases in Checkout, for longer than its 3 s lease; the
+/// others take them over; then it is continued, finishes its calls, and every write it tries for
+/// those purchases is fenced. Each purchase is still bought exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daemon_stopped_past_its_lease_is_fenced_when_it_resumes() {
+    let db = pcsaga_testkit::pg::TestDatabase::create().await;
+    let mut b = Battery::new(SimConfig {
+        registration_polls: 1,
+        order_completion_s: 0,
+        faults: FaultPlan {
+            seed: 5,
+            rules: vec![FaultRule {
+                endpoint: "checkout".into(),
+                probability: 1.0,
+                after: 0,
+                limit: None,
+                // Under the battery's 1 s call timeout, so the calls answer.
+                fault: Fault::Latency {
+                    min_ms: 800,
+                    max_ms: 800,
+                },
+            }],
+        },
+        ..SimConfig::default()
+    })
+    .await;
+    b.store = AnyStore::Postgres(db.store().await);
+    let requests: Vec<String> = support::mixed("stop", 24)
+        .iter()
+        .map(serde_json::Value::to_string)
+        .collect();
+    let file = b.env.write("stop.ndjson", &(requests.join("\n") + "\n"));
+    let mut submit = b.env.pcsaga(Some(&b.sim));
+    submit.env("PCSAGA_DB", &db.url).arg("submit").arg(&file);
+    assert!(support::run_async(submit).await.status.success());
+    b.accepted = 24;
+    let on_pg = [("PCSAGA_DB", db.url.as_str())];
+    let mut stopped = b.daemon("stopped", &on_pg, &["--concurrency", "8"]);
+    // Wait until the first daemon holds purchases in Checkout, then start the others.
+    let started = Instant::now();
+    let held_by_first = loop {
+        let held: Vec<String> = b
+            .store
+            .list(&ListFilter {
+                status: Some(SagaStatus::Active),
+                state: Some("Checkout".into()),
+                ..ListFilter::default()
+            })
+            .await
+            .expect("list")
+            .into_iter()
+            .filter(|s| {
+                s.lease_owner
+                    .as_deref()
+                    .is_some_and(|o| o.contains(&format!(":{}:", stopped.id())))
+            })
+            .map(|s| s.id)
+            .collect();
+        if !held.is_empty() {
+            break held;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "nothing reached Checkout"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let signal = |sig: &str, pid: u32| {
+        let ok = std::process::Command::new("kill")
+            .args([sig, &pid.to_string()])
+            .status()
+            .expect("kill")
+            .success();
+        assert!(ok, "kill {sig} {pid}");
+    };
+    signal("-STOP", stopped.id());
+    let mut second = b.daemon("second", &on_pg, &["--concurrency", "8"]);
+    let mut third = b.daemon("third", &on_pg, &["--concurrency", "8"]);
+    // The others take the stopped daemon's purchases after its lease and finish everything.
+    let started = Instant::now();
+    loop {
+        let counts = b.store.count_by_status().await.expect("counts");
+        if counts.get(&SagaStatus::Active).copied().unwrap_or(0) == 0 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(180),
+            "still active: {counts:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Resumed: it completes its calls and tries to record them; each write is refused.
+    signal("-CONT", stopped.id());
+    let started = Instant::now();
+    while !b.env.read("stopped.err").contains("lost the lease") {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the resumed daemon wrote nothing refused:\n{}",
+            support::tail(&b.env.read("stopped.err"), 30)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for child in [&mut stopped, &mut second, &mut third] {
+        assert!(support::sigterm(child).await.success());
+    }
+    let audit = b.audit(true).await;
+    audit.assert_clean(
+        "cargo test --test e2e a_daemon_stopped_past_its_lease_is_fenced_when_it_resumes",
+    );
+    assert_eq!(audit.by_status.get("succeeded"), Some(&24));
+    // The purchases it held were finished by the others: their last transition is not its.
+    for id in &held_by_first {
+        let saga = b.store.get(id).await.expect("get").expect("saga");
+        assert_eq!(saga.status, SagaStatus::Succeeded, "{id}");
+    }
+}
