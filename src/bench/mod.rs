@@ -3,6 +3,7 @@
 //! machines as ratios.
 
 pub mod noop;
+pub mod postgres;
 pub mod reconcile;
 pub mod run;
 pub mod throttled;

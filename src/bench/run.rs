@@ -114,10 +114,11 @@ pub(crate) fn policies() -> Result<pcsaga_engine::Policies, Failure> {
 }
 
 /// Submits `n` sagas concurrently (not timed).
-async fn fill<W>(engine: &Engine<W, SqliteStore>, n: usize, prefix: &str) -> Result<(), Failure>
+pub(crate) async fn fill<W, S>(engine: &Engine<W, S>, n: usize, prefix: &str) -> Result<(), Failure>
 where
     W: pcsaga_engine::Workflow,
     W::Context: Default,
+    S: Store + Clone + Send + Sync + 'static,
 {
     let mut tasks = tokio::task::JoinSet::new();
     let workers = 64.min(n.max(1));
@@ -147,8 +148,11 @@ where
 }
 
 /// Runs the daemon loop until `done` says so; returns the elapsed time.
-pub(super) async fn run_until<W: pcsaga_engine::Workflow>(
-    engine: &Engine<W, SqliteStore>,
+pub(super) async fn run_until<
+    W: pcsaga_engine::Workflow,
+    S: Store + Clone + Send + Sync + 'static,
+>(
+    engine: &Engine<W, S>,
     done: impl Fn(&std::collections::BTreeMap<SagaStatus, u64>) -> bool,
 ) -> Result<Duration, Failure> {
     let (stop, stopped) = watch::channel(false);
@@ -235,6 +239,16 @@ pub struct EndToEnd {
 
 pub async fn end_to_end(n: usize, latency_ms: u64) -> Result<EndToEnd, Failure> {
     let scratch = Scratch::new("e2e")?;
+    let store = pcsaga_engine::AnyStore::Sqlite(open(&scratch.db()).await?);
+    end_to_end_on(store, n, latency_ms).await
+}
+
+/// [`end_to_end`] on a given store (the PostgreSQL phase uses it too).
+pub async fn end_to_end_on(
+    store: pcsaga_engine::AnyStore,
+    n: usize,
+    latency_ms: u64,
+) -> Result<EndToEnd, Failure> {
     let faults = if latency_ms > 0 {
         latency(latency_ms, latency_ms)
     } else {
@@ -249,7 +263,6 @@ pub async fn end_to_end(n: usize, latency_ms: u64) -> Result<EndToEnd, Failure> 
     })
     .await?;
     let client = crate::app::simulator_client(&sim, Duration::from_secs(60))?;
-    let store = open(&scratch.db()).await?;
     let engine = Engine::new(
         PurchaseWorkflow::new(client),
         store,

@@ -16,6 +16,7 @@ const ALL: &[&str] = &[
     "inspect",
     "throttled",
     "reconcile",
+    "postgres",
 ];
 
 pub async fn run(args: &BenchArgs) -> Result<Exit, Failed> {
@@ -193,6 +194,47 @@ pub async fn run(args: &BenchArgs) -> Result<Exit, Failed> {
     }
     if wants("throttled") {
         throttled_phase(n, &mut table, &mut out).await?;
+    }
+    if wants("postgres") {
+        let p = crate::bench::postgres::measure(n, high).await?;
+        for (label, figure) in [
+            (
+                format!("orchestration c{high}, one daemon on SQLite: transitions/s"),
+                p.sqlite_one,
+            ),
+            (
+                format!("orchestration c{high}, one daemon on PostgreSQL: transitions/s"),
+                p.postgres_one,
+            ),
+            (
+                format!("orchestration c{high}, three daemons on PostgreSQL: transitions/s"),
+                p.postgres_three,
+            ),
+        ] {
+            table.row(vec![
+                label,
+                format!("{figure:.0}"),
+                format!("{:.2}", figure / single),
+            ]);
+        }
+        table.row(vec![
+            "three daemons on PostgreSQL / one daemon on SQLite (bar: >= 1)".into(),
+            format!("{:.2}", p.postgres_three / p.sqlite_one),
+            String::new(),
+        ]);
+        table.row(vec![
+            format!(
+                "e2e, one daemon: purchases/s on SQLite / on PostgreSQL (n={})",
+                n.min(2000)
+            ),
+            format!("{:.0} / {:.0}", p.e2e_sqlite, p.e2e_postgres),
+            format!(
+                "{:.3} / {:.3}",
+                p.e2e_sqlite / single,
+                p.e2e_postgres / single
+            ),
+        ]);
+        out["postgres"] = json!({"sqliteOneTps": p.sqlite_one, "postgresOneTps": p.postgres_one, "postgresThreeTps": p.postgres_three, "e2eSqlitePerSecond": p.e2e_sqlite, "e2ePostgresPerSecond": p.e2e_postgres});
     }
     if wants("reconcile") {
         // 100,000 lines against 10,000 purchases at the default n.

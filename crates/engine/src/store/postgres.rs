@@ -67,7 +67,18 @@ pub struct PgStore {
     /// Woken by `NOTIFY pcsaga_work` (a submission, an operator's action) from any process;
     /// the listener starts with the first wait.
     arrivals: Arc<Arrivals>,
+    /// The group-commit task's queue, started with the first commit.
+    commits: Arc<std::sync::OnceLock<tokio::sync::mpsc::Sender<Pending>>>,
 }
+
+/// Commits waiting for the group-commit task, with where to answer.
+type Pending = (
+    Commit,
+    tokio::sync::oneshot::Sender<Result<i64, StoreError>>,
+);
+
+/// Most commits in one statement.
+const MAX_BATCH: usize = 256;
 
 /// The channel every write that makes work due notifies, with the workflow as payload.
 const CHANNEL: &str = "pcsaga_work";
@@ -232,7 +243,33 @@ impl PgStore {
             pool,
             scope: None,
             arrivals: Arc::default(),
+            commits: Arc::default(),
         })
+    }
+
+    /// The group-commit queue: one task per store takes every commit waiting when it is free
+    /// and writes them in one statement (one round trip, one WAL flush), as SQLite's writer
+    /// shares one fsync between the commits of a batch.
+    fn committer(&self) -> tokio::sync::mpsc::Sender<Pending> {
+        self.commits
+            .get_or_init(|| {
+                let (tx, mut rx) = tokio::sync::mpsc::channel::<Pending>(4 * MAX_BATCH);
+                let pool = self.pool.clone();
+                tokio::spawn(async move {
+                    while let Some(first) = rx.recv().await {
+                        let mut batch = vec![first];
+                        while batch.len() < MAX_BATCH {
+                            match rx.try_recv() {
+                                Ok(more) => batch.push(more),
+                                Err(_) => break,
+                            }
+                        }
+                        commit_batch(&pool, batch).await;
+                    }
+                });
+                tx
+            })
+            .clone()
     }
 
     /// Listens on [`CHANNEL`] (once per store) and wakes the waiters on each notification; a
@@ -583,81 +620,12 @@ impl Store for PgStore {
     }
 
     async fn commit(&self, commit: Commit) -> Result<i64, StoreError> {
-        let (lease_owner, lease_until, fence_owner, operator) = match &commit.writer {
-            Writer::Worker { owner, lease_until } => (
-                lease_until.map(|_| owner.clone()),
-                lease_until.map(to_millis),
-                Some(owner.clone()),
-                0_i64,
-            ),
-            Writer::Operator => (None, None, None, 1),
-        };
-        let (full, update) = match &commit.change {
-            Change::Saga(u) => (true, Some(u)),
-            Change::Lease { .. } => (false, None),
-        };
-        let next_run_at = match &commit.change {
-            Change::Saga(u) => u.next_run_at,
-            Change::Lease { next_run_at } => *next_run_at,
-        };
-        // A lease-only change ($2 false) sends no other column and keeps the row's.
-        let keep = |column: &str, param: usize| {
-            format!("{column} = CASE WHEN $2 THEN ${param} ELSE sagas.{column} END")
-        };
-        let sql = format!(
-            "WITH written AS ( \
-               UPDATE sagas SET {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, next_run_at = $13, \
-               lease_owner = $14, lease_expires_at = $15, updated_at = $16, version = sagas.version + 1 \
-               WHERE id = $1 AND version = $17 AND ( \
-                 ($19 = 0 AND lease_owner = $18 AND lease_expires_at >= $16) \
-                 OR ($19 = 1 AND (lease_owner IS NULL OR lease_expires_at < $16))) \
-               RETURNING id), \
-             logged AS ({}), \
-             told AS (SELECT pg_notify('{CHANNEL}', id) FROM written WHERE $19 = 1 AND $13 IS NOT NULL) \
-             SELECT id FROM written, (SELECT COUNT(*) FROM told) AS t",
-            keep("state", 3),
-            keep("status", 4),
-            keep("context", 5),
-            keep("attempt", 6),
-            keep("total_attempts", 7),
-            keep("state_entered_at", 8),
-            keep("last_error", 9),
-            keep("wait_reason", 10),
-            keep("definition", 11),
-            keep("context_schema", 12),
-            history_insert("written", 16, 20)
-        );
-        let query = sqlx::query(&sql)
-            .bind(&commit.id)
-            .bind(full)
-            .bind(update.map(|u| u.state.clone()))
-            .bind(update.map(|u| u.status.as_str().to_owned()))
-            .bind(update.map(|u| u.context.clone()))
-            .bind(update.map(|u| i64::from(u.attempt)))
-            .bind(update.map(|u| i64::from(u.total_attempts)))
-            .bind(update.map(|u| to_millis(u.state_entered_at)))
-            .bind(update.and_then(|u| u.last_error.clone()))
-            .bind(update.and_then(|u| u.wait_reason.clone()))
-            .bind(update.map(|u| i64::from(u.definition)))
-            .bind(update.map(|u| i64::from(u.context_schema)))
-            .bind(next_run_at.map(to_millis))
-            .bind(lease_owner)
-            .bind(lease_until)
-            .bind(to_millis(commit.now))
-            .bind(commit.expected_version)
-            .bind(fence_owner)
-            .bind(operator);
-        let written = bind_events(query, Events::of(&commit.events))
-            .fetch_optional(&self.pool)
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.committer()
+            .send((commit, reply))
             .await
-            .map_err(db_error)?;
-        match written {
-            Some(_) => Ok(commit.expected_version + 1),
-            None => Err(StoreError::Fenced {
-                id: commit.id.clone(),
-                expected: commit.expected_version,
-            }),
-        }
+            .map_err(|_| StoreError::WriterGone)?;
+        answer.await.map_err(|_| StoreError::WriterGone)?
     }
 
     async fn get(&self, id: &str) -> Result<Option<SagaRecord>, StoreError> {
@@ -893,4 +861,210 @@ fn list_predicate(filter: &ListFilter) -> (String, Vec<Bind>) {
     } else {
         (format!("WHERE {}", clauses.join(" AND ")), binds)
     }
+}
+
+/// Writes a batch of commits (of distinct sagas, split when one saga has two) and answers each.
+async fn commit_batch(pool: &PgPool, mut batch: Vec<Pending>) {
+    while !batch.is_empty() {
+        let mut seen = std::collections::HashSet::new();
+        let (now, later): (Vec<Pending>, Vec<Pending>) = batch
+            .into_iter()
+            .partition(|(c, _)| seen.insert(c.id.clone()));
+        batch = later;
+        let commits: Vec<&Commit> = now.iter().map(|(c, _)| c).collect();
+        match write_commits(pool, &commits).await {
+            Ok(written) => {
+                for (commit, reply) in now {
+                    let result = if written.contains(&commit.id) {
+                        Ok(commit.expected_version + 1)
+                    } else {
+                        Err(StoreError::Fenced {
+                            id: commit.id.clone(),
+                            expected: commit.expected_version,
+                        })
+                    };
+                    let _ = reply.send(result);
+                }
+            }
+            Err(error) => {
+                let text = error.to_string();
+                for (_, reply) in now {
+                    let _ = reply.send(Err(match &error {
+                        StoreError::Unwritable(m) => StoreError::Unwritable(m.clone()),
+                        StoreError::Corrupt(m) => StoreError::Corrupt(m.clone()),
+                        _ => StoreError::Database(text.clone()),
+                    }));
+                }
+            }
+        }
+    }
+}
+
+/// One statement for many fenced commits: each row's `UPDATE` passes its own fence, and the
+/// history rows of the commits that passed are inserted in their order; returns the ids
+/// written.
+async fn write_commits(
+    pool: &PgPool,
+    commits: &[&Commit],
+) -> Result<std::collections::HashSet<String>, StoreError> {
+    let mut id = Vec::new();
+    let mut full = Vec::new();
+    let mut state = Vec::new();
+    let mut status = Vec::new();
+    let mut context = Vec::new();
+    let mut attempt = Vec::new();
+    let mut total = Vec::new();
+    let mut entered = Vec::new();
+    let mut last_error = Vec::new();
+    let mut wait = Vec::new();
+    let mut definition = Vec::new();
+    let mut schema = Vec::new();
+    let mut next = Vec::new();
+    let mut lease_owner = Vec::new();
+    let mut lease_until = Vec::new();
+    let mut now = Vec::new();
+    let mut version = Vec::new();
+    let mut fence_owner = Vec::new();
+    let mut operator = Vec::new();
+    let mut event_saga = Vec::new();
+    let mut event_at = Vec::new();
+    let mut events = Events::default();
+    for c in commits {
+        let (owner, until, fence, op) = match &c.writer {
+            Writer::Worker { owner, lease_until } => (
+                lease_until.map(|_| owner.clone()),
+                lease_until.map(to_millis),
+                Some(owner.clone()),
+                0_i64,
+            ),
+            Writer::Operator => (None, None, None, 1),
+        };
+        let update = match &c.change {
+            Change::Saga(u) => Some(u),
+            Change::Lease { .. } => None,
+        };
+        id.push(c.id.clone());
+        full.push(update.is_some());
+        state.push(update.map(|u| u.state.clone()));
+        status.push(update.map(|u| u.status.as_str().to_owned()));
+        context.push(update.map(|u| u.context.clone()));
+        attempt.push(update.map(|u| i64::from(u.attempt)));
+        total.push(update.map(|u| i64::from(u.total_attempts)));
+        entered.push(update.map(|u| to_millis(u.state_entered_at)));
+        last_error.push(update.and_then(|u| u.last_error.clone()));
+        wait.push(update.and_then(|u| u.wait_reason.clone()));
+        definition.push(update.map(|u| i64::from(u.definition)));
+        schema.push(update.map(|u| i64::from(u.context_schema)));
+        next.push(
+            match &c.change {
+                Change::Saga(u) => u.next_run_at,
+                Change::Lease { next_run_at } => *next_run_at,
+            }
+            .map(to_millis),
+        );
+        lease_owner.push(owner);
+        lease_until.push(until);
+        now.push(to_millis(c.now));
+        version.push(c.expected_version);
+        fence_owner.push(fence);
+        operator.push(op);
+        let e = Events::of(&c.events);
+        for _ in 0..c.events.len() {
+            event_saga.push(c.id.clone());
+            event_at.push(to_millis(c.now));
+        }
+        events.kind.extend(e.kind);
+        events.state.extend(e.state);
+        events.to_state.extend(e.to_state);
+        events.call.extend(e.call);
+        events.http_status.extend(e.http_status);
+        events.latency_ms.extend(e.latency_ms);
+        events.request_id.extend(e.request_id);
+        events.error_class.extend(e.error_class);
+        events.error.extend(e.error);
+        events.detail.extend(e.detail);
+    }
+    // A lease-only change (`is_full` false) sends no other column and keeps the row's.
+    let keep = |column: &str| {
+        format!("{column} = CASE WHEN v.is_full THEN v.{column} ELSE sagas.{column} END")
+    };
+    let sql = format!(
+        "WITH v AS ( \
+           SELECT * FROM unnest($1::text[], $2::bool[], $3::text[], $4::text[], $5::text[], \
+             $6::bigint[], $7::bigint[], $8::bigint[], $9::text[], $10::text[], $11::bigint[], \
+             $12::bigint[], $13::bigint[], $14::text[], $15::bigint[], $16::bigint[], $17::bigint[], \
+             $18::text[], $19::bigint[]) \
+           AS v(id, is_full, state, status, context, attempt, total_attempts, state_entered_at, \
+             last_error, wait_reason, definition, context_schema, next_run_at, lease_owner, \
+             lease_expires_at, now, version, fence_owner, operator)), \
+         written AS ( \
+           UPDATE sagas SET {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, next_run_at = v.next_run_at, \
+           lease_owner = v.lease_owner, lease_expires_at = v.lease_expires_at, updated_at = v.now, \
+           version = sagas.version + 1 \
+           FROM v WHERE sagas.id = v.id AND sagas.version = v.version AND ( \
+             (v.operator = 0 AND sagas.lease_owner = v.fence_owner AND sagas.lease_expires_at >= v.now) \
+             OR (v.operator = 1 AND (sagas.lease_owner IS NULL OR sagas.lease_expires_at < v.now))) \
+           RETURNING sagas.id, v.operator, v.next_run_at), \
+         logged AS ( \
+           INSERT INTO history (saga_id, at, kind, state, to_state, call, http_status, latency_ms, \
+             request_id, error_class, error, detail) \
+           SELECT e.saga_id, e.at, e.kind, e.state, e.to_state, e.call, e.http_status, e.latency_ms, \
+             e.request_id, e.error_class, e.error, e.detail \
+           FROM unnest($20::text[], $21::bigint[], $22::text[], $23::text[], $24::text[], $25::text[], \
+             $26::bigint[], $27::bigint[], $28::text[], $29::text[], $30::text[], $31::text[]) \
+             WITH ORDINALITY AS e(saga_id, at, kind, state, to_state, call, http_status, latency_ms, \
+             request_id, error_class, error, detail, ord) \
+           WHERE e.saga_id IN (SELECT id FROM written) ORDER BY e.ord), \
+         told AS (SELECT pg_notify('{CHANNEL}', id) FROM written \
+           WHERE operator = 1 AND next_run_at IS NOT NULL) \
+         SELECT id FROM written, (SELECT COUNT(*) FROM told) AS t",
+        keep("state"),
+        keep("status"),
+        keep("context"),
+        keep("attempt"),
+        keep("total_attempts"),
+        keep("state_entered_at"),
+        keep("last_error"),
+        keep("wait_reason"),
+        keep("definition"),
+        keep("context_schema"),
+    );
+    let rows = sqlx::query(&sql)
+        .bind(id)
+        .bind(full)
+        .bind(state)
+        .bind(status)
+        .bind(context)
+        .bind(attempt)
+        .bind(total)
+        .bind(entered)
+        .bind(last_error)
+        .bind(wait)
+        .bind(definition)
+        .bind(schema)
+        .bind(next)
+        .bind(lease_owner)
+        .bind(lease_until)
+        .bind(now)
+        .bind(version)
+        .bind(fence_owner)
+        .bind(operator)
+        .bind(event_saga)
+        .bind(event_at)
+        .bind(events.kind)
+        .bind(events.state)
+        .bind(events.to_state)
+        .bind(events.call)
+        .bind(events.http_status)
+        .bind(events.latency_ms)
+        .bind(events.request_id)
+        .bind(events.error_class)
+        .bind(events.error)
+        .bind(events.detail)
+        .fetch_all(pool)
+        .await
+        .map_err(db_error)?;
+    rows.iter()
+        .map(|row| row.try_get::<String, _>(0).map_err(db_error))
+        .collect()
 }
