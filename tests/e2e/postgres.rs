@@ -369,3 +369,106 @@ async fn a_daemon_stopped_past_its_lease_is_fenced_when_it_resumes() {
         assert_eq!(saga.status, SagaStatus::Succeeded, "{id}");
     }
 }
+
+/// The battery's random SIGKILL loop on PostgreSQL with three daemons at once: 120 purchases,
+/// 2-30 ms of latency and 5% 500/503 on every call, and every 50-700 ms one of the three
+/// daemons SIGKILLed and started again (15 kills); a last daemon finishes; the auditor must be
+/// clean and every purchase bought exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_sigkill_loop_with_three_daemons_on_postgres() {
+    let seed = pcsaga_testkit::seed();
+    eprintln!("random_sigkill_loop_with_three_daemons_on_postgres: seed {seed} (rerun: PCSAGA_SEED={seed} cargo test --test e2e random_sigkill_loop_with_three_daemons_on_postgres)");
+    let mut rng = pcsaga_testkit::Rng::new(seed);
+    let db = pcsaga_testkit::pg::TestDatabase::create().await;
+    let rule = |probability: f64, fault: Fault| FaultRule {
+        endpoint: "*".into(),
+        probability,
+        after: 0,
+        limit: None,
+        fault,
+    };
+    let mut b = Battery::new(SimConfig {
+        registration_polls: 2,
+        order_completion_s: 1,
+        faults: FaultPlan {
+            seed,
+            rules: vec![
+                rule(
+                    1.0,
+                    Fault::Latency {
+                        min_ms: 2,
+                        max_ms: 30,
+                    },
+                ),
+                rule(
+                    0.03,
+                    Fault::Status {
+                        status: 503,
+                        code: None,
+                    },
+                ),
+                rule(
+                    0.02,
+                    Fault::Status {
+                        status: 500,
+                        code: None,
+                    },
+                ),
+            ],
+        },
+        ..SimConfig::default()
+    })
+    .await;
+    b.store = AnyStore::Postgres(db.store().await);
+    // PCSAGA_BATTERY=big: the bigger tier (RELIABILITY.md).
+    let big = std::env::var("PCSAGA_BATTERY").is_ok_and(|v| v == "big");
+    let (purchases, kills) = if big { (2_000, 200) } else { (120, 15) };
+    let requests: Vec<String> = support::mixed(&format!("pgloop-{seed}"), purchases)
+        .iter()
+        .map(serde_json::Value::to_string)
+        .collect();
+    let file = b.env.write("pgloop.ndjson", &(requests.join("\n") + "\n"));
+    let mut submit = b.env.pcsaga(Some(&b.sim));
+    submit.env("PCSAGA_DB", &db.url).arg("submit").arg(&file);
+    assert!(support::run_async(submit).await.status.success());
+    b.accepted = purchases;
+    let on_pg = [("PCSAGA_DB", db.url.as_str())];
+    let mut daemons: Vec<std::process::Child> = (0..3)
+        .map(|i| b.daemon(&format!("pgloop-{i}"), &on_pg, &["--concurrency", "16"]))
+        .collect();
+    let started = Instant::now();
+    for kill in 0..kills {
+        tokio::time::sleep(Duration::from_millis(rng.between(50, 700))).await;
+        let which = usize::try_from(rng.between(0, 2)).unwrap_or(0);
+        daemons[which].kill().expect("SIGKILL");
+        daemons[which].wait().expect("reaped");
+        daemons[which] = b.daemon(
+            &format!("pgloop-{which}-{kill}"),
+            &on_pg,
+            &["--concurrency", "16"],
+        );
+    }
+    for mut daemon in daemons {
+        daemon.kill().expect("SIGKILL");
+        let _ = daemon.wait();
+    }
+    let mut last = b.daemon("pgloop-final", &on_pg, &["--exit-when-idle"]);
+    let status =
+        support::wait_with_deadline(&mut last, Duration::from_secs(if big { 1800 } else { 240 }))
+            .await
+            .expect("the last daemon finishes");
+    assert!(
+        status.success(),
+        "{}",
+        support::tail(&b.env.read("pgloop-final.err"), 30)
+    );
+    let audit = b.audit(true).await;
+    eprintln!(
+        "random_sigkill_loop_with_three_daemons_on_postgres: seed {seed}: {} purchases, {kills} kills, 3 daemons, {} checkouts, {} orders, duplicates {}, lost {}, statuses {:?}, {:.0}s",
+        audit.purchases, audit.checkouts, audit.orders, audit.duplicates, audit.lost, audit.by_status, started.elapsed().as_secs_f64()
+    );
+    audit.assert_clean(&format!(
+        "PCSAGA_SEED={seed} cargo test --test e2e random_sigkill_loop_with_three_daemons_on_postgres"
+    ));
+    assert_eq!(audit.by_status.get("succeeded"), Some(&purchases));
+}
