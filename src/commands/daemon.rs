@@ -173,6 +173,11 @@ pub async fn run(global: &Global, args: &DaemonArgs, file: &FileConfig) -> Resul
         row.clone(),
         engine.governor().clone(),
     ));
+    let sharing = tokio::spawn(share_pauses(
+        store.clone(),
+        row.clone(),
+        engine.governor().clone(),
+    ));
     // Billing reconciliation runs in the same process, on its own engine (its own workflow).
     let reconciling = reconciler.clone().map(|reconciler| {
         let stopped = stopped.clone();
@@ -194,6 +199,7 @@ pub async fn run(global: &Global, args: &DaemonArgs, file: &FileConfig) -> Resul
         tracing::warn!(%error, "the billing reconciliation engine stopped with an error");
     }
     heartbeat.abort();
+    sharing.abort();
     let mut row = row;
     row.governor = serde_json::to_string(&engine.governor().snapshot()).ok();
     if let Err(error) = store.daemon_beat(&row, chrono::Utc::now(), true).await {
@@ -280,6 +286,67 @@ async fn schedule_reconciliation(
         tokio::select! {
             () = tokio::time::sleep(Duration::from_secs(wait.max(1))) => {}
             _ = stopped.changed() => return,
+        }
+    }
+}
+
+/// How often daemons of one database exchange their rate governors' pauses.
+pub const SHARE_PAUSES: Duration = Duration::from_millis(500);
+
+/// Shares this daemon's 429 pauses with the other daemons of the database, and adopts theirs:
+/// every [`SHARE_PAUSES`] it writes its governor's state to its row (the heartbeat's) and, for
+/// each other live daemon's class paused now, holds that class here until the same instant. So
+/// a 429 answered to one daemon holds the class for the tenant on every machine within two
+/// exchanges (a second): one to write it, one to read it.
+async fn share_pauses(
+    store: pcsaga_engine::AnyStore,
+    mut row: pcsaga_engine::DaemonRow,
+    governor: std::sync::Arc<pcsaga_engine::Governor>,
+) {
+    loop {
+        tokio::time::sleep(SHARE_PAUSES).await;
+        let now = chrono::Utc::now();
+        let mine = governor.snapshot();
+        if mine.iter().any(|c| c.paused_ms > 0) {
+            row.governor = serde_json::to_string(&mine).ok();
+            if let Err(error) = store.daemon_beat(&row, now, false).await {
+                tracing::warn!(%error, "cannot share this daemon's rate pauses");
+            }
+        }
+        let others = match store.daemons().await {
+            Ok(rows) => rows,
+            Err(error) => {
+                tracing::warn!(%error, "cannot read the other daemons' rate pauses");
+                continue;
+            }
+        };
+        for other in others
+            .iter()
+            .filter(|d| d.id != row.id && d.stopped_at.is_none())
+        {
+            let Some(written) = other
+                .heartbeat_at
+                .filter(|at| now - *at < chrono::Duration::seconds(30))
+            else {
+                continue;
+            };
+            let classes: Vec<pcsaga_engine::ClassSnapshot> = other
+                .governor
+                .as_deref()
+                .and_then(|g| serde_json::from_str(g).ok())
+                .unwrap_or_default();
+            for class in classes.iter().filter(|c| c.paused_ms > 0) {
+                let ends = written
+                    + chrono::Duration::milliseconds(
+                        i64::try_from(class.paused_ms).unwrap_or(i64::MAX / 2),
+                    );
+                let Ok(left) = (ends - now).to_std() else {
+                    continue;
+                };
+                if governor.adopt_pause(&class.class, left) {
+                    tracing::info!(class = %class.class, from = %other.id, pause_ms = left.as_millis() as u64, "holding a call class another daemon was throttled on");
+                }
+            }
         }
     }
 }

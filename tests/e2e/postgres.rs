@@ -472,3 +472,99 @@ async fn random_sigkill_loop_with_three_daemons_on_postgres() {
     ));
     assert_eq!(audit.by_status.get("succeeded"), Some(&purchases));
 }
+
+/// Goal: a 429 answered to one daemon holds the call class for every daemon of the database.
+/// Method: two daemons on PostgreSQL, 150 purchases, 20-50 ms per call; one cart creation is
+/// answered 429 with `Retry-After: 6`; no cart call of either daemon may reach the simulator
+/// from 1.6 s after that 429 (calls already on their way, and the one-second exchange of pauses)
+/// until it ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_429_to_one_daemon_holds_the_class_for_the_others() {
+    let db = pcsaga_testkit::pg::TestDatabase::create().await;
+    let rule = |endpoint: &str, after: u64, limit: Option<u64>, fault: Fault| FaultRule {
+        endpoint: endpoint.into(),
+        probability: 1.0,
+        after,
+        limit,
+        fault,
+    };
+    let mut b = Battery::new(SimConfig {
+        registration_polls: 1,
+        order_completion_s: 0,
+        faults: FaultPlan {
+            seed: 3,
+            rules: vec![
+                rule(
+                    "*",
+                    0,
+                    None,
+                    Fault::Latency {
+                        min_ms: 20,
+                        max_ms: 50,
+                    },
+                ),
+                rule(
+                    "create_cart",
+                    20,
+                    Some(1),
+                    Fault::Throttle {
+                        retry_after_s: 6,
+                        http_date: false,
+                    },
+                ),
+            ],
+        },
+        ..SimConfig::default()
+    })
+    .await;
+    b.store = AnyStore::Postgres(db.store().await);
+    let purchases = 150;
+    let requests: Vec<String> = support::mixed("share", purchases)
+        .iter()
+        .map(serde_json::Value::to_string)
+        .collect();
+    let file = b.env.write("share.ndjson", &(requests.join("\n") + "\n"));
+    let mut submit = b.env.pcsaga(Some(&b.sim));
+    submit.env("PCSAGA_DB", &db.url).arg("submit").arg(&file);
+    assert!(support::run_async(submit).await.status.success());
+    b.accepted = purchases;
+    let on_pg = [("PCSAGA_DB", db.url.as_str())];
+    let mut first = b.daemon("share-1", &on_pg, &["--concurrency", "16"]);
+    let mut second = b.daemon("share-2", &on_pg, &["--concurrency", "16"]);
+    let started = Instant::now();
+    loop {
+        let counts = b.store.count_by_status().await.expect("counts");
+        if counts.get(&SagaStatus::Active).copied().unwrap_or(0) == 0 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(180),
+            "still active: {counts:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for child in [&mut first, &mut second] {
+        assert!(support::sigterm(child).await.success());
+    }
+    let requests = b.sim.requests();
+    assert_eq!(
+        requests.iter().filter(|r| r.status == Some(429)).count(),
+        1,
+        "one 429 was given"
+    );
+    let early = support::calls_inside_retry_after(&requests, Duration::from_millis(1600));
+    assert!(
+        early.is_empty(),
+        "calls inside the Retry-After of another daemon's 429:\n{}",
+        early.join("\n")
+    );
+    let audit = b.audit(true).await;
+    audit.assert_clean("cargo test --test e2e a_429_to_one_daemon_holds_the_class_for_the_others");
+    // The pause was shared: the daemon that did not get the 429 says it held the class.
+    let logs = b.env.read("share-1.err") + &b.env.read("share-2.err");
+    assert!(
+        logs.contains("holding a call class another daemon was throttled on"),
+        "{}",
+        support::tail(&logs, 40)
+    );
+}

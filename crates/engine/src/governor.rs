@@ -449,6 +449,21 @@ impl Core {
         }
     }
 
+    /// Holds `class` for `pause` as another daemon of the tenant was told to (its 429): no
+    /// strike and no lower rate of ours, only the pause. Unknown classes are ignored.
+    pub fn adopt_pause(&mut self, class: &str, pause: Duration, now: Instant) -> bool {
+        let Some(class) = self.classes.iter_mut().find(|c| c.name == class) else {
+            return false;
+        };
+        let until = now + pause.min(MAX_PAUSE);
+        if class.paused_until.is_some_and(|current| current >= until) {
+            return false;
+        }
+        class.paused_until = Some(until);
+        class.tokens = 0.0;
+        true
+    }
+
     /// Charges `extra` requests a granted call made beyond its own (pages) to its class.
     pub fn charge(&mut self, class: usize, extra: u32) {
         if let Some(class) = self.classes.get_mut(class) {
@@ -561,6 +576,16 @@ impl Governor {
     /// Every class, for status and logs.
     pub fn snapshot(&self) -> Vec<ClassSnapshot> {
         self.lock().snapshot(Instant::now())
+    }
+
+    /// Adopts another daemon's pause of `class` (see [`Core::adopt_pause`]); true when it holds
+    /// the class longer than before.
+    pub fn adopt_pause(&self, class: &str, pause: Duration) -> bool {
+        let now = Instant::now();
+        let mut core = self.lock();
+        let adopted = core.adopt_pause(class, pause, now);
+        core.dispatch(now);
+        adopted
     }
 
     /// The tenant it governs.
