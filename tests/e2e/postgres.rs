@@ -11,6 +11,25 @@ use crate::support::{self, Battery};
 
 const PURCHASES: usize = 45;
 
+/// Submits `requests` through the binary to the PostgreSQL database; the battery counts them.
+async fn submit_to(
+    b: &mut Battery,
+    db: &pcsaga_testkit::pg::TestDatabase,
+    requests: &[serde_json::Value],
+) {
+    let lines: Vec<String> = requests.iter().map(serde_json::Value::to_string).collect();
+    let file = b.env.write("requests.ndjson", &(lines.join("\n") + "\n"));
+    let mut submit = b.env.pcsaga(Some(&b.sim));
+    submit.env("PCSAGA_DB", &db.url).arg("submit").arg(&file);
+    let submitted = support::run_async(submit).await;
+    assert!(
+        submitted.status.success(),
+        "{}",
+        support::stderr(&submitted)
+    );
+    b.accepted = requests.len();
+}
+
 async fn in_checkout(store: &AnyStore) -> usize {
     store
         .list(&ListFilter {
@@ -48,20 +67,7 @@ async fn three_daemons_on_postgres_share_the_queue_and_a_killed_ones_purchases_a
     .await;
     b.store = AnyStore::Postgres(db.store().await);
     // Submitted to PostgreSQL through the binary.
-    let requests: Vec<String> = support::mixed("pg", PURCHASES)
-        .iter()
-        .map(serde_json::Value::to_string)
-        .collect();
-    let file = b.env.write("pg.ndjson", &(requests.join("\n") + "\n"));
-    let mut submit = b.env.pcsaga(Some(&b.sim));
-    submit.env("PCSAGA_DB", &db.url).arg("submit").arg(&file);
-    let submitted = support::run_async(submit).await;
-    assert!(
-        submitted.status.success(),
-        "{}",
-        support::stderr(&submitted)
-    );
-    b.accepted = PURCHASES;
+    submit_to(&mut b, &db, &support::mixed("pg", PURCHASES)).await;
     let on_pg = [("PCSAGA_DB", db.url.as_str())];
     let mut victim = b.daemon("pg-1", &on_pg, &["--concurrency", "8"]);
     let mut second = b.daemon("pg-2", &on_pg, &["--concurrency", "8"]);
@@ -280,15 +286,7 @@ async fn a_daemon_stopped_past_its_lease_is_fenced_when_it_resumes() {
     })
     .await;
     b.store = AnyStore::Postgres(db.store().await);
-    let requests: Vec<String> = support::mixed("stop", 24)
-        .iter()
-        .map(serde_json::Value::to_string)
-        .collect();
-    let file = b.env.write("stop.ndjson", &(requests.join("\n") + "\n"));
-    let mut submit = b.env.pcsaga(Some(&b.sim));
-    submit.env("PCSAGA_DB", &db.url).arg("submit").arg(&file);
-    assert!(support::run_async(submit).await.status.success());
-    b.accepted = 24;
+    submit_to(&mut b, &db, &support::mixed("stop", 24)).await;
     let on_pg = [("PCSAGA_DB", db.url.as_str())];
     let mut stopped = b.daemon("stopped", &on_pg, &["--concurrency", "8"]);
     // Wait until the first daemon holds purchases in Checkout, then start the others.
@@ -423,15 +421,12 @@ async fn random_sigkill_loop_with_three_daemons_on_postgres() {
     // PCSAGA_BATTERY=big: the bigger tier (RELIABILITY.md).
     let big = std::env::var("PCSAGA_BATTERY").is_ok_and(|v| v == "big");
     let (purchases, kills) = if big { (2_000, 200) } else { (120, 15) };
-    let requests: Vec<String> = support::mixed(&format!("pgloop-{seed}"), purchases)
-        .iter()
-        .map(serde_json::Value::to_string)
-        .collect();
-    let file = b.env.write("pgloop.ndjson", &(requests.join("\n") + "\n"));
-    let mut submit = b.env.pcsaga(Some(&b.sim));
-    submit.env("PCSAGA_DB", &db.url).arg("submit").arg(&file);
-    assert!(support::run_async(submit).await.status.success());
-    b.accepted = purchases;
+    submit_to(
+        &mut b,
+        &db,
+        &support::mixed(&format!("pgloop-{seed}"), purchases),
+    )
+    .await;
     let on_pg = [("PCSAGA_DB", db.url.as_str())];
     let mut daemons: Vec<std::process::Child> = (0..3)
         .map(|i| b.daemon(&format!("pgloop-{i}"), &on_pg, &["--concurrency", "16"]))
@@ -519,15 +514,7 @@ async fn a_429_to_one_daemon_holds_the_class_for_the_others() {
     .await;
     b.store = AnyStore::Postgres(db.store().await);
     let purchases = 150;
-    let requests: Vec<String> = support::mixed("share", purchases)
-        .iter()
-        .map(serde_json::Value::to_string)
-        .collect();
-    let file = b.env.write("share.ndjson", &(requests.join("\n") + "\n"));
-    let mut submit = b.env.pcsaga(Some(&b.sim));
-    submit.env("PCSAGA_DB", &db.url).arg("submit").arg(&file);
-    assert!(support::run_async(submit).await.status.success());
-    b.accepted = purchases;
+    submit_to(&mut b, &db, &support::mixed("share", purchases)).await;
     let on_pg = [("PCSAGA_DB", db.url.as_str())];
     let mut first = b.daemon("share-1", &on_pg, &["--concurrency", "16"]);
     let mut second = b.daemon("share-2", &on_pg, &["--concurrency", "16"]);
