@@ -17,6 +17,7 @@ use crate::workflow::AttemptRecord;
 pub mod any;
 pub mod ceiling;
 pub mod postgres;
+mod rows;
 pub mod sqlite;
 
 /// Where a saga is in its life.

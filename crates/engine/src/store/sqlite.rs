@@ -389,22 +389,7 @@ impl SqliteStore {
         .fetch_all(&self.readers)
         .await
         .map_err(db_error)?;
-        rows.iter()
-            .map(|row| {
-                Ok(DaemonRow {
-                    id: row.try_get(0).map_err(db_error)?,
-                    host: row.try_get(1).map_err(db_error)?,
-                    pid: u32::try_from(row.try_get::<i64, _>(2).map_err(db_error)?).unwrap_or(0),
-                    started_at: from_millis(row.try_get(3).map_err(db_error)?),
-                    heartbeat_at: Some(from_millis(row.try_get(4).map_err(db_error)?)),
-                    stopped_at: row
-                        .try_get::<Option<i64>, _>(5)
-                        .map_err(db_error)?
-                        .map(from_millis),
-                    governor: row.try_get(6).map_err(db_error)?,
-                })
-            })
-            .collect()
+        rows.iter().map(super::rows::daemon).collect()
     }
 
     /// What `pcsaga status` shows beyond the counts: the oldest due saga, how many active
@@ -981,42 +966,7 @@ const SAGA_COLUMNS: &str = "id, workflow, idempotency_key, state, status, contex
      last_error, wait_reason, definition, context_schema";
 
 fn saga_from_row(row: &SqliteRow) -> Result<SagaRecord, StoreError> {
-    let status: String = row.try_get("status").map_err(db_error)?;
-    let opt_time = |name: &str| -> Result<Option<DateTime<Utc>>, StoreError> {
-        Ok(row
-            .try_get::<Option<i64>, _>(name)
-            .map_err(db_error)?
-            .map(from_millis))
-    };
-    Ok(SagaRecord {
-        id: row.try_get("id").map_err(db_error)?,
-        workflow: row.try_get("workflow").map_err(db_error)?,
-        idempotency_key: row.try_get("idempotency_key").map_err(db_error)?,
-        state: row.try_get("state").map_err(db_error)?,
-        status: SagaStatus::parse(&status).ok_or_else(|| {
-            StoreError::Database(format!("unknown status {status:?} in the database"))
-        })?,
-        context: row.try_get("context").map_err(db_error)?,
-        input: row.try_get("input").map_err(db_error)?,
-        customer_id: row.try_get("customer_id").map_err(db_error)?,
-        attempt: u32::try_from(row.try_get::<i64, _>("attempt").map_err(db_error)?)
-            .unwrap_or(u32::MAX),
-        total_attempts: u32::try_from(row.try_get::<i64, _>("total_attempts").map_err(db_error)?)
-            .unwrap_or(u32::MAX),
-        state_entered_at: from_millis(row.try_get("state_entered_at").map_err(db_error)?),
-        next_run_at: opt_time("next_run_at")?,
-        lease_owner: row.try_get("lease_owner").map_err(db_error)?,
-        lease_expires_at: opt_time("lease_expires_at")?,
-        version: row.try_get("version").map_err(db_error)?,
-        created_at: from_millis(row.try_get("created_at").map_err(db_error)?),
-        updated_at: from_millis(row.try_get("updated_at").map_err(db_error)?),
-        last_error: row.try_get("last_error").map_err(db_error)?,
-        wait_reason: row.try_get("wait_reason").map_err(db_error)?,
-        definition: u32::try_from(row.try_get::<i64, _>("definition").map_err(db_error)?)
-            .unwrap_or(u32::MAX),
-        context_schema: u32::try_from(row.try_get::<i64, _>("context_schema").map_err(db_error)?)
-            .unwrap_or(u32::MAX),
-    })
+    super::rows::saga(row)
 }
 
 /// Creates a saga unless its workflow already has the idempotency key; its history row is
@@ -1535,31 +1485,7 @@ impl Store for SqliteStore {
         .fetch_all(&self.readers)
         .await
         .map_err(db_error)?;
-        rows.iter()
-            .map(|row| {
-                Ok(HistoryRow {
-                    seq: row.try_get("seq").map_err(db_error)?,
-                    saga_id: row.try_get("saga_id").map_err(db_error)?,
-                    at: from_millis(row.try_get("at").map_err(db_error)?),
-                    kind: row.try_get("kind").map_err(db_error)?,
-                    state: row.try_get("state").map_err(db_error)?,
-                    to_state: row.try_get("to_state").map_err(db_error)?,
-                    call: row.try_get("call").map_err(db_error)?,
-                    http_status: row
-                        .try_get::<Option<i64>, _>("http_status")
-                        .map_err(db_error)?
-                        .and_then(|s| u16::try_from(s).ok()),
-                    latency_ms: row
-                        .try_get::<Option<i64>, _>("latency_ms")
-                        .map_err(db_error)?
-                        .and_then(|s| u64::try_from(s).ok()),
-                    request_id: row.try_get("request_id").map_err(db_error)?,
-                    error_class: row.try_get("error_class").map_err(db_error)?,
-                    error: row.try_get("error").map_err(db_error)?,
-                    detail: row.try_get("detail").map_err(db_error)?,
-                })
-            })
-            .collect()
+        rows.iter().map(super::rows::history).collect()
     }
 
     async fn next_due(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
