@@ -282,6 +282,7 @@ async fn billing_section(
     path: &std::path::Path,
     id: &str,
     context: Option<&PurchaseContext>,
+    db: &str,
 ) -> String {
     if pcsaga_engine::is_postgres_url(&path.to_string_lossy()) {
         return String::new();
@@ -307,7 +308,9 @@ async fn billing_section(
                 }
             }
         }
-        Ok(None) => out.push_str("billing       not reconciled yet (`pcsaga reconcile`)\n"),
+        Ok(None) => out.push_str(&format!(
+            "billing       not reconciled yet (`pcsaga{db} reconcile`)\n"
+        )),
         Err(e) => out.push_str(&format!("billing       unreadable: {e}\n")),
     }
     let orders: Vec<String> = context
@@ -517,7 +520,15 @@ pub async fn show(global: &Global, args: &ShowArgs, file: &FileConfig) -> Result
             ));
         }
     }
-    out.push_str(&billing_section(&path, &saga.id, context.as_ref()).await);
+    out.push_str(
+        &billing_section(
+            &path,
+            &saga.id,
+            context.as_ref(),
+            &crate::output::db_flag(global),
+        )
+        .await,
+    );
     let next = next_steps(global, &saga, context.as_ref());
     if !next.is_empty() {
         out.push_str("\nnext\n");
@@ -662,13 +673,17 @@ pub async fn status(global: &Global, json_out: bool, file: &FileConfig) -> Resul
     }
     match runs.first() {
         Some(run) => out.push_str(&format!(
-            "billing       last reconciliation run {} {} (started {}); `pcsaga reconcile --report {}`\n",
+            "billing       last reconciliation run {} {} (started {}); `pcsaga{} reconcile --report {}`\n",
             run.id,
             if run.status == SagaStatus::Active { format!("running, in {}", run.state) } else { run.status.to_string() },
             when(run.created_at),
+            crate::output::db_flag(global),
             run.id
         )),
-        None => out.push_str("billing       never reconciled: `pcsaga reconcile`\n"),
+        None => out.push_str(&format!(
+            "billing       never reconciled: `pcsaga{} reconcile`\n",
+            crate::output::db_flag(global)
+        )),
     }
     match &snapshot.oldest_due {
         Some((id, at)) => out.push_str(&format!(

@@ -335,42 +335,29 @@ impl PgStore {
         now: DateTime<Utc>,
         recent: u32,
     ) -> Result<super::sqlite::StatusSnapshot, StoreError> {
-        let oldest_due = sqlx::query(
-            "SELECT id, next_run_at FROM sagas \
-             WHERE next_run_at IS NOT NULL AND next_run_at <= $1 AND status = 'active' \
-             ORDER BY next_run_at LIMIT 1",
-        )
-        .bind(to_millis(now))
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(db_error)?
-        .map(|row| -> Result<(String, DateTime<Utc>), StoreError> {
-            Ok((
-                row.try_get(0).map_err(db_error)?,
-                from_millis(row.try_get(1).map_err(db_error)?),
-            ))
-        })
-        .transpose()?;
-        let counts = sqlx::query(
-            "SELECT \
-               SUM(CASE WHEN last_error LIKE '%throttled%' OR last_error LIKE '%(429%' THEN 1 ELSE 0 END), \
-               SUM(CASE WHEN wait_reason LIKE 'held until%' THEN 1 ELSE 0 END) \
-             FROM sagas WHERE status = 'active'",
-        )
-        .fetch_one(&self.pool)
-        .await
-        .map_err(db_error)?;
+        let oldest_due = sqlx::query(super::rows::OLDEST_DUE)
+            .bind(to_millis(now))
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_error)?
+            .map(|row| -> Result<(String, DateTime<Utc>), StoreError> {
+                Ok((
+                    row.try_get(0).map_err(db_error)?,
+                    from_millis(row.try_get(1).map_err(db_error)?),
+                ))
+            })
+            .transpose()?;
+        let counts = sqlx::query(super::rows::WAITING)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db_error)?;
         let throttled: Option<i64> = counts.try_get(0).map_err(db_error)?;
         let held: Option<i64> = counts.try_get(1).map_err(db_error)?;
-        let rows = sqlx::query(
-            "SELECT error_class, COUNT(*) FROM history \
-             WHERE seq > (SELECT COALESCE(MAX(seq), 0) FROM history) - $1 AND error_class IS NOT NULL \
-             GROUP BY error_class",
-        )
-        .bind(i64::from(recent))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db_error)?;
+        let rows = sqlx::query(super::rows::RECENT_ERRORS)
+            .bind(i64::from(recent))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_error)?;
         let mut recent_errors = BTreeMap::new();
         for row in rows {
             let class: String = row.try_get(0).map_err(db_error)?;

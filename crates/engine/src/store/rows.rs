@@ -108,3 +108,21 @@ pub(super) fn daemon(row: &impl Columns) -> Result<DaemonRow, StoreError> {
         governor: row.opt_text("governor")?,
     })
 }
+
+// The SQL of `status` (the same on both stores; `$1` is a positional parameter to both).
+
+/// The oldest due active saga: `$1` now.
+pub(super) const OLDEST_DUE: &str = "SELECT id, next_run_at FROM sagas \
+     WHERE next_run_at IS NOT NULL AND next_run_at <= $1 AND status = 'active' \
+     ORDER BY next_run_at LIMIT 1";
+
+/// Active sagas waiting after a 429, and held for refused credentials.
+pub(super) const WAITING: &str = "SELECT \
+       SUM(CASE WHEN last_error LIKE '%throttled%' OR last_error LIKE '%(429%' THEN 1 ELSE 0 END), \
+       SUM(CASE WHEN wait_reason LIKE 'held until%' THEN 1 ELSE 0 END) \
+     FROM sagas WHERE status = 'active'";
+
+/// Error classes of the last `$1` history rows.
+pub(super) const RECENT_ERRORS: &str = "SELECT error_class, COUNT(*) FROM history \
+     WHERE seq > (SELECT COALESCE(MAX(seq), 0) FROM history) - $1 AND error_class IS NOT NULL \
+     GROUP BY error_class";
