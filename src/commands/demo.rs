@@ -345,10 +345,11 @@ pub async fn run(args: &DemoArgs) -> Result<Exit, Failed> {
         out.push_str(&format!(
             "\nwhat next: run it yourself, against the simulator\n  \
              {bin} sim --port 18084        # in another terminal; it prints the export line below\n  \
-             export PCSAGA_BASE_URL=http://127.0.0.1:18084 PCSAGA_TOKEN_URL=http://127.0.0.1:18084/5b2d0d1c-8c1e-4d51-9d7f-7c4f1e0b2a11/oauth2/token PCSAGA_CLIENT_ID=6f1c3a52-2b8e-4a6b-9d1e-3c2f4b5a6d7e PCSAGA_CLIENT_SECRET=sim-client-secret PCSAGA_REFRESH_TOKEN=sim-refresh-token\n  \
+             export PCSAGA_BASE_URL=http://127.0.0.1:18084 PCSAGA_GRAPH_URL=http://127.0.0.1:18084/graph/v1.0 PCSAGA_TOKEN_URL=http://127.0.0.1:18084/5b2d0d1c-8c1e-4d51-9d7f-7c4f1e0b2a11/oauth2/token PCSAGA_CLIENT_ID=6f1c3a52-2b8e-4a6b-9d1e-3c2f4b5a6d7e PCSAGA_CLIENT_SECRET=sim-client-secret PCSAGA_REFRESH_TOKEN=sim-refresh-token\n  \
              {bin} --db mine.db submit workflows/examples/software-subscription.json\n  \
              {bin} --db mine.db daemon --exit-when-idle\n  \
-             {bin} --db mine.db status\n"
+             {bin} --db mine.db status\n  \
+             curl -X POST http://127.0.0.1:18084/_sim/billing/close; {bin} --db mine.db reconcile\n"
         ));
         print(&out);
     }

@@ -44,18 +44,19 @@ pub async fn run(args: &SimArgs) -> Result<Exit, Failed> {
     if args.json {
         print(&format!(
             "{}\n",
-            json!({"baseUrl": sim.base_url(), "tokenUrl": sim.token_url(), "tenantId": c.tenant_id, "clientId": c.client_id,
+            json!({"baseUrl": sim.base_url(), "graphUrl": sim.graph_url(), "tokenUrl": sim.token_url(), "tenantId": c.tenant_id, "clientId": c.client_id,
                    "clientSecret": c.client_secret, "refreshToken": c.refresh_token})
         ));
     } else {
         print(&format!(
             "Partner Center simulator listening on {base}\n\
-             \n  base URL       {base}\n  token URL      {token}\n  tenant         {tenant}\n  client id      {client}\n  \
+             \n  base URL       {base}\n  Graph URL      {graph}   (the billing export)\n  token URL      {token}\n  tenant         {tenant}\n  client id      {client}\n  \
              client secret  {secret}   (the simulator's own, not a real secret)\n  refresh token  {refresh}\n  \
-             admin          {base}/_sim/ledger  /_sim/requests  /_sim/faults  /_sim/clock/advance?seconds=N\n\
-             \nPoint pcsaga at it:\n  export PCSAGA_BASE_URL={base} PCSAGA_TOKEN_URL={token} PCSAGA_CLIENT_ID={client} \
+             admin          {base}/_sim/ledger  /_sim/requests  /_sim/faults  /_sim/clock/advance?seconds=N  /_sim/billing/close\n\
+             \nPoint pcsaga at it:\n  export PCSAGA_BASE_URL={base} PCSAGA_GRAPH_URL={graph} PCSAGA_TOKEN_URL={token} PCSAGA_CLIENT_ID={client} \
              PCSAGA_CLIENT_SECRET={secret} PCSAGA_REFRESH_TOKEN={refresh}\n\nCtrl-C stops it.\n",
             base = sim.base_url(),
+            graph = sim.graph_url(),
             token = sim.token_url(),
             tenant = c.tenant_id,
             client = c.client_id,
