@@ -64,12 +64,20 @@ pub async fn reconcile_engine(
     .map_err(|e| ConfigError(format!("{origin}: {e}")))?;
     let mut engine_config = EngineConfig::new(owner);
     // The daemon's lease: a crashed run is taken over after it, as a purchase is.
-    let lease_s = std::env::var("PCSAGA_LEASE_S")
-        .ok()
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .or(file.daemon.lease_s)
-        .unwrap_or(120)
-        .clamp(2, crate::cli::MAX_LEASE_S);
+    let lease_s = match std::env::var("PCSAGA_LEASE_S") {
+        Ok(v) => Some(v.trim().parse::<u64>().map_err(|_| {
+            ConfigError(format!("PCSAGA_LEASE_S = {v:?}: a whole number of seconds"))
+        })?),
+        Err(_) => file.daemon.lease_s,
+    }
+    .unwrap_or(120);
+    if !(2..=crate::cli::MAX_LEASE_S).contains(&lease_s) {
+        return Err(ConfigError(format!(
+            "daemon.lease_s (PCSAGA_LEASE_S) = {lease_s}: between 2 and {} seconds",
+            crate::cli::MAX_LEASE_S
+        ))
+        .into());
+    }
     engine_config.lease = std::time::Duration::from_secs(lease_s);
     engine_config.concurrency = 2;
     engine_config.max_calls_in_flight = 2;

@@ -48,11 +48,11 @@ pub struct BillingFile {
     /// schedule off, `pcsaga reconcile` still works).
     pub reconcile_every_h: Option<u64>,
     /// Hours after an order before its absence from the unbilled lines is a warning (48).
-    pub unbilled_grace_h: Option<u64>,
+    pub unbilled_grace_h: Option<u32>,
     /// Day of the month on which the previous month's one-time invoice is issued (8).
     pub invoice_day: Option<u32>,
     /// Days after the invoice day before an order on no invoice is `missing` (3).
-    pub invoice_grace_days: Option<u64>,
+    pub invoice_grace_days: Option<u32>,
     /// The reconciliation run's policy file (default: the built-in
     /// workflows/billing-reconciliation.toml); also `PCSAGA_RECONCILE_WORKFLOW`.
     pub workflow: Option<PathBuf>,
@@ -76,14 +76,14 @@ pub fn billing(
         };
         settings.v2_from = pcsaga_billing::Month { year, month };
     }
-    settings.unbilled_via_graph = b.unbilled_via_graph.unwrap_or(false);
+    settings.unbilled_via_graph = b.unbilled_via_graph == Some(true);
     if let Some(h) = b.unbilled_grace_h {
         if !(1..=24 * 90).contains(&h) {
             return Err(bad(format!(
                 "billing.unbilled_grace_h = {h}: between 1 and 2160 hours"
             )));
         }
-        settings.timing.unbilled_grace = chrono::Duration::hours(i64::try_from(h).unwrap_or(48));
+        settings.timing.unbilled_grace = chrono::Duration::hours(i64::from(h));
     }
     if let Some(day) = b.invoice_day {
         if !(1..=28).contains(&day) {
@@ -99,7 +99,7 @@ pub fn billing(
                 "billing.invoice_grace_days = {days}: at most 60"
             )));
         }
-        settings.timing.invoice_grace = chrono::Duration::days(i64::try_from(days).unwrap_or(3));
+        settings.timing.invoice_grace = chrono::Duration::days(i64::from(days));
     }
     let every = match std::env::var("PCSAGA_RECONCILE_EVERY_H") {
         Ok(v) => v.trim().parse::<u64>().map_err(|_| {
@@ -520,6 +520,43 @@ pub fn durability(file: &FileConfig) -> Result<pcsaga_engine::Durability, Config
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `[billing]`: the defaults, each setting read, and each value out of range refused naming
+    /// its key. (PCSAGA_RECONCILE_EVERY_H is not set by the test runner.)
+    #[test]
+    fn billing_settings_are_read_and_checked() {
+        let parse = |text: &str| -> FileConfig { toml::from_str(text).expect("TOML") };
+        let (defaults, every) = billing(&FileConfig::default()).expect("defaults");
+        assert_eq!(defaults, pcsaga_billing::BillingSettings::default());
+        assert_eq!(every, Some(Duration::from_secs(24 * 3600)));
+        let (set, every) = billing(&parse(
+            "[billing]\nv2_from_period = \"2025-04\"\nunbilled_via_graph = true\nunbilled_grace_h = 72\ninvoice_day = 10\ninvoice_grace_days = 5\nreconcile_every_h = 0\n",
+        ))
+        .expect("valid");
+        assert_eq!(
+            set.v2_from,
+            pcsaga_billing::Month {
+                year: 2025,
+                month: 4
+            }
+        );
+        assert!(set.unbilled_via_graph);
+        assert_eq!(set.timing.unbilled_grace, chrono::Duration::hours(72));
+        assert_eq!(set.timing.invoice_day, 10);
+        assert_eq!(set.timing.invoice_grace, chrono::Duration::days(5));
+        assert_eq!(every, None, "0 turns the schedule off");
+        for (text, key) in [
+            ("v2_from_period = \"April\"", "billing.v2_from_period"),
+            ("v2_from_period = \"2024-13\"", "billing.v2_from_period"),
+            ("unbilled_grace_h = 0", "billing.unbilled_grace_h"),
+            ("invoice_day = 29", "billing.invoice_day"),
+            ("invoice_grace_days = 61", "billing.invoice_grace_days"),
+            ("reconcile_every_h = 745", "billing.reconcile_every_h"),
+        ] {
+            let error = billing(&parse(&format!("[billing]\n{text}\n"))).expect_err(text);
+            assert!(error.to_string().contains(key), "{text}: {error}");
+        }
+    }
 
     /// The defaults fit the built-in policies; a wait longer than the Checkout deadline allows,
     /// or more looks than attempts, is named.

@@ -81,6 +81,20 @@ pub fn print_json(value: &serde_json::Value) {
     ));
 }
 
+/// A value as JSON for `--json` output; an encoding failure is an error that says so, never a
+/// silent `null`.
+pub fn to_json<T: serde::Serialize>(
+    value: &T,
+    what: &str,
+) -> Result<serde_json::Value, crate::exit::Failed> {
+    serde_json::to_value(value).map_err(|e| {
+        crate::exit::Failed::new(
+            crate::exit::Exit::Failure,
+            anyhow::anyhow!("cannot encode {what} as JSON ({e}); run the command without --json"),
+        )
+    })
+}
+
 /// A timestamp for tables: `2026-11-22 04:12:05`.
 pub fn when(at: chrono::DateTime<chrono::Utc>) -> String {
     at.format("%Y-%m-%d %H:%M:%S").to_string()

@@ -13,7 +13,7 @@ use serde_json::json;
 use crate::cli::{BillingCommand, Global, ReconcileArgs};
 use crate::config::{ConfigError, FileConfig};
 use crate::exit::{Exit, Failed};
-use crate::output::{print, print_json, Table};
+use crate::output::{print, print_json, to_json, Table};
 
 /// How long `reconcile` drives a run before leaving it to a daemon (a Graph export may take
 /// hours, addendum E29.2).
@@ -29,7 +29,7 @@ pub async fn billing(command: &BillingCommand, file: &FileConfig) -> Result<Exit
         BillingCommand::Balance { json } => {
             let balance = client.account_balance(correlation).await?.value;
             if *json {
-                print_json(&serde_json::to_value(&balance).unwrap_or_default());
+                print_json(&to_json(&balance, "the balance")?);
             } else {
                 print(&summary_text(&balance));
             }
@@ -37,7 +37,7 @@ pub async fn billing(command: &BillingCommand, file: &FileConfig) -> Result<Exit
         BillingCommand::Summaries { json } => {
             let summaries = client.invoice_summaries(correlation).await?.value;
             if *json {
-                print_json(&serde_json::to_value(&summaries).unwrap_or_default());
+                print_json(&to_json(&summaries, "the invoice summaries")?);
             } else if summaries.is_empty() {
                 print("no invoice summary: nothing has been invoiced yet\n");
             } else {
@@ -49,7 +49,7 @@ pub async fn billing(command: &BillingCommand, file: &FileConfig) -> Result<Exit
         BillingCommand::Invoices { json } => {
             let invoices = client.list_invoices(correlation).await?.value;
             if *json {
-                print_json(&serde_json::to_value(&invoices).unwrap_or_default());
+                print_json(&to_json(&invoices, "the invoices")?);
                 return Ok(Exit::Ok);
             }
             let mut table = Table::new(&[
@@ -83,7 +83,7 @@ pub async fn billing(command: &BillingCommand, file: &FileConfig) -> Result<Exit
         BillingCommand::Invoice { id, json } => {
             let invoice = client.get_invoice(correlation, id).await?.value;
             if *json {
-                print_json(&serde_json::to_value(&invoice).unwrap_or_default());
+                print_json(&to_json(&invoice, "the invoice")?);
             } else {
                 print(&format!(
                     "invoice   {}\ntype      {} ({})\ndate      {}\nperiod    {} .. {}\ntotal     {} {}\npaid      {}\nstatement `pcsaga billing statement {} -o Invoice_{}.pdf`\n",
@@ -200,7 +200,7 @@ pub async fn reconcile(
     let submitted = engine
         .submit(
             &key,
-            serde_json::to_string(&period).unwrap_or_default(),
+            pcsaga_billing::workflow::run_input(&period)?,
             &RunContext::new(period),
             None,
         )
@@ -271,7 +271,7 @@ pub async fn print_report(path: &Path, run: &str, args: &ReconcileArgs) -> Resul
             ),
         ));
     };
-    emit(&report, run, args);
+    emit(&report, run, args)?;
     Ok(if report.problems() > 0 {
         EXCEPTIONS
     } else {
@@ -279,9 +279,9 @@ pub async fn print_report(path: &Path, run: &str, args: &ReconcileArgs) -> Resul
     })
 }
 
-fn emit(report: &Report, run: &str, args: &ReconcileArgs) {
+fn emit(report: &Report, run: &str, args: &ReconcileArgs) -> Result<(), Failed> {
     if args.json {
-        let mut value = serde_json::to_value(report).unwrap_or_default();
+        let mut value = to_json(report, "the report")?;
         value["run"] = json!(run);
         print_json(&value);
     } else if args.csv {
@@ -290,6 +290,7 @@ fn emit(report: &Report, run: &str, args: &ReconcileArgs) {
         print(&report.to_table());
         print(&format!("\nrun {run}\n"));
     }
+    Ok(())
 }
 
 /// `reconcile --report RUN`.

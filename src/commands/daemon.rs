@@ -267,7 +267,13 @@ async fn schedule_reconciliation(
             pcsaga_billing::PeriodSpec::Current,
         ] {
             let key = format!("scheduled:{every_s}:{bucket}:{}", period.label());
-            let input = serde_json::to_string(&period).unwrap_or_default();
+            let input = match pcsaga_billing::workflow::run_input(&period) {
+                Ok(input) => input,
+                Err(error) => {
+                    tracing::warn!(%error, "cannot start the scheduled billing reconciliation; the next interval tries again");
+                    continue;
+                }
+            };
             match engine
                 .submit(&key, input, &pcsaga_billing::RunContext::new(period), None)
                 .await

@@ -362,7 +362,7 @@ pub async fn show(global: &Global, args: &ShowArgs, file: &FileConfig) -> Result
             pcsaga_billing::Ledger::open_read_only(&path).await,
         ) {
             if let Ok(status) = ledger.status_of(&saga.id).await {
-                out["billing"] = serde_json::to_value(status).unwrap_or(Value::Null);
+                out["billing"] = crate::output::to_json(&status, "the billing status")?;
             }
         }
         print_json(&out);

@@ -628,3 +628,29 @@ async fn the_statement_is_a_pdf_and_the_invoices_are_listed() {
     assert_eq!(balance["currencyCode"], "USD");
     assert_eq!(balance["balanceAmount"], listed[0]["totalCharges"]);
 }
+
+/// A lease setting that is not a number, or out of range, is refused naming it (exit 3), not
+/// replaced by a default.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_lease_setting_is_refused_naming_it() {
+    let battery = Battery::new(SimConfig::default()).await;
+    for (value, says) in [
+        ("soon", "a whole number of seconds"),
+        ("1", "between 2 and"),
+    ] {
+        let mut command = billing_command(&battery, V1);
+        command.env("PCSAGA_LEASE_S", value).arg("reconcile");
+        let output = support::run_async(command).await;
+        assert_eq!(
+            output.status.code(),
+            Some(3),
+            "{}",
+            support::stderr(&output)
+        );
+        let stderr = support::stderr(&output);
+        assert!(
+            stderr.contains("PCSAGA_LEASE_S") && stderr.contains(says),
+            "{stderr}"
+        );
+    }
+}

@@ -88,6 +88,12 @@ pub struct SourceRead {
     pub exports: u32,
 }
 
+/// What a run is submitted with (its saga's `input`): the period, as JSON.
+pub fn run_input(period: &PeriodSpec) -> Result<String, crate::Error> {
+    serde_json::to_string(period)
+        .map_err(|e| crate::Error::Database(format!("cannot encode the period {period:?}: {e}")))
+}
+
 /// A run's context.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
