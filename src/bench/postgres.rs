@@ -90,6 +90,7 @@ async fn orchestration_on(
         .ok_or_else(|| anyhow::anyhow!("no engine"))?
         .clone();
     fill(&first, n, "noop").await?;
+    first.store().refresh_statistics().await?;
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let started = std::time::Instant::now();
     let mut runners = Vec::new();
@@ -98,7 +99,7 @@ async fn orchestration_on(
         runners.push(tokio::spawn(async move { engine.run(stopped).await }));
     }
     loop {
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        tokio::time::sleep(super::run::recount_pause(started.elapsed())).await;
         let counts = pcsaga_engine::Store::count_by_status(first.store()).await?;
         if counts.get(&SagaStatus::Succeeded).copied().unwrap_or(0) as usize >= n {
             break;

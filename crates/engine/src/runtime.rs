@@ -395,23 +395,24 @@ impl<W: Workflow, S: Store> Engine<W, S> {
             if claimed > 0 && tasks.len() < config.concurrency {
                 continue; // more may be due right now
             }
-            let sleep_for = match self.inner.store.next_due().await {
-                Ok(Some(due)) => (due - self.now())
-                    .to_std()
-                    .unwrap_or(Duration::ZERO)
-                    .min(config.idle_poll),
-                Ok(None) => config.idle_poll,
-                Err(error) => {
-                    tracing::warn!(%error, "cannot read the next due time");
-                    config.idle_poll
-                }
-            };
             // Never spin: if something is overdue but could not be claimed (all slots busy),
-            // the join below wakes us when a slot frees.
+            // the join below wakes us when a slot frees. With every slot busy the next due
+            // time cannot shorten the wait, so it is not read (a query per freed slot).
             let sleep_for = if tasks.len() >= config.concurrency {
                 config.idle_poll
             } else {
-                sleep_for.max(Duration::from_millis(1))
+                match self.inner.store.next_due().await {
+                    Ok(Some(due)) => (due - self.now())
+                        .to_std()
+                        .unwrap_or(Duration::ZERO)
+                        .min(config.idle_poll),
+                    Ok(None) => config.idle_poll,
+                    Err(error) => {
+                        tracing::warn!(%error, "cannot read the next due time");
+                        config.idle_poll
+                    }
+                }
+                .max(Duration::from_millis(1))
             };
             tokio::select! {
                 Some(done) = tasks.join_next(), if !tasks.is_empty() => report(done),

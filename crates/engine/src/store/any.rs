@@ -50,6 +50,16 @@ impl AnyStore {
         matches!(self, Self::Postgres(_))
     }
 
+    /// Refreshes the query planner's statistics where the plans depend on them: PostgreSQL's
+    /// (see [`PgStore::refresh_statistics`]); SQLite's statements name their indexes, so there
+    /// is nothing to refresh.
+    pub async fn refresh_statistics(&self) -> Result<(), StoreError> {
+        match self {
+            Self::Sqlite(_) => Ok(()),
+            Self::Postgres(s) => s.refresh_statistics().await,
+        }
+    }
+
     pub async fn daemon_beat(
         &self,
         daemon: &DaemonRow,

@@ -214,7 +214,9 @@ impl PgStore {
 
     /// The group-commit queue: one task per store takes every commit waiting when it is free
     /// and writes them in one statement (one round trip, one WAL flush), as SQLite's writer
-    /// shares one fsync between the commits of a batch.
+    /// shares one fsync between the commits of a batch. One batch at a time, measured: with
+    /// three batches of a store in flight the server spent a third more CPU per commit on lock
+    /// contention (108 against 82 µs with three daemons) and throughput fell.
     fn committer(&self) -> tokio::sync::mpsc::Sender<Pending> {
         self.commits
             .get_or_init(|| {
@@ -283,6 +285,31 @@ impl PgStore {
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
         });
+    }
+
+    /// The predicate that keeps a statement to this handle's workflow, on parameter `$n`
+    /// (always bound: the workflow, or `''` for every workflow). Written out per scope, not as
+    /// `($n = '' OR workflow = $n)`: a prepared statement soon runs on PostgreSQL's generic
+    /// plan, which cannot use `sagas_due_by_workflow` for that disjunction, and a claim then
+    /// scanned and sorted the whole table (4.5 ms per claim at 10,000 sagas, 0.4 ms on the
+    /// index).
+    fn scope_predicate(&self, n: usize) -> String {
+        match self.scope {
+            Some(_) => format!("workflow = ${n}"),
+            None => format!("${n}::text = ''"),
+        }
+    }
+
+    /// Refreshes the planner's statistics of the engine's tables (`ANALYZE`). Autovacuum does
+    /// this by itself within about a minute of a large change, and PostgreSQL then plans the
+    /// prepared claims again; until then a table filled at once is planned as if it were
+    /// empty (a claim sorted every due row). A benchmark that fills and measures at once asks.
+    pub async fn refresh_statistics(&self) -> Result<(), StoreError> {
+        sqlx::query("ANALYZE sagas, history")
+            .execute(&self.pool)
+            .await
+            .map_err(db_error)?;
+        Ok(())
     }
 
     /// The pool (for the tables of a workflow's own, and tests).
@@ -524,7 +551,7 @@ impl Store for PgStore {
         let sql = format!(
             "WITH due AS ( \
                SELECT id, customer_id, next_run_at FROM sagas \
-               WHERE ($1 = '' OR workflow = $1) AND next_run_at IS NOT NULL AND next_run_at <= $2 \
+               WHERE {scope} AND next_run_at IS NOT NULL AND next_run_at <= $2 \
                AND status = 'active' AND (customer_id IS NULL OR NOT (customer_id = ANY($3))) \
                ORDER BY next_run_at LIMIT $4 FOR UPDATE SKIP LOCKED), \
              chosen AS ( \
@@ -538,7 +565,8 @@ impl Store for PgStore {
              logged AS ( \
                INSERT INTO history (saga_id, at, kind, state, detail) \
                SELECT id, $2, 'claimed', state, $9 FROM claimed) \
-             SELECT {SAGA_COLUMNS} FROM claimed ORDER BY next_run_at, id"
+             SELECT {SAGA_COLUMNS} FROM claimed ORDER BY next_run_at, id",
+            scope = self.scope_predicate(1)
         );
         let rows = sqlx::query(&sql)
             .bind(self.scope.as_deref().unwrap_or(""))
@@ -628,13 +656,15 @@ impl Store for PgStore {
     }
 
     async fn next_due(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
-        let due: Option<i64> = sqlx::query_scalar(
-            "SELECT MIN(next_run_at) FROM sagas WHERE ($1 = '' OR workflow = $1) AND next_run_at IS NOT NULL",
-        )
-        .bind(self.scope.as_deref().unwrap_or(""))
-        .fetch_one(&self.pool)
-        .await
-        .map_err(db_error)?;
+        let sql = format!(
+            "SELECT MIN(next_run_at) FROM sagas WHERE {} AND next_run_at IS NOT NULL",
+            self.scope_predicate(1)
+        );
+        let due: Option<i64> = sqlx::query_scalar(&sql)
+            .bind(self.scope.as_deref().unwrap_or(""))
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db_error)?;
         Ok(due.map(from_millis))
     }
 
@@ -660,13 +690,15 @@ impl Store for PgStore {
     }
 
     async fn count_by_status(&self) -> Result<BTreeMap<SagaStatus, u64>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT status, COUNT(*) AS n FROM sagas WHERE ($1 = '' OR workflow = $1) GROUP BY status",
-        )
-        .bind(self.scope.as_deref().unwrap_or(""))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db_error)?;
+        let sql = format!(
+            "SELECT status, COUNT(*) AS n FROM sagas WHERE {} GROUP BY status",
+            self.scope_predicate(1)
+        );
+        let rows = sqlx::query(&sql)
+            .bind(self.scope.as_deref().unwrap_or(""))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_error)?;
         let mut out = BTreeMap::new();
         for row in rows {
             let status: String = row.try_get("status").map_err(db_error)?;
@@ -682,15 +714,17 @@ impl Store for PgStore {
         &self,
         now: DateTime<Utc>,
     ) -> Result<BTreeMap<String, (u64, u64)>, StoreError> {
-        let rows = sqlx::query(
+        let sql = format!(
             "SELECT state, COUNT(*) AS n, SUM(CASE WHEN next_run_at <= $1 THEN 1 ELSE 0 END) AS due \
-             FROM sagas WHERE status = 'active' AND ($2 = '' OR workflow = $2) GROUP BY state",
-        )
-        .bind(to_millis(now))
-        .bind(self.scope.as_deref().unwrap_or(""))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db_error)?;
+             FROM sagas WHERE status = 'active' AND {} GROUP BY state",
+            self.scope_predicate(2)
+        );
+        let rows = sqlx::query(&sql)
+            .bind(to_millis(now))
+            .bind(self.scope.as_deref().unwrap_or(""))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_error)?;
         let mut out = BTreeMap::new();
         for row in rows {
             let state: String = row.try_get("state").map_err(db_error)?;
