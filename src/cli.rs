@@ -174,6 +174,29 @@ pub enum Command {
     /// Run the whole product on built-in defaults: simulator, fresh database, example
     /// purchases, the daemon, and a summary.
     Demo(DemoArgs),
+    /// Serve the read-only web console for a database, without a daemon.
+    ///
+    /// The purchase list (the filters of `list`, counts by status, the stuck view, the
+    /// throttling state) and each purchase's page (its timeline, history and billing status,
+    /// and the CLI commands that act on it) at http://ADDR/. It reads only: operators act
+    /// through the CLI, which records a reason. A running daemon serves the same pages on its
+    /// own listener (`daemon --listen`). Stops on SIGINT or SIGTERM.
+    Console(ConsoleArgs),
+    /// Print a shell completion script: `pcsaga completions bash > /etc/bash_completion.d/pcsaga`,
+    /// `pcsaga completions zsh > ~/.zfunc/_pcsaga`, `pcsaga completions fish > ~/.config/fish/completions/pcsaga.fish`.
+    Completions {
+        #[arg(value_enum)]
+        shell: Shell,
+    },
+    /// Write the man pages (pcsaga.1 and one per command, pcsaga-daemon.1, ...) into DIR.
+    ///
+    /// The repository carries them in man/, kept current by a test; `man -l man/pcsaga.1`
+    /// reads one without installing.
+    Man {
+        /// The directory to write into (created if missing; existing pages are replaced).
+        #[arg(long, value_name = "DIR", default_value = "man")]
+        out_dir: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -261,6 +284,31 @@ pub struct DaemonArgs {
     /// refusing to start; each keeps its state and context for the release that can.
     #[arg(long)]
     pub park_incompatible: bool,
+    /// Where to serve /metrics, /healthz, /readyz and the read-only web console: ADDR:PORT,
+    /// or `off` (default 127.0.0.1:9464). An address other than loopback needs a bearer token
+    /// (PCSAGA_LISTEN_TOKEN, or daemon.listen_token_file) and is refused without one.
+    #[arg(long, env = "PCSAGA_LISTEN", value_name = "ADDR:PORT|off")]
+    pub listen: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ConsoleArgs {
+    /// Where to serve the console: ADDR:PORT (default 127.0.0.1:9465, beside a daemon's
+    /// 9464). An address other than loopback needs a bearer token, as for the daemon.
+    #[arg(
+        long,
+        env = "PCSAGA_CONSOLE_LISTEN",
+        value_name = "ADDR:PORT",
+        default_value = "127.0.0.1:9465"
+    )]
+    pub listen: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Shell {
+    Bash,
+    Zsh,
+    Fish,
 }
 
 #[derive(Debug, Args)]

@@ -229,6 +229,11 @@ pub struct DaemonFile {
     pub lease_s: Option<u64>,
     pub workflow: Option<PathBuf>,
     pub credentials_retry_s: Option<u64>,
+    /// Where the listener serves /metrics, /healthz, /readyz and the console (`off`: none).
+    pub listen: Option<String>,
+    /// A file holding the listener's bearer token (needed off loopback). The file, never the
+    /// token itself, goes in the configuration.
+    pub listen_token_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -520,6 +525,47 @@ pub fn durability(file: &FileConfig) -> Result<pcsaga_engine::Durability, Config
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `contrib/pcsaga.toml`, the example a production install starts from: every key in it is
+    /// one pcsaga reads (the sections deny unknown keys), every value passes the checks the
+    /// daemon makes, and where it states a default it states the real one.
+    #[test]
+    fn the_example_configuration_loads_and_states_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("contrib/pcsaga.toml");
+        let file = load_file(Some(&path)).expect("contrib/pcsaga.toml loads");
+        assert_eq!(
+            file.database.path.as_deref(),
+            Some(Path::new("/var/lib/pcsaga/pcsaga.db"))
+        );
+        assert_eq!(file.daemon.listen.as_deref(), Some("127.0.0.1:9464"));
+        assert_eq!(
+            file.daemon.listen.as_deref(),
+            Some(crate::web::listen::DEFAULT_LISTEN)
+        );
+        assert_eq!(file.daemon.concurrency, Some(64));
+        assert_eq!(file.daemon.max_calls_in_flight, Some(16));
+        let budgets = budgets(&file).expect("budgets");
+        assert_eq!(
+            budgets,
+            pcsaga_purchase::budgets::default_budgets(),
+            "the example's budgets are the defaults"
+        );
+        let (settings, every) = billing(&file).expect("billing");
+        assert_eq!(settings, pcsaga_billing::BillingSettings::default());
+        assert_eq!(every, Some(Duration::from_secs(24 * 3600)));
+        assert_eq!(
+            direct_order(&file).expect("direct_order"),
+            pcsaga_purchase::direct::DirectSettings::default()
+        );
+        assert_eq!(cache_ttl(&file).expect("cache"), Duration::from_secs(3600));
+        assert!(crate::web::listen::Listen::parse(
+            "daemon.listen",
+            file.daemon.listen.as_deref().unwrap_or_default(),
+            None,
+            None
+        )
+        .is_ok());
+    }
 
     /// `[billing]`: the defaults, each setting read, and each value out of range refused naming
     /// its key. (PCSAGA_RECONCILE_EVERY_H is not set by the test runner.)

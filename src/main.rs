@@ -17,6 +17,7 @@ mod config;
 mod exit;
 mod logging;
 mod output;
+mod web;
 
 use std::process::ExitCode;
 
@@ -29,7 +30,7 @@ use crate::exit::{Exit, Failed};
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let default_filter = match cli.command {
-        Command::Daemon(_) | Command::Sim(_) => "info",
+        Command::Daemon(_) | Command::Sim(_) | Command::Console(_) => "info",
         _ => "warn",
     };
     let filter = cli
@@ -139,6 +140,9 @@ async fn dispatch(cli: &Cli) -> Result<Exit, Failed> {
             Some(run) => commands::billing::report_only(global, args, run, &file()?).await,
             None => commands::billing::reconcile(global, args, &file()?).await,
         },
+        Command::Console(args) => commands::console::run(global, args, &file()?).await,
+        Command::Completions { shell } => commands::packaging::completions(*shell),
+        Command::Man { out_dir } => commands::packaging::man(out_dir),
     }
 }
 
@@ -164,7 +168,10 @@ fn wants_json(command: &Command) -> bool {
             | BillingCommand::Invoices { json }
             | BillingCommand::Invoice { json, .. },
         ) => *json,
-        Command::Billing(BillingCommand::Statement { .. }) => false,
+        Command::Billing(BillingCommand::Statement { .. })
+        | Command::Console(_)
+        | Command::Completions { .. }
+        | Command::Man { .. } => false,
         Command::Status { json }
         | Command::Check { json }
         | Command::CheckUpgrade { json }
@@ -187,6 +194,14 @@ fn self_contained(command: &Command) -> Option<(&'static str, &'static str)> {
         Command::Sim(_) => Some((
             "sim",
             "the simulator keeps its state in memory and takes its settings as options",
+        )),
+        Command::Completions { .. } => Some((
+            "completions",
+            "it prints the command line's completion script, nothing more",
+        )),
+        Command::Man { .. } => Some((
+            "man",
+            "it writes the command line's man pages, nothing more",
         )),
         _ => None,
     }

@@ -115,6 +115,24 @@ pub async fn run(global: &Global, args: &DaemonArgs, file: &FileConfig) -> Resul
         tracing::error!("TEST ONLY: intents are NOT committed before side-effecting calls; never run this in production");
         config.unsafe_skip_intent = true;
     }
+    let listen = crate::web::listen::resolve(
+        "daemon.listen (--listen, PCSAGA_LISTEN)",
+        args.listen.as_deref().or(file.daemon.listen.as_deref()),
+        crate::web::listen::DEFAULT_LISTEN,
+        file,
+    )?;
+    // Bound before the database is opened: a taken port fails the start at once.
+    let listener = match &listen {
+        Some(listen) => Some(
+            crate::web::bind(listen.addr)
+                .await
+                .map_err(|e| Failed::new(Exit::InvalidInput, ConfigError(e)))?,
+        ),
+        None => None,
+    };
+    let metrics = listener
+        .as_ref()
+        .and_then(|_| crate::web::metrics::install());
     let (store, path) = crate::app::open_store(global.db.as_deref(), file).await?;
     let owner = config.owner.clone();
     let (_, schedule) =
@@ -141,7 +159,7 @@ pub async fn run(global: &Global, args: &DaemonArgs, file: &FileConfig) -> Resul
             .with_cache(cache_ttl, std::sync::Arc::new(SystemClock))
             .with_direct_settings(direct_order),
         store.clone(),
-        policies,
+        policies.clone(),
         std::sync::Arc::new(SystemClock),
         config.clone(),
     );
@@ -167,6 +185,41 @@ pub async fn run(global: &Global, args: &DaemonArgs, file: &FileConfig) -> Resul
         heartbeat_at: None,
         stopped_at: None,
         governor: None,
+    };
+    // The listener outlives the engine's loop: while purchases finish their step after a
+    // signal, /readyz says the daemon is stopping.
+    let (close_listener, listener_closed) = watch::channel(false);
+    let serving = match (listener, &listen) {
+        (Some(listener), Some(listen)) => {
+            let mut site = crate::web::Site::new(
+                store.clone(),
+                path.clone(),
+                crate::output::db_flag(global),
+                policies,
+                listen,
+            );
+            site.metrics = metrics;
+            site.daemon = Some(crate::web::Daemon {
+                engine: engine.clone(),
+                row: row.clone(),
+                stopping: stopped.clone(),
+            });
+            let addr = listener
+                .local_addr()
+                .map_or_else(|_| listen.addr.to_string(), |a| a.to_string());
+            tracing::info!(url = %format!("http://{addr}/"), "listening: /metrics, /healthz, /readyz and the read-only console");
+            Some(tokio::spawn(crate::web::serve(
+                listener,
+                site,
+                listener_closed,
+            )))
+        }
+        _ => {
+            tracing::info!(
+                "no listener (--listen off): no /metrics, /readyz or console from this daemon"
+            );
+            None
+        }
     };
     let heartbeat = tokio::spawn(heartbeats(
         store.clone(),
@@ -200,6 +253,10 @@ pub async fn run(global: &Global, args: &DaemonArgs, file: &FileConfig) -> Resul
     }
     heartbeat.abort();
     sharing.abort();
+    let _ = close_listener.send(true);
+    if let Some(serving) = serving {
+        let _ = serving.await;
+    }
     let mut row = row;
     row.governor = serde_json::to_string(&engine.governor().snapshot()).ok();
     if let Err(error) = store.daemon_beat(&row, chrono::Utc::now(), true).await {
@@ -374,7 +431,7 @@ async fn heartbeats(
     }
 }
 
-async fn signals(stop: watch::Sender<bool>) {
+pub(crate) async fn signals(stop: watch::Sender<bool>) {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {

@@ -335,7 +335,7 @@ pub async fn run(args: &DemoArgs) -> Result<Exit, Failed> {
                 ""
             };
             out.push_str(&format!(
-                "\n{name} did not succeed{expected}: {error}\ninspect it:\n  {bin} --db {db} show {id}\n  {bin} --db {db} list --status failed\n"
+                "\n{name} did not succeed{expected}: {error}\ninspect it:\n  {bin} --db {db} show {id}\n  {bin} --db {db} list --status failed\n  {bin} --db {db} console        # then open http://127.0.0.1:9465/purchases/{id}: its timeline\n"
             ));
         }
         out.push_str(&format!(

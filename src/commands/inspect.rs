@@ -113,6 +113,22 @@ pub fn filter_of(
     })
 }
 
+/// What `--stuck` selects: per state, the instant before which a purchase that entered it is
+/// past its poll deadline (a purchase that retried is stuck anyway).
+pub fn stuck_bounds(
+    policies: &pcsaga_engine::Policies,
+    now: chrono::DateTime<Utc>,
+) -> Vec<(String, chrono::DateTime<Utc>)> {
+    pcsaga_purchase::STATE_NAMES
+        .iter()
+        .map(|state| {
+            let deadline = Duration::from_std(policies.get(state).poll.deadline)
+                .unwrap_or(Duration::days(36_500));
+            ((*state).to_owned(), now - deadline)
+        })
+        .collect()
+}
+
 /// Counting the matches of a cut `list` stops here: the count costs at most this many index
 /// entries, whatever the table's size.
 const COUNT_CAP: u64 = 10_000;
@@ -195,17 +211,7 @@ pub async fn list(global: &Global, args: &ListArgs, file: &FileConfig) -> Result
             ));
         }
         let policies = crate::app::policies(args.workflow.as_deref())?;
-        let now = Utc::now();
-        filter.stuck = Some(
-            pcsaga_purchase::STATE_NAMES
-                .iter()
-                .map(|state| {
-                    let deadline = Duration::from_std(policies.get(state).poll.deadline)
-                        .unwrap_or(Duration::days(36_500));
-                    ((*state).to_owned(), now - deadline)
-                })
-                .collect(),
-        );
+        filter.stuck = Some(stuck_bounds(&policies, Utc::now()));
     }
     let (store, path) =
         crate::app::open(global.db.as_deref(), file, crate::app::Open::ReadOnly).await?;
@@ -278,7 +284,7 @@ pub async fn list(global: &Global, args: &ListArgs, file: &FileConfig) -> Result
 
 /// What the last reconciliation found for a purchase, with its billing lines; a line saying
 /// why not when nothing is known.
-async fn billing_section(
+pub(crate) async fn billing_section(
     path: &std::path::Path,
     id: &str,
     context: Option<&PurchaseContext>,
@@ -356,7 +362,11 @@ pub async fn show(global: &Global, args: &ShowArgs, file: &FileConfig) -> Result
         out["request"] = serde_json::from_str(&saga.input).unwrap_or(Value::Null);
         out["context"] = serde_json::from_str(&saga.context).unwrap_or(Value::Null);
         out["history"] = serde_json::to_value(&history).unwrap_or(Value::Null);
-        out["next"] = json!(next_steps(global, &saga, context.as_ref()));
+        out["next"] = json!(next_steps(
+            &crate::output::db_flag(global),
+            &saga,
+            context.as_ref()
+        ));
         if let (false, Ok(ledger)) = (
             pcsaga_engine::is_postgres_url(&path.to_string_lossy()),
             pcsaga_billing::Ledger::open_read_only(&path).await,
@@ -529,7 +539,7 @@ pub async fn show(global: &Global, args: &ShowArgs, file: &FileConfig) -> Result
         )
         .await,
     );
-    let next = next_steps(global, &saga, context.as_ref());
+    let next = next_steps(&crate::output::db_flag(global), &saga, context.as_ref());
     if !next.is_empty() {
         out.push_str("\nnext\n");
         for step in &next {
@@ -778,12 +788,8 @@ fn governor_table(daemon: &pcsaga_engine::DaemonRow, now: chrono::DateTime<Utc>)
 }
 
 /// The commands an operator can run next for this purchase, exactly as they run.
-pub fn next_steps(
-    global: &Global,
-    saga: &SagaRecord,
-    ctx: Option<&PurchaseContext>,
-) -> Vec<String> {
-    let db = crate::output::db_flag(global);
+/// `db` is the `--db` flag as the commands must carry it ([`crate::output::db_flag`]).
+pub fn next_steps(db: &str, saga: &SagaRecord, ctx: Option<&PurchaseContext>) -> Vec<String> {
     let id = &saga.id;
     let reason = "--reason \"…\"";
     let mut out = Vec::new();

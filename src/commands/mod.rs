@@ -2,10 +2,12 @@
 
 pub mod bench;
 pub mod billing;
+pub mod console;
 pub mod daemon;
 pub mod demo;
 pub mod inspect;
 pub mod operator;
+pub mod packaging;
 pub mod sim;
 pub mod submit;
 pub mod transfer;

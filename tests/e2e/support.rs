@@ -60,7 +60,10 @@ impl Env {
         command
             .env("PCSAGA_DB", &self.db)
             .env("PCSAGA_WORKFLOW", &self.workflow)
-            .env("PCSAGA_RECONCILE_EVERY_H", "0");
+            .env("PCSAGA_RECONCILE_EVERY_H", "0")
+            // Every daemon of the tests serves its listener, each on a port of its own (they
+            // run in parallel; the default 9464 would be taken by the first).
+            .env("PCSAGA_LISTEN", "127.0.0.1:0");
         if let Some(sim) = sim {
             let c = sim.config();
             command

@@ -244,6 +244,7 @@ impl<W: Workflow, S: Store> Engine<W, S> {
         let lease = self.config().lease;
         let owner = self.config().owner.clone();
         let admission = workflow.admission(view, effect);
+        let waiting = std::time::Instant::now();
         let acquire = self.governor().acquire(&admission);
         tokio::pin!(acquire);
         let permit = loop {
@@ -256,6 +257,7 @@ impl<W: Workflow, S: Store> Engine<W, S> {
                 }
             }
         };
+        crate::metrics::governor_wait(admission.class, waiting.elapsed());
         let lease = chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::MAX);
         if saga
             .lease_expires_at
@@ -265,6 +267,7 @@ impl<W: Workflow, S: Store> Engine<W, S> {
             return Ok(Held::Lost);
         }
         let executed = workflow.execute(view, effect).await;
+        crate::metrics::call(admission.class, &executed.attempt);
         permit.finish(
             workflow.feedback(&executed.outcome),
             executed.attempt.http_requests,
@@ -301,6 +304,14 @@ impl<W: Workflow, S: Store> Engine<W, S> {
             crate::oplog::call(self.tally(), saga, route, attempt);
         }
         crate::oplog::decided(self.tally(), saga, kind, &scheduled, now, &config.command);
+        let workflow_name = self.workflow().name();
+        crate::metrics::transition(workflow_name, kind);
+        if kind == "retry" {
+            crate::metrics::retry(workflow_name, scheduled.state.name());
+        }
+        if scheduled.status != crate::store::SagaStatus::Active {
+            crate::metrics::finished(workflow_name, scheduled.status.as_str());
+        }
         let keep = scheduled.run_now && !*shutdown.borrow();
         let lease_until = keep.then(|| after(now, config.lease));
         let run_now = scheduled.run_now;

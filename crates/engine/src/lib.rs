@@ -16,6 +16,7 @@ pub mod clock;
 mod drive;
 mod fair;
 pub mod governor;
+pub mod metrics;
 mod oplog;
 pub mod policy;
 pub mod runtime;
@@ -26,7 +27,7 @@ pub mod workflow;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use governor::{Admission, ClassBudget, ClassSnapshot, Feedback, Governor, GovernorConfig};
 pub use policy::{OnExhausted, Policies, PolicyError, StatePolicy};
-pub use runtime::{CrashAt, CrashPoint, Driven, Engine, EngineConfig, Submitted};
+pub use runtime::{CrashAt, CrashPoint, Driven, Engine, EngineConfig, RunHealth, Submitted};
 pub use store::any::{is_postgres_url, AnyStore};
 pub use store::postgres::{PgConfig, PgStore};
 pub use store::sqlite::{

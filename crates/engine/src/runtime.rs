@@ -160,6 +160,30 @@ struct Inner<W, S> {
     shares: Arc<crate::fair::Shares>,
     wake: Notify,
     tally: crate::oplog::Tally,
+    health: std::sync::Mutex<LoopHealth>,
+}
+
+/// What the daemon loop last did, for readiness (`/readyz`).
+#[derive(Debug, Clone, Default)]
+struct LoopHealth {
+    running: bool,
+    /// When the loop last went round (it does at least every `idle_poll`).
+    beat: Option<Instant>,
+    /// Why the last claim failed, while claims fail.
+    claim_error: Option<String>,
+}
+
+/// Whether an engine's loop is claiming work, as [`Engine::run_health`] tells it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunHealth {
+    /// The loop runs (started, not stopped).
+    pub running: bool,
+    /// How long since the loop last went round (`None`: never).
+    pub since_beat: Option<Duration>,
+    /// Why the last claim failed, while claims fail.
+    pub claim_error: Option<String>,
+    /// How often the loop goes round at least when nothing happens.
+    pub idle_poll: Duration,
 }
 
 /// The durable runtime for one workflow over one store.
@@ -210,6 +234,7 @@ impl<W: Workflow, S: Store> Engine<W, S> {
                 shares: Arc::default(),
                 wake: Notify::new(),
                 tally: crate::oplog::Tally::default(),
+                health: std::sync::Mutex::default(),
             }),
         }
     }
@@ -304,7 +329,41 @@ impl<W: Workflow, S: Store> Engine<W, S> {
     /// The daemon loop: claim due sagas up to the concurrency limit and drive them, until
     /// `shutdown` turns true. Then it stops claiming, lets each saga finish its current step,
     /// gives the lease back, and returns.
-    pub async fn run(&self, mut shutdown: watch::Receiver<bool>) -> Result<(), Error> {
+    pub async fn run(&self, shutdown: watch::Receiver<bool>) -> Result<(), Error> {
+        self.note_health(|h| h.running = true);
+        let ran = self.run_loop(shutdown).await;
+        self.note_health(|h| h.running = false);
+        ran
+    }
+
+    fn note_health(&self, change: impl FnOnce(&mut LoopHealth)) {
+        // A poisoned lock only means a panic elsewhere mid-update; the fields stay usable.
+        let mut health = self
+            .inner
+            .health
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        change(&mut health);
+    }
+
+    /// Whether the daemon loop runs and claims: the loop's last round and the last claim's
+    /// error, if claims fail.
+    pub fn run_health(&self) -> RunHealth {
+        let health = self
+            .inner
+            .health
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        RunHealth {
+            running: health.running,
+            since_beat: health.beat.map(|b| b.elapsed()),
+            claim_error: health.claim_error,
+            idle_poll: self.inner.config.idle_poll,
+        }
+    }
+
+    async fn run_loop(&self, mut shutdown: watch::Receiver<bool>) -> Result<(), Error> {
         let config = &self.inner.config;
         let mut tasks: JoinSet<Result<Driven, Error>> = JoinSet::new();
         let mut store_backoff = backoff::ExponentialBackoff {
@@ -323,6 +382,7 @@ impl<W: Workflow, S: Store> Engine<W, S> {
             if *shutdown.borrow() {
                 break;
             }
+            self.note_health(|h| h.beat = Some(Instant::now()));
             if last_summary.elapsed() >= config.summary_every {
                 had_work = self.summarize(last_summary.elapsed(), had_work).await;
                 last_summary = Instant::now();
@@ -358,9 +418,13 @@ impl<W: Workflow, S: Store> Engine<W, S> {
                         "the hold is lifted: claiming work again"
                     );
                 }
-                match self.claim_fairly(free, &mut nobody_else_until).await {
+                let claiming = Instant::now();
+                let claim = self.claim_fairly(free, &mut nobody_else_until).await;
+                crate::metrics::claim(claiming.elapsed());
+                match claim {
                     Ok(sagas) => {
                         store_backoff.reset();
+                        self.note_health(|h| h.claim_error = None);
                         claimed = sagas.len();
                         for saga in sagas {
                             let engine = self.clone();
@@ -380,6 +444,7 @@ impl<W: Workflow, S: Store> Engine<W, S> {
                         return Err(Error::Store(error));
                     }
                     Err(error) => {
+                        self.note_health(|h| h.claim_error = Some(error.to_string()));
                         let delay = store_backoff
                             .next_backoff()
                             .unwrap_or(Duration::from_secs(30));
@@ -593,12 +658,16 @@ impl<W: Workflow, S: Store> Engine<W, S> {
             change,
             events,
         };
-        match self.inner.store.commit(commit).await {
+        let started = std::time::Instant::now();
+        let written = self.inner.store.commit(commit).await;
+        crate::metrics::commit(started.elapsed());
+        match written {
             Ok(version) => {
                 saga.apply(&lease, now, applied, version);
                 Ok(Driven::Settled)
             }
             Err(StoreError::Fenced { .. }) => {
+                crate::metrics::lease_lost();
                 tracing::warn!(purchase = %saga.id, "lost the lease; another worker owns this purchase now, stepping back");
                 Ok(Driven::Fenced)
             }

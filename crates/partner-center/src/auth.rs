@@ -212,6 +212,8 @@ impl TokenSource {
             .body(body)
             .send()
             .await
+            .inspect(|r| crate::metrics::token_request(Some(r.status().as_u16())))
+            .inspect_err(|_| crate::metrics::token_request(None))
             .map_err(|e| {
                 let detail = format!(
                     "token endpoint unreachable: {}",

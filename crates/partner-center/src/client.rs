@@ -726,7 +726,13 @@ impl Client {
                 }
                 request = request.body(body.clone());
             }
-            let response = match request.send().await {
+            let sent = request.send().await;
+            crate::metrics::request(
+                call.host,
+                &call.method,
+                sent.as_ref().ok().map(|r| r.status().as_u16()),
+            );
+            let response = match sent {
                 Ok(response) => response,
                 Err(e) if e.is_connect() => {
                     let detail = format!("could not connect: {}", describe_reqwest(&e));

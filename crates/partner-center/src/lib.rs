@@ -42,6 +42,7 @@ pub mod config;
 pub mod endpoint;
 pub mod error;
 pub mod ids;
+pub mod metrics;
 pub mod models;
 
 pub use auth::{Clock, Credentials, GrantKind, Secret, SystemClock};

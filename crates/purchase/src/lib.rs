@@ -19,6 +19,7 @@ pub mod context;
 pub mod decide;
 pub mod direct;
 pub mod execute;
+pub mod metrics;
 pub mod plan;
 pub mod request;
 pub mod state;

@@ -257,6 +257,7 @@ impl Workflow for PurchaseWorkflow {
             Some(client) => {
                 let (outcome, attempt) =
                     crate::execute::execute(client, &saga.context, effect).await;
+                crate::metrics::sent(effect, &attempt, outcome.is_ok());
                 self.credentials.observe(&outcome);
                 self.cache.learn(&saga.context, effect, &outcome);
                 Executed { outcome, attempt }

@@ -819,6 +819,7 @@ async fn commit_batch(pool: &PgPool, mut batch: Vec<Pending>) {
             .partition(|(c, _)| seen.insert(c.id.clone()));
         batch = later;
         let commits: Vec<&Commit> = now.iter().map(|(c, _)| c).collect();
+        crate::metrics::batch("postgres", commits.len());
         match write_commits(pool, &commits).await {
             Ok(written) => {
                 for (commit, reply) in now {

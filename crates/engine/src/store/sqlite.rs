@@ -660,6 +660,7 @@ async fn writer_task(
                 Err(_) => break,
             }
         }
+        crate::metrics::batch("sqlite", batch.len());
         run_batch(&mut conn, &mut batch).await;
         batches.fetch_add(1, Ordering::Relaxed);
     }
