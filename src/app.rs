@@ -18,6 +18,24 @@ pub const DEFAULT_POLICIES: &str = include_str!("../workflows/one-time-purchase.
 /// The built-in policies of the billing reconciliation run.
 pub const RECONCILE_POLICIES: &str = include_str!("../workflows/billing-reconciliation.toml");
 
+/// The billing tables of the store's database: on PostgreSQL through the store's pool, on
+/// SQLite through a pool of their own on the file (read-only for the verbs that only look).
+pub async fn ledger(
+    store: &AnyStore,
+    path: &Path,
+    read_only: bool,
+) -> anyhow::Result<pcsaga_billing::Ledger> {
+    match store {
+        AnyStore::Postgres(pg) => Ok(pcsaga_billing::Ledger::on_postgres(pg.pool().clone())),
+        AnyStore::Sqlite(_) if read_only => pcsaga_billing::Ledger::open_read_only(path)
+            .await
+            .with_context(|| format!("opening the billing tables of {}", path.display())),
+        AnyStore::Sqlite(_) => pcsaga_billing::Ledger::open(path)
+            .await
+            .with_context(|| format!("opening the billing tables of {}", path.display())),
+    }
+}
+
 /// The engine of billing reconciliation runs, on the same database as the purchases (it
 /// claims only its own workflow's sagas).
 pub async fn reconcile_engine(
@@ -27,16 +45,8 @@ pub async fn reconcile_engine(
     file: &FileConfig,
     owner: String,
 ) -> anyhow::Result<Engine<pcsaga_billing::ReconcileWorkflow, AnyStore>> {
-    if store.is_postgres() {
-        return Err(ConfigError(
-            "billing reconciliation keeps its tables in SQLite for now: run `pcsaga reconcile` with a SQLite database (--db PATH); on PostgreSQL the daemons buy, and reconciliation is not yet available".to_owned(),
-        )
-        .into());
-    }
     let (settings, _) = config::billing(file)?;
-    let ledger = pcsaga_billing::Ledger::open(path)
-        .await
-        .with_context(|| format!("opening the billing tables of {}", path.display()))?;
+    let ledger = ledger(&store, path, false).await?;
     let tenant = client.tenant().to_owned();
     let workflow =
         pcsaga_billing::ReconcileWorkflow::new(client, ledger, settings, Arc::new(SystemClock));

@@ -251,12 +251,17 @@ pub async fn reconcile(
             ),
         ));
     }
-    print_report(&path, &run, args).await
+    print_report(&store, &path, &run, args).await
 }
 
 /// Prints a finished run's report (also `reconcile --report RUN`).
-pub async fn print_report(path: &Path, run: &str, args: &ReconcileArgs) -> Result<Exit, Failed> {
-    let ledger = pcsaga_billing::Ledger::open(path)
+pub async fn print_report(
+    store: &pcsaga_engine::AnyStore,
+    path: &Path,
+    run: &str,
+    args: &ReconcileArgs,
+) -> Result<Exit, Failed> {
+    let ledger = crate::app::ledger(store, path, false)
         .await
         .map_err(|e| Failed::new(Exit::Database, e))?;
     let Some(report) = ledger
@@ -300,7 +305,7 @@ pub async fn report_only(
     run: &str,
     file: &FileConfig,
 ) -> Result<Exit, Failed> {
-    let (_, path) =
+    let (store, path) =
         crate::app::open(global.db.as_deref(), file, crate::app::Open::Existing).await?;
-    print_report(&path, run, args).await
+    print_report(&store, &path, run, args).await
 }

@@ -137,22 +137,14 @@ pub async fn run(global: &Global, args: &DaemonArgs, file: &FileConfig) -> Resul
     let owner = config.owner.clone();
     let (_, schedule) =
         crate::config::billing(file).map_err(|e| Failed::new(Exit::InvalidInput, e))?;
-    // Billing reconciliation keeps its tables in SQLite: on PostgreSQL the daemons buy only.
-    let reconciler = if store.is_postgres() {
-        tracing::info!("PostgreSQL: no billing reconciliation in this daemon (its tables are SQLite's for now)");
-        None
-    } else {
-        Some(
-            crate::app::reconcile_engine(
-                store.clone(),
-                &path,
-                client.clone(),
-                file,
-                format!("{owner}/billing"),
-            )
-            .await?,
-        )
-    };
+    let reconciler = crate::app::reconcile_engine(
+        store.clone(),
+        &path,
+        client.clone(),
+        file,
+        format!("{owner}/billing"),
+    )
+    .await?;
     let engine = Engine::new(
         PurchaseWorkflow::new(client)
             .with_credentials_retry(credentials_retry)
@@ -232,23 +224,19 @@ pub async fn run(global: &Global, args: &DaemonArgs, file: &FileConfig) -> Resul
         engine.governor().clone(),
     ));
     // Billing reconciliation runs in the same process, on its own engine (its own workflow).
-    let reconciling = reconciler.clone().map(|reconciler| {
-        let stopped = stopped.clone();
+    let reconciling = {
+        let (reconciler, stopped) = (reconciler.clone(), stopped.clone());
         tokio::spawn(async move { reconciler.run(stopped).await })
-    });
-    match (schedule, args.exit_when_idle, reconciler) {
-        (_, _, None) => {}
-        (Some(every), false, Some(reconciler)) => {
+    };
+    match (schedule, args.exit_when_idle) {
+        (Some(every), false) => {
             tokio::spawn(schedule_reconciliation(reconciler, every, stopped.clone()));
         }
-        (Some(_), true, _) => tracing::info!("--exit-when-idle: no scheduled billing reconciliation in a batch run (`pcsaga reconcile` runs one)"),
-        (None, _, _) => tracing::info!("billing.reconcile_every_h = 0: no scheduled billing reconciliation"),
+        (Some(_), true) => tracing::info!("--exit-when-idle: no scheduled billing reconciliation in a batch run (`pcsaga reconcile` runs one)"),
+        (None, _) => tracing::info!("billing.reconcile_every_h = 0: no scheduled billing reconciliation"),
     }
     let ran = engine.run(stopped).await;
-    if let Some(Ok(Err(error))) = match reconciling {
-        Some(task) => Some(task.await),
-        None => None,
-    } {
+    if let Ok(Err(error)) = reconciling.await {
         tracing::warn!(%error, "the billing reconciliation engine stopped with an error");
     }
     heartbeat.abort();

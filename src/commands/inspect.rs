@@ -154,13 +154,7 @@ async fn by_billing(
             )),
         ));
     };
-    if store.is_postgres() {
-        return Err(Failed::new(
-            Exit::Usage,
-            ConfigError("--billing: billing statuses are kept with SQLite databases only for now (reconciliation is not yet available on PostgreSQL)".into()),
-        ));
-    }
-    let ledger = pcsaga_billing::Ledger::open_read_only(path)
+    let ledger = crate::app::ledger(store, path, true)
         .await
         .map_err(|e| Failed::new(Exit::Database, e))?;
     let limit = if filter.limit == 0 {
@@ -285,15 +279,13 @@ pub async fn list(global: &Global, args: &ListArgs, file: &FileConfig) -> Result
 /// What the last reconciliation found for a purchase, with its billing lines; a line saying
 /// why not when nothing is known.
 pub(crate) async fn billing_section(
+    store: &pcsaga_engine::AnyStore,
     path: &std::path::Path,
     id: &str,
     context: Option<&PurchaseContext>,
     db: &str,
 ) -> String {
-    if pcsaga_engine::is_postgres_url(&path.to_string_lossy()) {
-        return String::new();
-    }
-    let Ok(ledger) = pcsaga_billing::Ledger::open_read_only(path).await else {
+    let Ok(ledger) = crate::app::ledger(store, path, true).await else {
         return String::new();
     };
     let mut out = String::new();
@@ -367,10 +359,7 @@ pub async fn show(global: &Global, args: &ShowArgs, file: &FileConfig) -> Result
             &saga,
             context.as_ref()
         ));
-        if let (false, Ok(ledger)) = (
-            pcsaga_engine::is_postgres_url(&path.to_string_lossy()),
-            pcsaga_billing::Ledger::open_read_only(&path).await,
-        ) {
+        if let Ok(ledger) = crate::app::ledger(engine.store(), &path, true).await {
             if let Ok(status) = ledger.status_of(&saga.id).await {
                 out["billing"] = crate::output::to_json(&status, "the billing status")?;
             }
@@ -532,6 +521,7 @@ pub async fn show(global: &Global, args: &ShowArgs, file: &FileConfig) -> Result
     }
     out.push_str(
         &billing_section(
+            engine.store(),
             &path,
             &saga.id,
             context.as_ref(),

@@ -5,7 +5,9 @@
 //! and into a database that already holds sagas. Rows are streamed from the file (opened
 //! read-only) and written in transactions of [`CHUNK`] sagas with their history; then both sides
 //! are counted and checksummed (SHA-256 over every saga's id, version, state, status and
-//! context, and every history row, in id and sequence order) and must agree.
+//! context, and every history row, in id and sequence order) and must agree. The billing
+//! tables (statuses, reports, sources and the lines that prove them) follow, each verified by
+//! its row count, so reconciliation goes on where it stood.
 
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -121,6 +123,7 @@ pub async fn run(from: &str, to: &str, json_out: bool) -> Result<Exit, Failed> {
         .execute(&pool)
         .await
         .map_err(db)?;
+    let billing = copy_billing(&source, &pool).await?;
     let before = checksums(&source_rows(&source), "SQLite").await?;
     let after = checksums(&target_rows(&pool), "PostgreSQL").await?;
     if before != after || before.0 != sagas || before.1 != history {
@@ -134,11 +137,16 @@ pub async fn run(from: &str, to: &str, json_out: bool) -> Result<Exit, Failed> {
     }
     if json_out {
         print_json(
-            &json!({"from": path, "to": pcsaga_engine::store::postgres::redact(to), "sagas": sagas, "history": history, "sha256": after.2}),
+            &json!({"from": path, "to": pcsaga_engine::store::postgres::redact(to), "sagas": sagas, "history": history, "sha256": after.2, "billing": billing.iter().map(|(t, n)| (t.to_string(), json!(n))).collect::<serde_json::Map<_, _>>()}),
         );
     } else {
+        let billing = billing
+            .iter()
+            .map(|(table, n)| format!("{n} {table}"))
+            .collect::<Vec<_>>()
+            .join(", ");
         print(&format!(
-            "moved {sagas} saga(s) and {history} history row(s) to {}; counts and checksums agree (sha256 {}); {} is untouched. Start the daemons with --db {}\n",
+            "moved {sagas} saga(s) and {history} history row(s) to {}; counts and checksums agree (sha256 {}); billing rows, counts agreeing: {billing}; {} is untouched. Start the daemons with --db {}\n",
             pcsaga_engine::store::postgres::redact(to),
             after.2,
             path.display(),
@@ -237,6 +245,134 @@ async fn copy(
         sagas += rows.len() as u64;
         say!("  {sagas} of {total} saga(s), {history} history row(s)");
     }
+}
+
+/// How a billing column is read from SQLite and bound for PostgreSQL.
+#[derive(Clone, Copy)]
+enum Column {
+    Text,
+    Int,
+    /// 0 or 1 in SQLite, BOOLEAN in PostgreSQL.
+    Flag,
+}
+
+/// The billing tables and their columns, in the order a run writes them.
+const BILLING_TABLES: &[(&str, &[(&str, Column)])] = &[
+    (
+        "billing_sources",
+        &[
+            ("source", Column::Text),
+            ("run_id", Column::Text),
+            ("complete", Column::Flag),
+            ("problem", Column::Text),
+            ("lines", Column::Int),
+            ("facts", Column::Text),
+            ("read_at", Column::Int),
+        ],
+    ),
+    (
+        "billing_lines",
+        &[
+            ("source", Column::Text),
+            ("run_id", Column::Text),
+            ("seq", Column::Int),
+            ("order_id", Column::Text),
+            ("alternate_id", Column::Text),
+            ("customer_id", Column::Text),
+            ("bad", Column::Text),
+            ("line", Column::Text),
+        ],
+    ),
+    (
+        "billing_status",
+        &[
+            ("purchase_id", Column::Text),
+            ("status", Column::Text),
+            ("final", Column::Flag),
+            ("run_id", Column::Text),
+            ("customer_id", Column::Text),
+            ("currency", Column::Text),
+            ("detail", Column::Text),
+            ("updated_at", Column::Int),
+        ],
+    ),
+    (
+        "billing_runs",
+        &[
+            ("run_id", Column::Text),
+            ("period", Column::Text),
+            ("report", Column::Text),
+            ("finished_at", Column::Int),
+        ],
+    ),
+];
+
+/// Copies the billing tables whole, streamed, [`CHUNK`] rows per transaction; each table's
+/// row count must then agree. Returns (table, rows) per table.
+async fn copy_billing(
+    source: &sqlx::SqlitePool,
+    target: &sqlx::PgPool,
+) -> Result<Vec<(&'static str, u64)>, Failed> {
+    let mut out = Vec::new();
+    for (table, columns) in BILLING_TABLES {
+        let names = columns
+            .iter()
+            .map(|(c, _)| *c)
+            .collect::<Vec<_>>()
+            .join(", ");
+        let params = (1..=columns.len())
+            .map(|i| format!("${i}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let insert = format!("INSERT INTO {table} ({names}) VALUES ({params})");
+        let select = format!("SELECT {names} FROM {table}");
+        let mut rows = sqlx::query(&select).fetch(source);
+        let mut copied = 0_u64;
+        let mut tx = target.begin().await.map_err(db)?;
+        while let Some(row) = rows.try_next().await.map_err(db)? {
+            let mut query = sqlx::query(&insert);
+            for (name, kind) in columns.iter() {
+                query = match kind {
+                    Column::Text => {
+                        query.bind(row.try_get::<Option<String>, _>(*name).map_err(db)?)
+                    }
+                    Column::Int => query.bind(row.try_get::<Option<i64>, _>(*name).map_err(db)?),
+                    Column::Flag => query.bind(
+                        row.try_get::<Option<i64>, _>(*name)
+                            .map_err(db)?
+                            .map(|v| v != 0),
+                    ),
+                };
+            }
+            query.execute(&mut *tx).await.map_err(db)?;
+            copied += 1;
+            if copied % CHUNK as u64 == 0 {
+                tx.commit().await.map_err(db)?;
+                tx = target.begin().await.map_err(db)?;
+                say!("  {copied} {table} row(s)");
+            }
+        }
+        tx.commit().await.map_err(db)?;
+        let count = format!("SELECT COUNT(*) FROM {table}");
+        let there: i64 = sqlx::query_scalar(&count)
+            .fetch_one(target)
+            .await
+            .map_err(db)?;
+        let here: i64 = sqlx::query_scalar(&count)
+            .fetch_one(source)
+            .await
+            .map_err(db)?;
+        if u64::try_from(there).ok() != Some(copied) || there != here {
+            return Err(Failed::new(
+                Exit::Database,
+                anyhow::anyhow!(
+                    "the copy of {table} does not match the file ({here} rows in SQLite, {there} in PostgreSQL); the file is untouched: drop the PostgreSQL database's tables and run this again"
+                ),
+            ));
+        }
+        out.push((*table, copied));
+    }
+    Ok(out)
 }
 
 const SUM_SAGAS: &str = "SELECT id, version, state, status, context FROM sagas ORDER BY id";

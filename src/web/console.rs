@@ -382,6 +382,7 @@ pub async fn purchase(site: &Site, id: &str) -> Reply {
     body.push_str(LEGEND);
     body.push_str("</section>");
     let billing = crate::commands::inspect::billing_section(
+        &site.store,
         &site.db_path,
         &saga.id,
         context.as_ref(),

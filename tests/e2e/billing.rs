@@ -13,7 +13,7 @@ use serde_json::Value;
 use crate::support::{self, Battery};
 
 /// Reconciliation policies fast enough for tests (the built-in ones poll an export every 30 s).
-const FAST_RECONCILE: &str = r#"
+pub(crate) const FAST_RECONCILE: &str = r#"
 workflow = "billing-reconciliation"
 [defaults.retry]
 initial_interval_ms = 50
@@ -653,4 +653,60 @@ async fn a_bad_lease_setting_is_refused_naming_it() {
             "{stderr}"
         );
     }
+}
+
+/// Reconciliation on PostgreSQL: the same book bought by a daemon on a PostgreSQL database,
+/// reconciled through v1 and the export, every purchase matched once, its status queryable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconciliation_runs_on_postgres_as_on_sqlite() {
+    let db = pcsaga_testkit::pg::TestDatabase::create().await;
+    let battery = Battery::new(SimConfig::default()).await;
+    let requests = book("pg");
+    let lines: Vec<String> = requests.iter().map(Value::to_string).collect();
+    let file = battery.env.write("book.ndjson", &(lines.join("\n") + "\n"));
+    let on_pg = |mut command: std::process::Command| {
+        command.env("PCSAGA_DB", &db.url);
+        command
+    };
+    let mut submit = on_pg(battery.env.pcsaga(Some(&battery.sim)));
+    submit.arg("submit").arg(&file);
+    let submitted = support::run_async(submit).await;
+    assert!(
+        submitted.status.success(),
+        "{}",
+        support::stderr(&submitted)
+    );
+    let mut daemon = on_pg(billing_command(&battery, V1));
+    daemon.args(["daemon", "--exit-when-idle"]);
+    let ran = support::run_async(daemon).await;
+    assert!(ran.status.success(), "{}", support::stderr(&ran));
+    let invoices = battery.sim.close_billing_period();
+    assert_eq!(invoices.len(), 1, "{invoices:?}");
+    for (label, config) in [("v1", V1), ("v2", V2)] {
+        let mut command = on_pg(billing_command(&battery, config));
+        command.args(["reconcile", "--period", &invoices[0], "--json"]);
+        let output = support::run_async(command).await;
+        let report: Value = serde_json::from_str(&support::stdout(&output))
+            .unwrap_or_else(|e| panic!("{label}: no report ({e}): {}", support::stderr(&output)));
+        assert_eq!(output.status.code(), Some(0), "{label}: {report:#}");
+        assert_eq!(totals(&report), (5, 5, 0), "{label}: {report:#}");
+    }
+    let mut list = on_pg(battery.env.pcsaga(None));
+    list.args(["list", "--billing", "matched", "--json"]);
+    let matched = support::json(&support::run(&mut list));
+    assert_eq!(matched.as_array().map(Vec::len), Some(5), "{matched}");
+    let id = matched[0]["id"].as_str().expect("id");
+    let mut show = on_pg(battery.env.pcsaga(None));
+    show.args(["show", id]);
+    let shown = support::stdout(&support::run(&mut show));
+    assert!(shown.contains("billing       matched, final"), "{shown}");
+    assert!(
+        shown.contains(&format!("billing line  invoice:{}#", invoices[0])),
+        "{shown}"
+    );
+    // Nothing of it went to a SQLite file: the battery's file has no purchase.
+    let local = pcsaga_engine::Store::count_by_status(&battery.store)
+        .await
+        .expect("count");
+    assert!(local.values().all(|n| *n == 0), "{local:?}");
 }

@@ -152,6 +152,24 @@ async fn a_sqlite_database_moves_to_postgres_whole_and_verified() {
     .await;
     assert_eq!(b.submit(&support::mixed("move", 12)).await, 12);
     b.finish("before-move", Duration::from_secs(60)).await;
+    // Reconciled on the file first: its billing statuses move with the purchases.
+    let policies = b
+        .env
+        .write("reconcile.toml", crate::billing::FAST_RECONCILE);
+    let mut reconcile = b.env.pcsaga(Some(&b.sim));
+    reconcile.env("PCSAGA_RECONCILE_WORKFLOW", &policies).args([
+        "reconcile",
+        "--period",
+        "current",
+        "--json",
+    ]);
+    let reconciled = support::run_async(reconcile).await;
+    assert_eq!(
+        reconciled.status.code(),
+        Some(0),
+        "{}",
+        support::stderr(&reconciled)
+    );
     // What the file holds, to compare after the move (its bytes may move as this test's own
     // open store checkpoints its WAL; its rows must not).
     let rows = |store: AnyStore| async move {
@@ -170,7 +188,16 @@ async fn a_sqlite_database_moves_to_postgres_whole_and_verified() {
     let moved = support::run_async(command).await;
     assert!(moved.status.success(), "{}", support::stderr(&moved));
     let summary = support::json(&moved);
-    assert_eq!(summary["sagas"], 12);
+    // Twelve purchases and the reconciliation run.
+    assert_eq!(summary["sagas"], 13, "{summary}");
+    assert_eq!(summary["billing"]["billing_status"], 12, "{summary}");
+    assert_eq!(summary["billing"]["billing_runs"], 1, "{summary}");
+    assert!(
+        summary["billing"]["billing_lines"]
+            .as_u64()
+            .is_some_and(|n| n >= 12),
+        "{summary}"
+    );
     assert!(
         summary["history"].as_u64().is_some_and(|n| n > 12 * 5),
         "{summary}"
@@ -198,6 +225,12 @@ async fn a_sqlite_database_moves_to_postgres_whole_and_verified() {
     list.env("PCSAGA_DB", &db.url).args(["list", "--json"]);
     let listed = support::json(&support::run_async(list).await);
     assert_eq!(listed.as_array().map(Vec::len), Some(12));
+    let mut matched = b.env.pcsaga(None);
+    matched
+        .env("PCSAGA_DB", &db.url)
+        .args(["list", "--billing", "matched", "--json"]);
+    let matched = support::json(&support::run_async(matched).await);
+    assert_eq!(matched.as_array().map(Vec::len), Some(12), "{matched}");
     // The target now holds sagas: a second move is refused.
     let mut again = b.env.pcsaga(None);
     again.args(["migrate", "--from", &from, "--to", &db.url]);

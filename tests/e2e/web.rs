@@ -518,6 +518,49 @@ async fn the_console_in_a_browser_shows_a_failed_purchases_timeline() {
         png.len()
     );
 
+    // A purchase that went the whole way: every state a lane, its checkout marked.
+    let succeeded = support::json(&support::run(b.env.pcsaga(None).args([
+        "list",
+        "--status",
+        "succeeded",
+        "--json",
+    ])));
+    let good = succeeded[0]["id"]
+        .as_str()
+        .expect("a succeeded purchase")
+        .to_owned();
+    let good_url = format!("{base}/purchases/{good}");
+    let page = browser(&["--dump-dom"], &good_url, &profile);
+    let dom = String::from_utf8_lossy(&page.stdout);
+    for state in [
+        "Enablement",
+        "Discovery",
+        "CartBuild",
+        "Checkout",
+        "OrderVisibilityPolling",
+    ] {
+        assert!(
+            dom.contains(&format!("data-state=\"{state}\"")),
+            "{state}:\n{dom}"
+        );
+    }
+    assert!(
+        dom.contains("class=\"checkout\""),
+        "the checkout is marked:\n{dom}"
+    );
+    assert!(dom.contains("class=\"end succeeded\""), "{dom}");
+    let shot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("console-succeeded.png");
+    let _ = std::fs::remove_file(&shot);
+    browser(
+        &[
+            &format!("--screenshot={}", shot.display()),
+            "--window-size=1280,1400",
+        ],
+        &good_url,
+        &profile,
+    );
+    assert!(std::fs::read(&shot).is_ok_and(|png| png.starts_with(b"\x89PNG")));
+
     let status = support::sigterm(&mut console).await;
     assert!(status.success(), "{}", b.env.read("console.err"));
 }

@@ -1,6 +1,12 @@
-//! The billing tables (migration `20261205000001_billing.sql`): lines as read, sources, each
-//! purchase's billing status and each run's report. The store migrates the file; this module
-//! only reads and writes these tables (and reads purchase rows), on a pool of its own.
+//! The billing tables (migration `20261205000001_billing.sql`, and `20261207000001_billing.sql`
+//! on PostgreSQL): lines as read, sources, each purchase's billing status and each run's
+//! report. The store migrates them; this module only reads and writes these tables (and reads
+//! purchase rows): on SQLite through a pool of its own, on PostgreSQL through the store's.
+//!
+//! One SQL text serves both databases: parameters are written `$1`, `$2`, … in order of first
+//! use (SQLite takes `$1` as a named parameter, numbered by first appearance, so the numbers
+//! agree), upserts are `ON CONFLICT … DO UPDATE`, and the one SQLite-only phrase (`INDEXED BY`)
+//! is added per database. [`on_pool!`] runs a body once per database type.
 
 use std::path::Path;
 use std::str::FromStr;
@@ -9,6 +15,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use pcsaga_partner_center::billing::{BadLine, BillingLine};
 use serde::{Deserialize, Serialize};
+use sqlx::postgres::PgPool;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 use sqlx::{ConnectOptions, Row};
 
@@ -21,10 +28,27 @@ use crate::Error;
 /// Lines per INSERT statement when staging (8 values each, well under SQLite's 32766).
 const ROWS_PER_INSERT: usize = 200;
 
-/// The billing tables of one database file. Cheap to clone.
+/// The billing tables of one database. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Ledger {
-    pool: SqlitePool,
+    pool: Pool,
+}
+
+#[derive(Debug, Clone)]
+enum Pool {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// Runs `$body` with `$pool` bound to the ledger's pool, typed per database: the body is
+/// compiled once for SQLite and once for PostgreSQL from the same text.
+macro_rules! on_pool {
+    ($self:expr, $pool:ident => $body:expr) => {
+        match &$self.pool {
+            Pool::Sqlite($pool) => $body,
+            Pool::Postgres($pool) => $body,
+        }
+    };
 }
 
 /// One purchase's billing status as stored.
@@ -56,7 +80,17 @@ impl Ledger {
             .connect_with(options)
             .await
             .map_err(db)?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool: Pool::Sqlite(pool),
+        })
+    }
+
+    /// The billing tables of a PostgreSQL database, on the store's pool (the store has
+    /// migrated them).
+    pub fn on_postgres(pool: PgPool) -> Self {
+        Self {
+            pool: Pool::Postgres(pool),
+        }
     }
 
     /// Opens the billing tables to read only (`show`, `list`): nothing is written.
@@ -71,7 +105,9 @@ impl Ledger {
             .connect_with(options)
             .await
             .map_err(db)?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool: Pool::Sqlite(pool),
+        })
     }
 
     /// Writes lines read from `source` by `run`, numbered from `first_seq`. Writing the same
@@ -85,20 +121,27 @@ impl Ledger {
         lines: &[Result<BillingLine, BadLine>],
     ) -> Result<(), Error> {
         // One transaction per page; rows go in statements of ROWS_PER_INSERT (one round trip
-        // to SQLite for each, not one per line).
-        let mut tx = self.pool.begin().await.map_err(db)?;
+        // to the database for each, not one per line).
+        on_pool!(self, pool => {
+        let mut tx = pool.begin().await.map_err(db)?;
         for (chunk_index, chunk) in lines.chunks(ROWS_PER_INSERT).enumerate() {
             let mut sql = String::from(
-                "INSERT OR REPLACE INTO billing_lines \
+                "INSERT INTO billing_lines \
                  (source, run_id, seq, order_id, alternate_id, customer_id, bad, line) VALUES ",
             );
             for i in 0..chunk.len() {
-                sql.push_str(if i == 0 {
-                    "(?, ?, ?, ?, ?, ?, ?, ?)"
-                } else {
-                    ", (?, ?, ?, ?, ?, ?, ?, ?)"
-                });
+                let n = i * 8;
+                sql.push_str(&format!(
+                    "{}(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${})",
+                    if i == 0 { "" } else { ", " },
+                    n + 1, n + 2, n + 3, n + 4, n + 5, n + 6, n + 7, n + 8
+                ));
             }
+            sql.push_str(
+                " ON CONFLICT (source, run_id, seq) DO UPDATE SET order_id = excluded.order_id, \
+                 alternate_id = excluded.alternate_id, customer_id = excluded.customer_id, \
+                 bad = excluded.bad, line = excluded.line",
+            );
             let mut query = sqlx::query(&sql);
             for (i, line) in chunk.iter().enumerate() {
                 let seq = first_seq + (chunk_index * ROWS_PER_INSERT + i) as i64;
@@ -133,6 +176,7 @@ impl Ledger {
         }
         tx.commit().await.map_err(db)?;
         Ok(())
+        })
     }
 
     /// A source was read (to its end, or as far as it could be): its rows of `run` become the
@@ -146,10 +190,11 @@ impl Ledger {
     ) -> Result<(), Error> {
         let json = serde_json::to_string(facts)
             .map_err(|e| Error::Database(format!("encoding a source: {e}")))?;
-        let mut tx = self.pool.begin().await.map_err(db)?;
+        on_pool!(self, pool => {
+        let mut tx = pool.begin().await.map_err(db)?;
         sqlx::query(
             "INSERT INTO billing_sources (source, run_id, complete, problem, lines, read_at, facts) \
-             VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (source) DO UPDATE SET run_id = excluded.run_id, \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (source) DO UPDATE SET run_id = excluded.run_id, \
              complete = excluded.complete, problem = excluded.problem, lines = excluded.lines, \
              read_at = excluded.read_at, facts = excluded.facts",
         )
@@ -163,32 +208,40 @@ impl Ledger {
         .execute(&mut *tx)
         .await
         .map_err(db)?;
-        sqlx::query("DELETE FROM billing_lines WHERE source = ? AND run_id <> ?")
+        sqlx::query("DELETE FROM billing_lines WHERE source = $1 AND run_id <> $2")
             .bind(&facts.key)
             .bind(run)
             .execute(&mut *tx)
             .await
             .map_err(db)?;
         tx.commit().await.map_err(db)
+        })
     }
 
     /// Every purchase that has orders (succeeded, stopped for an operator, or still running
     /// with orders known), as reconciliation sees it.
     pub async fn purchases(&self) -> Result<Vec<PurchaseFacts>, Error> {
-        let rows = sqlx::query(
-            "SELECT id, context, input, context_schema FROM sagas \
-             WHERE workflow = ? AND status IN ('succeeded', 'needs_attention', 'active') ORDER BY id",
-        )
-        .bind(pcsaga_purchase::WORKFLOW_NAME)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db)?;
+        const SQL: &str = "SELECT id, context, input, context_schema FROM sagas \
+             WHERE workflow = $1 AND status IN ('succeeded', 'needs_attention', 'active') ORDER BY id";
+        let rows: Vec<(String, String, String, i64)> = on_pool!(self, pool => {
+            let rows = sqlx::query(SQL)
+                .bind(pcsaga_purchase::WORKFLOW_NAME)
+                .fetch_all(pool)
+                .await
+                .map_err(db)?;
+            rows.iter()
+                .map(|row| -> Result<_, Error> {
+                    Ok((
+                        row.try_get("id").map_err(db)?,
+                        row.try_get("context").map_err(db)?,
+                        row.try_get("input").map_err(db)?,
+                        row.try_get("context_schema").map_err(db)?,
+                    ))
+                })
+                .collect::<Result<Vec<_>, Error>>()?
+        });
         let mut out = Vec::new();
-        for row in rows {
-            let id: String = row.try_get("id").map_err(db)?;
-            let context: String = row.try_get("context").map_err(db)?;
-            let input: String = row.try_get("input").map_err(db)?;
-            let schema: i64 = row.try_get("context_schema").map_err(db)?;
+        for (id, context, input, schema) in rows {
             let decoded = match pcsaga_purchase::context::decode(
                 u32::try_from(schema).unwrap_or(u32::MAX),
                 &context,
@@ -252,9 +305,12 @@ impl Ledger {
     pub async fn evidence(
         &self,
     ) -> Result<(Vec<StagedLine>, Vec<StagedBad>, Vec<SourceFacts>), Error> {
+        let mut good = Vec::new();
+        let mut bad = Vec::new();
+        on_pool!(self, pool => {
         let sources: Vec<SourceFacts> =
             sqlx::query("SELECT facts FROM billing_sources ORDER BY source")
-                .fetch_all(&self.pool)
+                .fetch_all(pool)
                 .await
                 .map_err(db)?
                 .iter()
@@ -269,9 +325,7 @@ impl Ledger {
              JOIN billing_sources s ON s.source = l.source AND s.run_id = l.run_id \
              ORDER BY l.source, l.seq",
         )
-        .fetch(&self.pool);
-        let mut good = Vec::new();
-        let mut bad = Vec::new();
+        .fetch(pool);
         while let Some(row) = futures_util::TryStreamExt::try_next(&mut rows)
             .await
             .map_err(db)?
@@ -293,6 +347,7 @@ impl Ledger {
             }
         }
         Ok((good, bad, sources))
+        })
     }
 
     /// Currencies of the purchases' orders (E27 is asked per currency).
@@ -317,13 +372,16 @@ impl Ledger {
         report: &Report,
         now: DateTime<Utc>,
     ) -> Result<(), Error> {
-        let mut tx = self.pool.begin().await.map_err(db)?;
+        let report_json = serde_json::to_string(report)
+            .map_err(|e| Error::Database(format!("encoding a report: {e}")))?;
+        on_pool!(self, pool => {
+        let mut tx = pool.begin().await.map_err(db)?;
         for p in &verdicts.purchases {
             let detail = serde_json::to_string(&p.orders)
                 .map_err(|e| Error::Database(format!("encoding a verdict: {e}")))?;
             sqlx::query(
                 "INSERT INTO billing_status (purchase_id, status, final, run_id, customer_id, currency, detail, updated_at) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (purchase_id) DO UPDATE SET \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (purchase_id) DO UPDATE SET \
                  status = excluded.status, final = excluded.final, run_id = excluded.run_id, \
                  customer_id = excluded.customer_id, currency = excluded.currency, \
                  detail = excluded.detail, updated_at = excluded.updated_at",
@@ -340,10 +398,10 @@ impl Ledger {
             .await
             .map_err(db)?;
         }
-        let report_json = serde_json::to_string(report)
-            .map_err(|e| Error::Database(format!("encoding a report: {e}")))?;
         sqlx::query(
-            "INSERT OR REPLACE INTO billing_runs (run_id, period, report, finished_at) VALUES (?, ?, ?, ?)",
+            "INSERT INTO billing_runs (run_id, period, report, finished_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (run_id) DO UPDATE SET period = excluded.period, report = excluded.report, \
+             finished_at = excluded.finished_at",
         )
         .bind(run)
         .bind(&report.period)
@@ -353,35 +411,39 @@ impl Ledger {
         .await
         .map_err(db)?;
         tx.commit().await.map_err(db)
+        })
     }
 
     /// A run's report, once it finished.
     pub async fn report(&self, run: &str) -> Result<Option<Report>, Error> {
-        let row = sqlx::query("SELECT report FROM billing_runs WHERE run_id = ?")
-            .bind(run)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(db)?;
-        match row {
+        let json: Option<String> = on_pool!(self, pool => {
+            sqlx::query("SELECT report FROM billing_runs WHERE run_id = $1")
+                .bind(run)
+                .fetch_optional(pool)
+                .await
+                .map_err(db)?
+                .map(|row| row.try_get("report"))
+                .transpose()
+                .map_err(db)?
+        });
+        match json {
             None => Ok(None),
-            Some(row) => {
-                let json: String = row.try_get("report").map_err(db)?;
-                serde_json::from_str(&json)
-                    .map(Some)
-                    .map_err(|e| Error::Database(format!("run {run}'s report: {e}")))
-            }
+            Some(json) => serde_json::from_str(&json)
+                .map(Some)
+                .map_err(|e| Error::Database(format!("run {run}'s report: {e}"))),
         }
     }
 
     /// A purchase's billing status, if a run has classified it.
     pub async fn status_of(&self, purchase: &str) -> Result<Option<StatusRow>, Error> {
-        let row = sqlx::query(
-            "SELECT purchase_id, status, final, run_id, detail, updated_at FROM billing_status WHERE purchase_id = ?",
-        )
-        .bind(purchase)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(db)?;
+        const SQL: &str = "SELECT purchase_id, status, final, run_id, detail, updated_at \
+             FROM billing_status WHERE purchase_id = $1";
+        on_pool!(self, pool => {
+        let row = sqlx::query(SQL)
+            .bind(purchase)
+            .fetch_optional(pool)
+            .await
+            .map_err(db)?;
         let Some(row) = row else { return Ok(None) };
         let detail: String = row.try_get("detail").map_err(db)?;
         let updated: i64 = row.try_get("updated_at").map_err(db)?;
@@ -393,45 +455,59 @@ impl Ledger {
             detail: serde_json::from_str(&detail).unwrap_or(serde_json::Value::Null),
             updated_at: DateTime::from_timestamp_millis(updated).unwrap_or_default(),
         }))
+        })
     }
 
     /// Ids of the purchases with a billing status, at most `limit`, in id order.
     pub async fn with_status(&self, status: &str, limit: u32) -> Result<Vec<String>, Error> {
-        let rows = sqlx::query(
-            "SELECT purchase_id FROM billing_status INDEXED BY billing_status_status \
-             WHERE status = ? ORDER BY purchase_id LIMIT ?",
-        )
-        .bind(status)
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db)?;
+        // SQLite is told the index (its planner may otherwise scan); PostgreSQL's picks it.
+        let hint = match self.pool {
+            Pool::Sqlite(_) => "INDEXED BY billing_status_status",
+            Pool::Postgres(_) => "",
+        };
+        let sql = format!(
+            "SELECT purchase_id FROM billing_status {hint} \
+             WHERE status = $1 ORDER BY purchase_id LIMIT $2"
+        );
+        on_pool!(self, pool => {
+        let rows = sqlx::query(&sql)
+            .bind(status)
+            .bind(i64::from(limit))
+            .fetch_all(pool)
+            .await
+            .map_err(db)?;
         rows.iter()
             .map(|r| r.try_get::<String, _>("purchase_id").map_err(db))
             .collect()
+        })
     }
 
     /// The billing lines (current evidence) joined to an order (`show`).
     pub async fn lines_of(&self, order_ids: &[String]) -> Result<Vec<StagedLine>, Error> {
         let mut out = Vec::new();
         for id in order_ids {
-            let rows = sqlx::query(
-                "SELECT l.source, l.seq, l.line FROM billing_lines l \
+            const SQL: &str = "SELECT l.source, l.seq, l.line FROM billing_lines l \
                  JOIN billing_sources s ON s.source = l.source AND s.run_id = l.run_id \
-                 WHERE l.bad IS NULL AND (l.order_id = ?1 OR l.alternate_id = ?1) ORDER BY l.source, l.seq",
-            )
-            .bind(id)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db)?;
-            for row in rows {
-                let json: String = row.try_get("line").map_err(db)?;
+                 WHERE l.bad IS NULL AND (l.order_id = $1 OR l.alternate_id = $1) ORDER BY l.source, l.seq";
+            let rows: Vec<(String, i64, String)> = on_pool!(self, pool => {
+                sqlx::query(SQL)
+                    .bind(id)
+                    .fetch_all(pool)
+                    .await
+                    .map_err(db)?
+                    .iter()
+                    .map(|row| -> Result<_, Error> {
+                        Ok((
+                            row.try_get("source").map_err(db)?,
+                            row.try_get("seq").map_err(db)?,
+                            row.try_get("line").map_err(db)?,
+                        ))
+                    })
+                    .collect::<Result<Vec<_>, Error>>()?
+            });
+            for (source, seq, json) in rows {
                 if let Ok(line) = serde_json::from_str::<BillingLine>(&json) {
-                    out.push(StagedLine {
-                        source: row.try_get("source").map_err(db)?,
-                        seq: row.try_get("seq").map_err(db)?,
-                        line,
-                    });
+                    out.push(StagedLine { source, seq, line });
                 }
             }
         }
