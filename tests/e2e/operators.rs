@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use pcsaga_simulator::{Fault, FaultPlan, FaultRule, SimConfig};
 
-use crate::support::{self, Battery};
+use crate::support::{self, on_both_stores, Backend, Battery};
 
 fn rule(endpoint: &str, after: u64, fault: Fault) -> FaultRule {
     FaultRule {
@@ -312,19 +312,21 @@ async fn run_printed(b: &Battery, step: &str) -> std::process::Output {
 /// resumed with the printed command; a reconciliation parked with its order unseen, refused
 /// past Checkout without orders, refused a wrong order and finished by `attach-order` with the
 /// right one; a purchase in an hour-long backoff moved by `retry`.
-#[tokio::test(flavor = "multi_thread")]
-async fn an_operator_fixes_resumes_attaches_and_retries() {
-    let mut b = Battery::new(SimConfig {
-        registration_polls: 1,
-        order_completion_s: 0,
-        order_list_lag_s: 10 * 24 * 3600,
-        checkout_replay: pcsaga_simulator::CheckoutReplay::AlreadySubmitted,
-        faults: FaultPlan {
-            seed: 1,
-            rules: vec![rule("checkout", 0, Fault::Drop)],
+async fn an_operator_fixes_resumes_attaches_and_retries(backend: Backend) {
+    let mut b = Battery::on(
+        SimConfig {
+            registration_polls: 1,
+            order_completion_s: 0,
+            order_list_lag_s: 10 * 24 * 3600,
+            checkout_replay: pcsaga_simulator::CheckoutReplay::AlreadySubmitted,
+            faults: FaultPlan {
+                seed: 1,
+                rules: vec![rule("checkout", 0, Fault::Drop)],
+            },
+            ..SimConfig::default()
         },
-        ..SimConfig::default()
-    })
+        backend,
+    )
     .await;
     let workflow = b.env.write("operator.toml", OPERATOR_POLICIES);
     // The first checkout's reply is lost, and its order never reaches the (lagging) list.
@@ -556,9 +558,8 @@ async fn an_operator_fixes_resumes_attaches_and_retries() {
 
 /// Bulk actions: `resume` with filters lists what it would touch with `--dry-run`, refuses
 /// more than 10 without `--yes`, and with it resumes each one, recorded in each history.
-#[tokio::test(flavor = "multi_thread")]
-async fn bulk_resume_asks_before_it_touches_many() {
-    let mut b = Battery::new(SimConfig::default()).await;
+async fn bulk_resume_asks_before_it_touches_many(backend: Backend) {
+    let mut b = Battery::on(SimConfig::default(), backend).await;
     let requests: Vec<serde_json::Value> = (0..12)
         .map(|i| support::request(&format!("bulk-{i}"), "DZH318Z0BQ3Q", "0003", Some("P1Y")))
         .collect();
@@ -629,3 +630,6 @@ async fn bulk_resume_asks_before_it_touches_many() {
             .any(|r| r.kind == "operator" && r.detail.as_deref() == Some("resume: region lifted")));
     }
 }
+
+on_both_stores!(an_operator_fixes_resumes_attaches_and_retries);
+on_both_stores!(bulk_resume_asks_before_it_touches_many);

@@ -140,7 +140,34 @@ pub struct Battery {
     pub env: Env,
     pub store: pcsaga_engine::AnyStore,
     pub accepted: usize,
+    /// The PostgreSQL database of a battery on PostgreSQL (dropped with it).
+    pub pg: Option<pcsaga_testkit::pg::TestDatabase>,
 }
+
+/// The database a test runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Runs an end-to-end test once per store: `on_both_stores!(name)` makes `name::sqlite` and
+/// `name::postgres` of `async fn name(backend: Backend)`, one definition for both.
+macro_rules! on_both_stores {
+    ($name:ident) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$name($crate::support::Backend::Sqlite).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                super::$name($crate::support::Backend::Postgres).await
+            }
+        }
+    };
+}
+pub(crate) use on_both_stores;
 
 /// Waits for a child process without blocking the runtime (the simulator runs on it too); kills
 /// it if it runs past `deadline` (a harness safeguard, not a timing assertion).
@@ -186,7 +213,21 @@ impl Battery {
             env,
             store,
             accepted: 0,
+            pg: None,
         }
+    }
+
+    /// A battery on `backend`: on PostgreSQL, a database of its own, which every command of
+    /// the test uses (`PCSAGA_DB` is its URL) and the auditor reads.
+    pub async fn on(config: pcsaga_simulator::SimConfig, backend: Backend) -> Self {
+        let mut battery = Self::new(config).await;
+        if backend == Backend::Postgres {
+            let db = pcsaga_testkit::pg::TestDatabase::create().await;
+            battery.env.db = PathBuf::from(&db.url);
+            battery.store = pcsaga_engine::AnyStore::Postgres(db.store().await);
+            battery.pg = Some(db);
+        }
+        battery
     }
 
     /// Submits requests through `pcsaga submit` (NDJSON); returns how many were accepted.

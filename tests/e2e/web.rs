@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use pcsaga_simulator::SimConfig;
 
-use crate::support::{self, Battery};
+use crate::support::{self, on_both_stores, Backend, Battery};
 
 /// Waits for the `url=http://…/` a daemon or console logs once it listens.
 async fn listening_url(b: &Battery, log: &str) -> String {
@@ -76,9 +76,8 @@ fn sum(
         .sum()
 }
 
-#[tokio::test]
-async fn metrics_move_as_the_simulators_request_log_says() {
-    let mut b = Battery::new(SimConfig::default()).await;
+async fn metrics_move_as_the_simulators_request_log_says(backend: Backend) {
+    let mut b = Battery::on(SimConfig::default(), backend).await;
     let mut requests = support::mixed("metrics", 9);
     // Two that fail before any money moves: no such product.
     requests.push(support::request(
@@ -282,9 +281,63 @@ async fn ready_until(b: &Battery, base: &str, want: u16) -> serde_json::Value {
     );
 }
 
-#[tokio::test]
-async fn readyz_follows_whether_the_database_takes_a_write() {
-    let b = Battery::new(SimConfig::default()).await;
+/// Another process holding the database's write lock (SQLite's, or an exclusive lock on the
+/// daemons table on PostgreSQL: a backup job, a stuck migration) until it is told to let go.
+enum WriteLock {
+    Sqlite(sqlx::SqliteConnection),
+    Postgres(sqlx::PgConnection),
+}
+
+impl WriteLock {
+    async fn take(b: &Battery) -> Self {
+        use sqlx::Connection as _;
+        match &b.pg {
+            None => {
+                let mut c =
+                    sqlx::SqliteConnection::connect(&format!("sqlite://{}", b.env.db.display()))
+                        .await
+                        .expect("open the database");
+                sqlx::query("BEGIN IMMEDIATE")
+                    .execute(&mut c)
+                    .await
+                    .expect("take the write lock");
+                Self::Sqlite(c)
+            }
+            Some(db) => {
+                let mut c = sqlx::PgConnection::connect(&db.url).await.expect("connect");
+                sqlx::query("BEGIN").execute(&mut c).await.expect("begin");
+                sqlx::query("LOCK TABLE daemons IN ACCESS EXCLUSIVE MODE")
+                    .execute(&mut c)
+                    .await
+                    .expect("lock the daemons table");
+                Self::Postgres(c)
+            }
+        }
+    }
+
+    async fn release(self) {
+        use sqlx::Connection as _;
+        match self {
+            Self::Sqlite(mut c) => {
+                sqlx::query("ROLLBACK")
+                    .execute(&mut c)
+                    .await
+                    .expect("release");
+                c.close().await.expect("close");
+            }
+            Self::Postgres(mut c) => {
+                sqlx::query("ROLLBACK")
+                    .execute(&mut c)
+                    .await
+                    .expect("release");
+                c.close().await.expect("close");
+            }
+        }
+    }
+}
+
+async fn readyz_follows_whether_the_database_takes_a_write(backend: Backend) {
+    let b = Battery::on(SimConfig::default(), backend).await;
     let mut daemon = b.daemon("daemon", &[], &[]);
     let base = listening_url(&b, "daemon.err").await;
     let body = ready_until(&b, &base, 200).await;
@@ -294,15 +347,7 @@ async fn readyz_follows_whether_the_database_takes_a_write() {
     let (status, health) = get(&format!("{base}/healthz"), None).await;
     assert_eq!((status, health.contains("\"ok\"")), (200, true));
 
-    // Another process takes the database's write lock and keeps it.
-    use sqlx::Connection as _;
-    let mut holder = sqlx::SqliteConnection::connect(&format!("sqlite://{}", b.env.db.display()))
-        .await
-        .expect("open the database");
-    sqlx::query("BEGIN IMMEDIATE")
-        .execute(&mut holder)
-        .await
-        .expect("take the write lock");
+    let lock = WriteLock::take(&b).await;
     let body = ready_until(&b, &base, 503).await;
     assert_eq!(body["ready"], false);
     assert_eq!(body["checks"]["database"]["ok"], false, "{body}");
@@ -315,11 +360,7 @@ async fn readyz_follows_whether_the_database_takes_a_write() {
     // The process answers all along: alive, not ready.
     assert_eq!(get(&format!("{base}/healthz"), None).await.0, 200);
 
-    sqlx::query("ROLLBACK")
-        .execute(&mut holder)
-        .await
-        .expect("release");
-    holder.close().await.expect("close");
+    lock.release().await;
     let body = ready_until(&b, &base, 200).await;
     assert_eq!(body["checks"]["database"]["ok"], true, "{body}");
     let status = support::sigterm(&mut daemon).await;
@@ -427,9 +468,8 @@ fn browser(args: &[&str], url: &str, profile: &std::path::Path) -> std::process:
         .expect("chromium runs")
 }
 
-#[tokio::test]
-async fn the_console_in_a_browser_shows_a_failed_purchases_timeline() {
-    let mut b = Battery::new(SimConfig::default()).await;
+async fn the_console_in_a_browser_shows_a_failed_purchases_timeline(backend: Backend) {
+    let mut b = Battery::on(SimConfig::default(), backend).await;
     let mut requests = support::mixed("console", 2);
     requests.push(support::request(
         "console-bad",
@@ -500,7 +540,8 @@ async fn the_console_in_a_browser_shows_a_failed_purchases_timeline() {
     );
 
     // A picture of it, for the eye (the closing note describes it).
-    let shot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("console-purchase.png");
+    let shot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("console-purchase-{backend:?}.png"));
     let _ = std::fs::remove_file(&shot);
     let taken = browser(
         &[
@@ -549,7 +590,8 @@ async fn the_console_in_a_browser_shows_a_failed_purchases_timeline() {
         "the checkout is marked:\n{dom}"
     );
     assert!(dom.contains("class=\"end succeeded\""), "{dom}");
-    let shot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("console-succeeded.png");
+    let shot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("console-succeeded-{backend:?}.png"));
     let _ = std::fs::remove_file(&shot);
     browser(
         &[
@@ -564,3 +606,7 @@ async fn the_console_in_a_browser_shows_a_failed_purchases_timeline() {
     let status = support::sigterm(&mut console).await;
     assert!(status.success(), "{}", b.env.read("console.err"));
 }
+
+on_both_stores!(metrics_move_as_the_simulators_request_log_says);
+on_both_stores!(the_console_in_a_browser_shows_a_failed_purchases_timeline);
+on_both_stores!(readyz_follows_whether_the_database_takes_a_write);
