@@ -506,7 +506,9 @@ pub struct BenchArgs {
     /// Purchases for the throughput rows, 1 to 1000000 (concurrency 1 uses at most 1000).
     #[arg(long, default_value_t = 10_000, value_parser = RangedU64ValueParser::<usize>::new().range(1..=1_000_000))]
     pub n: usize,
-    /// Only these measurements: raw, orchestration, e2e, backlog, recovery (comma-separated).
+    /// Only these measurements (comma-separated): raw, orchestration, e2e, backlog, recovery,
+    /// inspect, throttled, reconcile, postgres (the last needs a server: PCSAGA_BENCH_PG, default
+    /// postgres://root@127.0.0.1:5432/postgres).
     #[arg(long)]
     pub only: Option<String>,
     /// Concurrency of the second orchestration row, 1 to 10000 (the daemon's default is 64).

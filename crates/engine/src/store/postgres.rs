@@ -268,6 +268,9 @@ impl PgStore {
                                 arrivals.notify.notify_waiters();
                                 arrivals.notify.notify_one();
                             }
+                            // This task holds the only reference left: the store is gone (a
+                            // dropped database among them), and nobody waits to be woken.
+                            Err(_) if Arc::strong_count(&arrivals) == 1 => return,
                             Err(error) => {
                                 tracing::warn!(%error, "PostgreSQL notifications lost; listening again");
                                 arrivals.notify.notify_waiters();
