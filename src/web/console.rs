@@ -403,7 +403,8 @@ pub async fn purchase(site: &Site, id: &str) -> Reply {
 const LEGEND: &str = "<p class=\"legend\"><span class=\"key ok\">call ok</span><span class=\"key failed\">call failed</span>\
 <span class=\"key throttled\">429</span><span class=\"key unknown\">reply lost</span><span class=\"key backoff\">backoff</span>\
 <span class=\"key poll\">poll or step wait</span><span class=\"key queue\">in the queue</span><span class=\"key checkout\">checkout sent</span>\
-<span class=\"key operator\">operator action</span></p>";
+<span class=\"key operator\">operator action</span>\
+<span class=\"axis-note\">time axis compressed: a long wait is drawn shorter than its share; the ticks give real times</span></p>";
 
 fn facts(saga: &pcsaga_engine::SagaRecord) -> String {
     let mut out = String::from("<dl class=\"facts\">");

@@ -2,7 +2,9 @@
 //! it visited, a bar for the time it spent in each, every call as a mark coloured by its
 //! outcome (its width is the call's latency), the waits between steps as spans (a backoff after
 //! a failed call, a poll or the queue otherwise), the checkout and the order-list lookups that
-//! reconcile it highlighted, operator actions as diamonds, and the end as a flag.
+//! reconcile it highlighted, operator actions as diamonds, and the end as a flag. Time runs
+//! left to right on a compressed axis ([`Scale`]): every step stays visible whether the
+//! purchase took 20 ms or 20 days.
 //!
 //! Pure: the same rows give the same picture. Every element carries a class and `data-`
 //! attributes naming what it shows, so a test (or a browser's find) reads the picture as data.
@@ -34,15 +36,70 @@ fn outcome(row: &HistoryRow) -> &'static str {
     }
 }
 
+/// Where a time goes across the picture. Compressed: between two consecutive moments that
+/// something happened (a row, or a call's start), the picture gives a width proportional to
+/// the square root of the gap, not the gap. A purchase whose first states take milliseconds
+/// and whose polls take minutes, or days, then shows every step apart, in order, while a
+/// longer wait still draws longer. The axis labels give the real times at their positions.
 struct Scale {
     start: DateTime<Utc>,
-    span_ms: f64,
+    /// (ms since start, fraction of the width), increasing in both.
+    knots: Vec<(f64, f64)>,
 }
 
 impl Scale {
+    fn new(start: DateTime<Utc>, end: DateTime<Utc>, history: &[HistoryRow]) -> Self {
+        let offset = |at: DateTime<Utc>| (at - start).num_milliseconds().max(0) as f64;
+        let span = offset(end);
+        let mut moments: Vec<f64> = vec![0.0, span];
+        for row in history {
+            let at = offset(row.at).min(span);
+            moments.push(at);
+            if let Some(ms) = row.latency_ms.filter(|_| row.call.is_some()) {
+                moments.push((at - ms as f64).max(0.0));
+            }
+        }
+        moments.sort_by(f64::total_cmp);
+        moments.dedup();
+        let weights: Vec<f64> = moments.windows(2).map(|w| (w[1] - w[0]).sqrt()).collect();
+        let total: f64 = weights.iter().sum();
+        let mut knots = vec![(moments[0], 0.0)];
+        let mut done = 0.0;
+        for (i, w) in weights.iter().enumerate() {
+            done += w;
+            let fraction = if total > 0.0 { done / total } else { 1.0 };
+            knots.push((moments[i + 1], fraction));
+        }
+        Self { start, knots }
+    }
+
+    /// The fraction of the width at `ms` since the start.
+    fn fraction(&self, ms: f64) -> f64 {
+        let i = self.knots.partition_point(|(t, _)| *t < ms);
+        match (i.checked_sub(1).map(|j| self.knots[j]), self.knots.get(i)) {
+            (_, Some(&(t, f))) if t == ms => f,
+            (Some((t0, f0)), Some(&(t1, f1))) => f0 + (f1 - f0) * (ms - t0) / (t1 - t0),
+            (None, _) => 0.0,
+            (Some(_), None) => 1.0,
+        }
+    }
+
+    /// The time since the start (ms) at a fraction of the width: the inverse, for the axis.
+    fn at_fraction(&self, fraction: f64) -> f64 {
+        let i = self.knots.partition_point(|(_, f)| *f < fraction);
+        match (i.checked_sub(1).map(|j| self.knots[j]), self.knots.get(i)) {
+            (Some((t0, f0)), Some(&(t1, f1))) if f1 > f0 => {
+                t0 + (t1 - t0) * (fraction - f0) / (f1 - f0)
+            }
+            (_, Some(&(t, _))) => t,
+            (Some((t, _)), None) => t,
+            (None, None) => 0.0,
+        }
+    }
+
     fn x(&self, at: DateTime<Utc>) -> f64 {
         let ms = (at - self.start).num_milliseconds().max(0) as f64;
-        LABEL + (ms / self.span_ms).min(1.0) * (WIDTH - LABEL - RIGHT)
+        LABEL + self.fraction(ms) * (WIDTH - LABEL - RIGHT)
     }
 }
 
@@ -104,9 +161,7 @@ pub fn render(saga: &SagaRecord, history: &[HistoryRow], now: DateTime<Utc>) -> 
     } else {
         last
     };
-    // The picture fills its width whatever the purchase took, 20 ms or 20 days.
-    let span_ms = ((end - start).num_milliseconds() as f64).max(1.0);
-    let scale = Scale { start, span_ms };
+    let scale = Scale::new(start, end, history);
     let lanes = lanes(saga, history);
     let lane_y = |state: Option<&str>| -> f64 {
         let index = state
@@ -147,7 +202,7 @@ pub fn render(saga: &SagaRecord, history: &[HistoryRow], now: DateTime<Utc>) -> 
     draw_waits(&mut svg, history, &scale, &lane_y);
     draw_marks(&mut svg, history, &scale, &lane_y);
     draw_end(&mut svg, saga, &scale, end, &lane_y);
-    draw_axis(&mut svg, &scale, start, end, height);
+    draw_axis(&mut svg, &scale, start, height);
     svg.push_str("</svg>");
     svg
 }
@@ -238,9 +293,11 @@ fn draw_marks(
             } else {
                 ""
             };
-            let width = ((row.latency_ms.unwrap_or(0) as f64 / scale.span_ms)
-                * (WIDTH - LABEL - RIGHT))
-                .max(3.0);
+            let began = row.at
+                - chrono::Duration::milliseconds(
+                    i64::try_from(row.latency_ms.unwrap_or(0)).unwrap_or(0),
+                );
+            let width = (x - scale.x(began)).max(3.0);
             let status = row
                 .http_status
                 .map_or_else(|| "no reply".to_owned(), |s| s.to_string());
@@ -324,13 +381,7 @@ fn draw_end(
     );
 }
 
-fn draw_axis(
-    svg: &mut String,
-    scale: &Scale,
-    start: DateTime<Utc>,
-    end: DateTime<Utc>,
-    height: f64,
-) {
+fn draw_axis(svg: &mut String, scale: &Scale, start: DateTime<Utc>, height: f64) {
     let y = height - AXIS + 4.0;
     let _ = write!(
         svg,
@@ -339,12 +390,12 @@ fn draw_axis(
     );
     let ticks = 5;
     for i in 0..=ticks {
-        let at = start + (end - start) * i / ticks;
-        let x = scale.x(at);
+        let fraction = f64::from(i) / f64::from(ticks);
+        let x = LABEL + fraction * (WIDTH - LABEL - RIGHT);
         let label = if i == 0 {
             start.format("%H:%M:%S UTC").to_string()
         } else {
-            format!("+{}", human_ms((at - start).num_milliseconds()))
+            format!("+{}", human_ms(scale.at_fraction(fraction).round() as i64))
         };
         let _ = write!(
             svg,
@@ -505,6 +556,32 @@ mod tests {
             elements(&svg, "end").is_empty(),
             "an active purchase has no end flag"
         );
+    }
+
+    #[test]
+    fn the_axis_keeps_order_and_gives_long_waits_less_room_than_their_share() {
+        let rows = [
+            row(1, 0, "submitted", "A"),
+            row(2, 10, "claimed", "A"),
+            row(3, 20, "transition", "A"),
+            row(4, 100_020, "claimed", "A"),
+        ];
+        let start = rows[0].at;
+        let scale = Scale::new(start, rows[3].at, &rows);
+        let xs: Vec<f64> = rows.iter().map(|r| scale.x(r.at)).collect();
+        assert!(xs.windows(2).all(|w| w[0] < w[1]), "in order: {xs:?}");
+        // The 100 s wait is 99.98% of the time, far less of the width; the 10 ms steps stay apart.
+        let plot = WIDTH - LABEL - RIGHT;
+        assert!((xs[3] - xs[2]) / plot < 0.99, "{xs:?}");
+        assert!(xs[1] - xs[0] > 5.0, "{xs:?}");
+        // The axis reads real times back: the inverse at each knot.
+        for r in &rows {
+            let ms = (r.at - start).num_milliseconds() as f64;
+            let back = scale.at_fraction(scale.fraction(ms));
+            assert!((back - ms).abs() < 0.5, "{ms} came back as {back}");
+        }
+        assert_eq!(scale.fraction(0.0), 0.0);
+        assert_eq!(scale.fraction(1e12), 1.0);
     }
 
     #[test]
