@@ -721,7 +721,9 @@ pub async fn status(global: &Global, json_out: bool, file: &FileConfig) -> Resul
 }
 
 /// A daemon's rate governor as its last heartbeat recorded it.
-fn governor_of(daemon: &pcsaga_engine::DaemonRow) -> Option<Vec<pcsaga_engine::ClassSnapshot>> {
+pub(crate) fn governor_of(
+    daemon: &pcsaga_engine::DaemonRow,
+) -> Option<Vec<pcsaga_engine::ClassSnapshot>> {
     serde_json::from_str(daemon.governor.as_deref()?).ok()
 }
 

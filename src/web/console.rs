@@ -214,11 +214,7 @@ fn throttling(daemons: &[pcsaga_engine::DaemonRow]) -> String {
             && d.heartbeat_at
                 .is_some_and(|at| now - at < chrono::Duration::minutes(2))
     }) {
-        let classes: Vec<pcsaga_engine::ClassSnapshot> = daemon
-            .governor
-            .as_deref()
-            .and_then(|g| serde_json::from_str(g).ok())
-            .unwrap_or_default();
+        let classes = crate::commands::inspect::governor_of(daemon).unwrap_or_default();
         for c in classes.iter().filter(|c| {
             c.paused_ms > 0
                 || c.waiting > 0
